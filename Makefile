@@ -1,0 +1,56 @@
+# The two commands a new machine needs: `make up` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: up test lint fmt bench chaos redis-server wrk clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+# Integration tests need a real redis-server binary; install Debian's when missing.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "redis-server is not installed: install it (e.g. apt-get install redis-server)" >&2; exit 1; \
+	  fi; }
+
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	  else echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; fi; }
+
+up: $(STAMP)
+	$(BIN)/configbus up
+
+lint: $(STAMP)
+	$(BIN)/ruff check configbus proxy admin tests bench
+	$(BIN)/ruff format --check configbus proxy admin tests bench
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff format configbus proxy admin tests bench
+	$(BIN)/ruff check --fix configbus proxy admin tests bench
+
+test: $(STAMP) redis-server lint
+	$(BIN)/python -m pytest
+
+bench: $(STAMP) redis-server wrk
+	$(BIN)/python bench/propagation.py
+	@if [ -f bench/proxy_overhead.py ]; then $(BIN)/python bench/proxy_overhead.py; fi
+
+chaos: $(STAMP) redis-server
+	$(BIN)/python bench/chaos.py --minutes 10
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from configbus.cli import main
+
+sys.exit(main())

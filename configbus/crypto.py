@@ -1,0 +1,184 @@
+"""Secrets at rest: Fernet encryption with key rotation, and the masked view.
+
+`CONFIGBUS_SECRET_KEYS` holds one or more Fernet keys, newest first: the newest encrypts,
+all of them decrypt, so a key can be rotated in by prepending it, re-encrypting (a new
+version), and dropping the old key once every replica runs that version.
+
+The walkers here work on any msgspec struct tree that uses `configbus.Secret`, so a
+service with its own schema gets the same treatment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import msgspec
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from configbus.document import Secret
+from configbus.errors import InvalidDocument, Issue, SecretError, SettingsError
+
+T = TypeVar("T")
+MASK_PREFIX = "sha256:"
+
+
+def generate_key() -> str:
+    return Fernet.generate_key().decode()
+
+
+def fingerprint(token: str) -> str:
+    """The masked form of an encrypted secret: a digest of the ciphertext, never of the plaintext."""
+    return MASK_PREFIX + hashlib.sha256(token.encode()).hexdigest()[:24]
+
+
+class SecretBox:
+    """Encrypts with the newest key, decrypts with any of them."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        if not keys:
+            raise SettingsError("CONFIGBUS_SECRET_KEYS: at least one Fernet key is needed")
+        fernets = []
+        for i, key in enumerate(keys):
+            try:
+                fernets.append(Fernet(key.strip().encode()))
+            except (ValueError, TypeError):
+                raise SettingsError(
+                    f"CONFIGBUS_SECRET_KEYS: key #{i + 1} is not a valid Fernet key "
+                    "(32 url-safe base64-encoded bytes; make one with `configbus keygen`)"
+                ) from None
+        self._multi = MultiFernet(fernets)
+
+    @classmethod
+    def from_string(cls, value: str) -> SecretBox:
+        return cls([k for k in value.split(",") if k.strip()])
+
+    def encrypt(self, plaintext: str) -> str:
+        return self._multi.encrypt(plaintext.encode()).decode()
+
+    def decrypt(self, token: str, where: str = "") -> str:
+        try:
+            return self._multi.decrypt(token.encode()).decode()
+        except (InvalidToken, ValueError):
+            raise SecretError(
+                f"{where}: cannot decrypt secret with any configured key"
+                if where
+                else "cannot decrypt secret with any configured key"
+            ) from None
+
+    def rotate(self, token: str, where: str = "") -> str:
+        try:
+            return self._multi.rotate(token.encode()).decode()
+        except (InvalidToken, ValueError):
+            raise SecretError(
+                f"{where}: cannot re-encrypt secret: no configured key fits"
+            ) from None
+
+
+def map_secrets(value: T, fn: Callable[[Secret, str], Secret], path: str = "") -> T:
+    """Return `value` with every Secret replaced by fn(secret, json_path); shares untouched parts."""
+    return _map(value, fn, path)  # type: ignore[no-any-return]
+
+
+def _map(value: Any, fn: Callable[[Secret, str], Secret], path: str) -> Any:
+    if isinstance(value, Secret):
+        return fn(value, path)
+    if isinstance(value, msgspec.Struct):
+        changes = {}
+        for f in msgspec.structs.fields(value):
+            old = getattr(value, f.name)
+            new = _map(old, fn, f"{path}.{f.encode_name}" if path else f.encode_name)
+            if new is not old:
+                changes[f.name] = new
+        return msgspec.structs.replace(value, **changes) if changes else value
+    if isinstance(value, list):
+        items = [_map(v, fn, f"{path}[{i}]") for i, v in enumerate(value)]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    if isinstance(value, dict):
+        mapped = {k: _map(v, fn, f"{path}.{k}") for k, v in value.items()}
+        return mapped if any(mapped[k] is not value[k] for k in value) else value
+    return value
+
+
+def secrets_of(value: Any) -> list[tuple[str, Secret]]:
+    found: list[tuple[str, Secret]] = []
+
+    def collect(s: Secret, path: str) -> Secret:
+        found.append((path, s))
+        return s
+
+    map_secrets(value, collect)
+    return found
+
+
+def encrypt_secrets(doc: T, box: SecretBox) -> T:
+    """Plaintext secrets → Fernet tokens. Already-encrypted ones stay as they are."""
+
+    def enc(s: Secret, path: str) -> Secret:
+        if s.secret is not None:
+            return Secret(encrypted=box.encrypt(s.secret))
+        return s
+
+    return map_secrets(doc, enc)
+
+
+def decrypt_secrets(doc: T, box: SecretBox) -> T:
+    """Fernet tokens → plaintext, inside a replica only. A stored plaintext or masked secret
+    is refused: it means something bypassed the admin."""
+
+    def dec(s: Secret, path: str) -> Secret:
+        if s.encrypted is not None:
+            return Secret(secret=box.decrypt(s.encrypted, path))
+        if s.secret is not None:
+            raise SecretError(f"{path}: plaintext secret found in a stored document")
+        raise SecretError(f"{path}: masked secret found in a stored document")
+
+    return map_secrets(doc, dec)
+
+
+def reencrypt_secrets(doc: T, box: SecretBox) -> T:
+    """Every token re-encrypted with the newest key (for key rotation)."""
+    return map_secrets(
+        doc,
+        lambda s, p: Secret(encrypted=box.rotate(s.encrypted, p)) if s.encrypted is not None else s,
+    )
+
+
+def mask_secrets(doc: T) -> T:
+    """The view for people: each secret shown as a digest of its ciphertext."""
+
+    def mask(s: Secret, path: str) -> Secret:
+        if s.encrypted is not None:
+            return Secret(masked=fingerprint(s.encrypted))
+        if s.secret is not None:
+            return Secret(masked="sha256:plaintext")
+        return s
+
+    return map_secrets(doc, mask)
+
+
+def unmask_secrets(doc: T, stored: Any) -> T:
+    """Put the stored ciphertext back where a caller sent a masked secret unchanged."""
+    by_mask = {
+        fingerprint(s.encrypted): s.encrypted
+        for _, s in secrets_of(stored)
+        if s.encrypted is not None
+    }
+    missing: list[Issue] = []
+
+    def unmask(s: Secret, path: str) -> Secret:
+        if s.masked is None:
+            return s
+        token = by_mask.get(s.masked)
+        if token is None:
+            missing.append(
+                Issue(path, "masked secret matches no stored secret; send the secret itself")
+            )
+            return s
+        return Secret(encrypted=token)
+
+    result = map_secrets(doc, unmask)
+    if missing:
+        raise InvalidDocument(missing)
+    return result

@@ -1,0 +1,150 @@
+"""The LLM proxy config document: one strict, frozen msgspec schema.
+
+Field names here are the public format. Every struct forbids unknown fields (a typo is an
+error with its path, never silently ignored), is frozen (a snapshot is never mutated after
+it is built) and keyword-only. `omit_defaults` makes the canonical encoding drop values equal
+to their default, so two documents that mean the same thing encode to the same bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+URL_PATTERN = r"^https?://[^\s/?#]+[^\s]*$"
+
+# What each pattern means, for error messages a person can act on.
+PATTERN_HELP = {
+    NAME_PATTERN: "a name of letters, digits and . _ : / @ + -, starting with a letter or digit",
+    SHA256_PATTERN: "64 lowercase hex digits (sha256 of the client's key)",
+    ENV_PATTERN: "an environment variable name",
+    URL_PATTERN: "an http:// or https:// URL",
+}
+
+Name = Annotated[str, Meta(min_length=1, max_length=128, pattern=NAME_PATTERN)]
+PositiveSeconds = Annotated[float, Meta(gt=0, le=3600)]
+Rpm = Annotated[int, Meta(ge=1, le=10_000_000, description="requests per minute")]
+Sha256Hex = Annotated[str, Meta(pattern=SHA256_PATTERN)]
+EnvVarName = Annotated[str, Meta(pattern=ENV_PATTERN)]
+HttpUrl = Annotated[str, Meta(pattern=URL_PATTERN, max_length=2048)]
+
+
+class Base(
+    msgspec.Struct,
+    forbid_unknown_fields=True,
+    frozen=True,
+    kw_only=True,
+    omit_defaults=True,
+):
+    """Strict base: unknown fields are errors, values are immutable, defaults are omitted."""
+
+
+class Secret(Base, frozen=True, kw_only=True):
+    """A secret value in one of three forms; exactly one field is set.
+
+    - `secret`: plaintext, accepted on input only; encrypted before it reaches Redis.
+    - `encrypted`: a Fernet token, the stored form; only replicas decrypt it.
+    - `masked`: what the admin API shows; sending it back unchanged keeps the stored secret.
+    """
+
+    secret: str | None = None
+    encrypted: str | None = None
+    masked: str | None = None
+
+    def __repr__(self) -> str:
+        # Never let a plaintext secret reach a log line or a traceback.
+        if self.secret is not None:
+            return "Secret(secret='***')"
+        if self.encrypted is not None:
+            return "Secret(encrypted=...)"
+        return f"Secret(masked={self.masked!r})"
+
+    __str__ = __repr__
+
+
+class RateLimit(Base, frozen=True, kw_only=True):
+    rpm: Rpm
+
+
+class CircuitBreaker(Base, frozen=True, kw_only=True):
+    failure_threshold: Annotated[int, Meta(ge=1, le=1000)] = 5
+    recovery_timeout_s: PositiveSeconds = 30.0
+    half_open_max_calls: Annotated[int, Meta(ge=1, le=100)] = 1
+
+
+class Pool(Base, frozen=True, kw_only=True):
+    max_connections: Annotated[int, Meta(ge=1, le=10_000)] = 100
+    keepalive_timeout_s: PositiveSeconds = 30.0
+
+
+class Provider(Base, frozen=True, kw_only=True):
+    name: Name
+    type: Literal["openai", "anthropic"] = "openai"
+    base_url: HttpUrl
+    api_key: Secret | None = None
+    api_key_env: EnvVarName | None = None
+    timeout_s: PositiveSeconds = 30.0
+    connect_timeout_s: PositiveSeconds = 5.0
+    max_retries: Annotated[int, Meta(ge=0, le=10)] = 2
+    headers: dict[str, str] = {}
+    rate_limit: RateLimit | None = None
+    # None means: use the document's `circuit_breaker` defaults.
+    circuit_breaker: CircuitBreaker | None = None
+    pool: Pool = Pool()
+    enabled: bool = True
+
+
+class Deployment(Base, frozen=True, kw_only=True):
+    provider: Name
+    model: Annotated[str, Meta(min_length=1, max_length=256)]
+    weight: Annotated[int, Meta(ge=0, le=10_000)] = 1
+
+
+class Model(Base, frozen=True, kw_only=True):
+    name: Name
+    deployments: Annotated[list[Deployment], Meta(min_length=1)]
+    # weighted: pick by weight, then try the others; ordered: always in the listed order.
+    strategy: Literal["weighted", "ordered"] = "weighted"
+    fallbacks: list[Name] = []
+    params: dict[str, Any] = {}
+
+
+class Client(Base, frozen=True, kw_only=True):
+    name: Name
+    key_sha256: Sha256Hex
+    models: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    rate_limit: RateLimit | None = None
+    enabled: bool = True
+
+
+class RateLimits(Base, frozen=True, kw_only=True):
+    # Applied to clients / providers that set no `rate_limit` of their own.
+    client_default: RateLimit | None = None
+    provider_default: RateLimit | None = None
+
+
+class Logging(Base, frozen=True, kw_only=True):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+
+class Document(Base, frozen=True, kw_only=True):
+    """The whole config of one namespace."""
+
+    providers: list[Provider] = []
+    models: list[Model] = []
+    clients: list[Client] = []
+    rate_limits: RateLimits = RateLimits()
+    circuit_breaker: CircuitBreaker = CircuitBreaker()
+    logging: Logging = Logging()
+    metadata: dict[str, str | int | float | bool | None] = {}
+
+    def provider(self, name: str) -> Provider | None:
+        return next((p for p in self.providers if p.name == name), None)
+
+    def model(self, name: str) -> Model | None:
+        return next((m for m in self.models if m.name == name), None)

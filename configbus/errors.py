@@ -1,0 +1,102 @@
+"""Every error configbus raises, in one place.
+
+    ConfigBusError
+    ├── DocumentError            a document is not acceptable
+    │   ├── InvalidDocument      schema or semantic checks failed (carries every issue with its path)
+    │   └── SecretError          a secret cannot be encrypted or decrypted with the keys at hand
+    ├── StoreError               the store refused or could not do an operation
+    │   ├── VersionConflict      expected version is not head (carries the current version)
+    │   ├── VersionNotFound      no record for that version (trimmed, or never existed)
+    │   ├── IdempotencyMismatch  an idempotency key was reused with a different body
+    │   ├── CorruptRecord        a record in Redis is unreadable or fails its checksum
+    │   └── StoreUnavailable     Redis cannot be reached (wraps the redis-py error)
+    └── SettingsError            a setting (env var, flag, file) has a bad value
+
+"Already up to date" and "older version" are outcomes of a sync, not errors: see
+`configbus.watcher.SyncOutcome`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+
+class ConfigBusError(Exception):
+    """Base class of every configbus error."""
+
+
+class DocumentError(ConfigBusError):
+    """A document is not acceptable."""
+
+
+class Issue(msgspec.Struct, frozen=True):
+    """One problem in a document: where (a JSON path like `models[2].name`) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class InvalidDocument(DocumentError):
+    """Schema or semantic checks failed; `issues` holds every problem found, each with its path."""
+
+    def __init__(self, issues: Sequence[Issue]) -> None:
+        self.issues = list(issues)
+        super().__init__("; ".join(str(i) for i in self.issues) or "invalid document")
+
+
+class SecretError(DocumentError):
+    """A secret cannot be encrypted or decrypted with the configured keys."""
+
+
+class StoreError(ConfigBusError):
+    """The store refused or could not do an operation."""
+
+
+class VersionConflict(StoreError):
+    """The caller's expected version is not the current head."""
+
+    def __init__(self, expected: int, current: int) -> None:
+        self.expected = expected
+        self.current = current
+        super().__init__(f"expected version {expected}, but the current version is {current}")
+
+
+class VersionNotFound(StoreError):
+    """No record exists for that version (trimmed by retention, or never published)."""
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        super().__init__(f"version {version} not found")
+
+
+class IdempotencyMismatch(StoreError):
+    """An idempotency key was reused with a different body."""
+
+    def __init__(self, key: str, version: int) -> None:
+        self.key = key
+        self.version = version
+        super().__init__(
+            f"idempotency key {key!r} was already used for version {version} with another body"
+        )
+
+
+class CorruptRecord(StoreError):
+    """A record in Redis is unreadable, or its body does not match its sha256."""
+
+    def __init__(self, message: str, *, epoch: str | None = None, version: int | None = None):
+        self.epoch = epoch
+        self.version = version
+        super().__init__(message)
+
+
+class StoreUnavailable(StoreError):
+    """Redis cannot be reached or timed out."""
+
+
+class SettingsError(ConfigBusError):
+    """A setting (environment variable, flag or file) has a bad value; the message names it."""

@@ -1,0 +1,53 @@
+"""The last-known-good file: the record a replica last applied, so it can serve after a
+restart while Redis is down. It holds the stored body (secrets still encrypted), written
+atomically: temp file, fsync, rename, fsync of the directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import msgspec
+
+from configbus.errors import CorruptRecord
+from configbus.store import VersionRecord
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(VersionRecord)
+
+
+def write_snapshot(path: Path, record: VersionRecord) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(_encoder.encode(record))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_snapshot(path: Path) -> VersionRecord | None:
+    """The stored record, None when there is no file; CorruptRecord when it is unreadable."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CorruptRecord(f"{path}: cannot read snapshot: {exc.strerror}") from None
+    try:
+        record = _decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise CorruptRecord(f"{path}: unreadable snapshot: {exc}") from None
+    record.verify()
+    return record

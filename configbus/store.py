@@ -1,0 +1,474 @@
+"""The versioned document store in Redis: the source of truth every replica reads.
+
+Layout (one hash tag per namespace, so Redis Cluster keeps a namespace on one slot):
+
+    cb:{ns}:seq        version counter            cb:{ns}:v:<n>     immutable version record
+    cb:{ns}:head       current version            cb:{ns}:history   version index (ZSET)
+    cb:{ns}:epoch      lineage id                 cb:{ns}:audit     audit stream
+    cb:{ns}:replicas   replica status (HASH)      cb:{ns}:idem:<k>  idempotency results
+    channel cb:{ns}:changes   {version, sha256, epoch}: a hint, the store is the truth
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Awaitable
+from typing import Any, Literal, TypeVar
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from configbus import lua
+from configbus.codec import sha256_hex
+from configbus.errors import (
+    CorruptRecord,
+    IdempotencyMismatch,
+    StoreError,
+    StoreUnavailable,
+    VersionConflict,
+    VersionNotFound,
+)
+
+DEFAULT_RETENTION = 100
+DEFAULT_IDEMPOTENCY_TTL_S = 24 * 3600
+DEFAULT_AUDIT_MAXLEN = 10_000
+DEFAULT_REPLICA_TTL_S = 15.0
+
+Kind = Literal["publish", "patch", "rollback", "rotate", "import"]
+T = TypeVar("T")
+
+
+class Keys:
+    """Every key and channel name of one namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        if not namespace or any(c in namespace for c in "{}: \t\n"):
+            raise ValueError(
+                f"namespace {namespace!r}: must be non-empty, without '{{}}:' or spaces"
+            )
+        p = f"cb:{{{namespace}}}:"
+        self.namespace = namespace
+        self.seq, self.head, self.epoch = p + "seq", p + "head", p + "epoch"
+        self.history, self.audit, self.replicas = p + "history", p + "audit", p + "replicas"
+        self.record_prefix, self.idem_prefix = p + "v:", p + "idem:"
+        self.changes = p + "changes"
+
+    def record(self, version: int) -> str:
+        return f"{self.record_prefix}{version}"
+
+
+class RecordMeta(msgspec.Struct, frozen=True, kw_only=True):
+    """A version record without its body."""
+
+    version: int
+    parent: int
+    epoch: str
+    sha256: str
+    author: str
+    message: str
+    created_at: float
+    kind: str
+    source: int | None = None
+
+
+class VersionRecord(RecordMeta, frozen=True, kw_only=True):
+    """An immutable version record: metadata and the canonical body."""
+
+    body: bytes
+
+    @property
+    def meta(self) -> RecordMeta:
+        fields = {f: getattr(self, f) for f in RecordMeta.__struct_fields__}
+        return RecordMeta(**fields)
+
+    def verify(self) -> None:
+        """Raise CorruptRecord unless the body matches its sha256."""
+        actual = sha256_hex(self.body)
+        if actual != self.sha256:
+            raise CorruptRecord(
+                f"version {self.version}: checksum mismatch (record says {self.sha256[:12]}…, "
+                f"body hashes to {actual[:12]}…)"
+            )
+
+
+class Head(msgspec.Struct, frozen=True):
+    version: int  # 0: nothing published in this lineage
+    epoch: str | None
+
+
+class PublishResult(msgspec.Struct, frozen=True, kw_only=True):
+    version: int
+    epoch: str
+    sha256: str
+    # created: a new version; noop: body equal to head; idempotent: a retry of an earlier call
+    outcome: Literal["created", "noop", "idempotent"]
+
+    @property
+    def created(self) -> bool:
+        return self.outcome == "created"
+
+
+class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    ts: float
+    action: str
+    actor: str
+    outcome: str
+    fields: dict[str, str] = {}
+
+
+class ReplicaStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What a replica reports about itself."""
+
+    replica_id: str
+    state: Literal["applied", "rejected", "pending"]
+    version: int = 0
+    epoch: str | None = None
+    sha256: str | None = None
+    applied_at: float | None = None
+    stale: bool = False
+    rejected_version: int | None = None
+    reason: str | None = None
+    ttl_s: float = DEFAULT_REPLICA_TTL_S
+
+
+class ReplicaInfo(msgspec.Struct, frozen=True, kw_only=True):
+    status: ReplicaStatus
+    last_seen: float
+    alive: bool
+
+
+class _StoredStatus(ReplicaStatus, frozen=True, kw_only=True):
+    last_seen: float = 0.0
+
+
+_status_encoder = msgspec.json.Encoder()
+_stored_status_decoder = msgspec.json.Decoder(_StoredStatus)
+_record_fields = frozenset(VersionRecord.__struct_fields__)
+
+
+def _s(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def parse_record(fields: dict[bytes, bytes], where: str) -> VersionRecord:
+    """Build a record from a Redis hash; anything malformed is a CorruptRecord naming the key."""
+    try:
+        f = {_s(k): v for k, v in fields.items()}
+        missing = sorted(_record_fields - f.keys() - {"source"})
+        if missing:
+            raise CorruptRecord(f"{where}: missing fields {', '.join(missing)}")
+        source = _s(f.get("source"))
+        return VersionRecord(
+            version=int(f["version"]),
+            parent=int(f["parent"]),
+            epoch=_s(f["epoch"]),
+            sha256=_s(f["sha256"]),
+            author=_s(f["author"]),
+            message=_s(f["message"]),
+            created_at=float(f["created_at"]),
+            kind=_s(f["kind"]),
+            source=int(source) if source else None,
+            body=f["body"],
+        )
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptRecord(f"{where}: unreadable record ({exc})") from None
+
+
+async def _guard(op: Awaitable[T], what: str) -> T:
+    try:
+        return await op
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise StoreUnavailable(f"{what}: Redis unavailable: {exc}") from exc
+    except RedisError as exc:
+        raise StoreError(f"{what}: Redis error: {exc}") from exc
+
+
+class Store:
+    """One namespace of versioned documents. Bodies are opaque bytes here; checking them is
+    the caller's job (the admin before publishing, the watcher before applying)."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        namespace: str,
+        *,
+        retention: int = DEFAULT_RETENTION,
+        idempotency_ttl_s: int = DEFAULT_IDEMPOTENCY_TTL_S,
+        audit_maxlen: int = DEFAULT_AUDIT_MAXLEN,
+    ) -> None:
+        if retention < 1:
+            raise ValueError("retention must be at least 1 (head is never trimmed)")
+        self.redis = redis
+        self.keys = Keys(namespace)
+        self.retention = retention
+        self.idempotency_ttl_s = idempotency_ttl_s
+        self.audit_maxlen = audit_maxlen
+        self._publish = redis.register_script(lua.PUBLISH)
+        self._fetch_head = redis.register_script(lua.FETCH_HEAD)
+        self._heartbeat = redis.register_script(lua.HEARTBEAT)
+        self._import = redis.register_script(lua.IMPORT)
+
+    @property
+    def namespace(self) -> str:
+        return self.keys.namespace
+
+    async def publish(
+        self,
+        body: bytes,
+        *,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+        author: str = "",
+        message: str = "",
+        kind: Kind = "publish",
+        source: int | None = None,
+    ) -> PublishResult:
+        """Publish a new version atomically (CAS on `expected_version`, when given)."""
+        k = self.keys
+        sha = sha256_hex(body)
+        idem_key = k.idem_prefix + (idempotency_key or "")
+        args = [
+            "" if expected_version is None else str(expected_version),
+            body,
+            sha,
+            secrets.token_hex(8),
+            author,
+            message,
+            kind,
+            "" if source is None else str(source),
+            self.retention,
+            self.idempotency_ttl_s,
+            self.audit_maxlen,
+            k.changes,
+            k.record_prefix,
+            "1" if idempotency_key else "0",
+        ]
+        keys = [k.seq, k.head, k.epoch, k.history, k.audit, idem_key]
+        res = await _guard(self._publish(keys=keys, args=args), "publish")
+        outcome, version, epoch, rsha = (_s(x) for x in res)
+        if outcome == "conflict":
+            raise VersionConflict(expected_version or 0, int(version))
+        if outcome == "idempotency_mismatch":
+            raise IdempotencyMismatch(idempotency_key or "", int(version))
+        return PublishResult(
+            version=int(version),
+            epoch=epoch,
+            sha256=rsha,
+            outcome=outcome,  # type: ignore[arg-type]
+        )
+
+    async def rollback(
+        self,
+        to_version: int,
+        *,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+        author: str = "",
+        message: str = "",
+    ) -> PublishResult:
+        """Publish version `to_version`'s body again as a new, higher version."""
+        record = await self.get(to_version)
+        record.verify()
+        return await self.publish(
+            record.body,
+            expected_version=expected_version,
+            idempotency_key=idempotency_key,
+            author=author,
+            message=message or f"rollback to version {to_version}",
+            kind="rollback",
+            source=to_version,
+        )
+
+    async def head(self) -> Head:
+        head, epoch = await _guard(self.redis.mget([self.keys.head, self.keys.epoch]), "read head")
+        return Head(int(head) if head else 0, _s(epoch) or None)
+
+    async def fetch_head(
+        self, known_epoch: str | None = None, known_version: int = 0
+    ) -> tuple[Head, VersionRecord | None]:
+        """Head, and its record when it is newer than (known_epoch, known_version): one round
+        trip, one atomic read, no body transferred when there is nothing new."""
+        k = self.keys
+        res = await _guard(
+            self._fetch_head(
+                keys=[k.head, k.epoch], args=[k.record_prefix, known_epoch or "", known_version]
+            ),
+            "fetch head",
+        )
+        head = Head(int(res[0]) if res[0] else 0, _s(res[1]) or None)
+        if len(res) == 2:
+            return head, None
+        if len(res) == 3:
+            raise CorruptRecord(
+                f"{k.record(head.version)}: head points at a missing record",
+                epoch=head.epoch,
+                version=head.version,
+            )
+        fields = dict(zip(res[2::2], res[3::2], strict=True))
+        try:
+            return head, parse_record(fields, k.record(head.version))
+        except CorruptRecord as exc:
+            raise CorruptRecord(str(exc), epoch=head.epoch, version=head.version) from None
+
+    async def get(self, version: int) -> VersionRecord:
+        key = self.keys.record(version)
+        fields = await _guard(self.redis.hgetall(key), f"read version {version}")
+        if not fields:
+            raise VersionNotFound(version)
+        return parse_record(fields, key)
+
+    async def versions(self, *, limit: int = 50, before: int | None = None) -> list[RecordMeta]:
+        """Version metadata, newest first; `before` pages to older versions."""
+        hi = "+inf" if before is None else f"({before}"
+        nums = await _guard(
+            self.redis.zrevrangebyscore(self.keys.history, hi, "-inf", start=0, num=limit),
+            "list versions",
+        )
+        if not nums:
+            return []
+        names = [f for f in RecordMeta.__struct_fields__]
+        pipe = self.redis.pipeline(transaction=False)
+        for n in nums:
+            pipe.hmget(self.keys.record(int(n)), names)
+        rows = await _guard(pipe.execute(), "list versions")
+        out = []
+        for n, row in zip(nums, rows, strict=True):
+            if row[0] is None:
+                continue  # trimmed between the two reads
+            fields = dict(zip([x.encode() for x in names], row, strict=True))
+            fields[b"body"] = b""
+            out.append(parse_record(fields, self.keys.record(int(n))).meta)
+        return out
+
+    async def audit(self, action: str, actor: str, outcome: str, **fields: Any) -> str:
+        """Append one entry to the audit stream. Callers pass no secrets."""
+        entry = {"ts": f"{time.time():.6f}", "action": action, "actor": actor, "outcome": outcome}
+        entry.update({k: "" if v is None else str(v) for k, v in fields.items()})
+        res = await _guard(
+            self.redis.xadd(self.keys.audit, entry, maxlen=self.audit_maxlen, approximate=True),
+            "audit",
+        )
+        return _s(res)
+
+    async def audit_entries(
+        self, *, count: int = 100, before: str | None = None
+    ) -> list[AuditEntry]:
+        """Audit entries, newest first; `before` is an entry id to page from."""
+        hi = "+" if before is None else f"({before}"
+        rows = await _guard(
+            self.redis.xrevrange(self.keys.audit, max=hi, min="-", count=count), "read audit"
+        )
+        out = []
+        for entry_id, raw in rows:
+            f = {_s(k): _s(v) for k, v in raw.items()}
+            out.append(
+                AuditEntry(
+                    id=_s(entry_id),
+                    ts=float(f.pop("ts", "0") or 0),
+                    action=f.pop("action", ""),
+                    actor=f.pop("actor", ""),
+                    outcome=f.pop("outcome", ""),
+                    fields=f,
+                )
+            )
+        return out
+
+    async def report(self, status: ReplicaStatus) -> None:
+        """Record a replica's status; the server clock stamps `last_seen`."""
+        await _guard(
+            self._heartbeat(
+                keys=[self.keys.replicas],
+                args=[status.replica_id, _status_encoder.encode(status)],
+            ),
+            "report status",
+        )
+
+    async def replicas(self, *, forget_after_s: float = 24 * 3600) -> list[ReplicaInfo]:
+        """Every replica that reported recently; long-dead ones are forgotten."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.time()
+        pipe.hgetall(self.keys.replicas)
+        (sec, usec), raw = await _guard(pipe.execute(), "list replicas")
+        now = sec + usec / 1e6
+        out, forget = [], []
+        for rid, value in raw.items():
+            try:
+                st = _stored_status_decoder.decode(value)
+            except msgspec.DecodeError:
+                forget.append(rid)
+                continue
+            age = now - st.last_seen
+            if age > forget_after_s:
+                forget.append(rid)
+                continue
+            fields = {f: getattr(st, f) for f in ReplicaStatus.__struct_fields__}
+            out.append(
+                ReplicaInfo(
+                    status=ReplicaStatus(**fields), last_seen=st.last_seen, alive=age <= st.ttl_s
+                )
+            )
+        if forget:
+            await _guard(self.redis.hdel(self.keys.replicas, *forget), "forget replicas")
+        out.sort(key=lambda r: r.status.replica_id)
+        return out
+
+    async def export(self) -> Export:
+        """Every retained version, for backup or re-seeding an empty store."""
+        head = await self.head()
+        nums = await _guard(self.redis.zrange(self.keys.history, 0, -1), "export")
+        records = []
+        for n in nums:
+            try:
+                records.append(await self.get(int(n)))
+            except VersionNotFound:
+                continue
+        return Export(
+            namespace=self.namespace, epoch=head.epoch, head=head.version, records=records
+        )
+
+    async def import_(self, data: Export, *, actor: str = "") -> int:
+        """Re-seed an empty namespace from an export. Refuses a namespace that has a head."""
+        if data.head == 0 or not data.records or data.epoch is None:
+            raise StoreError("import: the export holds no versions")
+        if data.head not in {r.version for r in data.records}:
+            raise StoreError(f"import: head version {data.head} is missing from the export")
+        for r in data.records:
+            r.verify()
+        k = self.keys
+        args: list[Any] = [
+            k.record_prefix,
+            k.changes,
+            actor,
+            data.epoch,
+            data.head,
+            len(data.records),
+        ]
+        for r in data.records:
+            fields: list[Any] = []
+            for name in VersionRecord.__struct_fields__:
+                value = getattr(r, name)
+                fields += [name, "" if value is None else value]
+            args += [len(fields), *fields]
+        res = await _guard(
+            self._import(keys=[k.seq, k.head, k.epoch, k.history, k.audit], args=args), "import"
+        )
+        if _s(res[0]) == "not_empty":
+            raise StoreError(
+                f"import: namespace {self.namespace!r} already has version {_s(res[1])}; "
+                "import only re-seeds an empty store"
+            )
+        return int(res[1])
+
+
+class Export(msgspec.Struct, frozen=True, kw_only=True):
+    namespace: str
+    epoch: str | None
+    head: int
+    records: list[VersionRecord]

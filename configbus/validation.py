@@ -1,0 +1,192 @@
+"""Turning untrusted input into a `Document`, reporting every problem at once with its path.
+
+Structural errors come from msgspec (which stops at the first error of a value), so each
+top-level section and each list item is converted on its own: one bad provider does not hide
+a bad model. Semantic checks (unique names, references that resolve, no fallback cycles)
+run on a structurally valid document and also report everything they find.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from configbus.document import PATTERN_HELP, Document
+from configbus.errors import InvalidDocument, Issue
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+
+
+def _join(prefix: str, suffix: str) -> str:
+    if not suffix:
+        return prefix
+    if suffix.startswith("["):
+        return prefix + suffix
+    suffix = suffix.lstrip(".")
+    return f"{prefix}.{suffix}" if prefix else suffix
+
+
+def issue_from_msgspec(exc: msgspec.ValidationError | msgspec.DecodeError, prefix: str) -> Issue:
+    m = _AT.match(str(exc))
+    assert m is not None  # the pattern matches any string
+    message = m["msg"]
+    regex = re.search(r"matching regex '(.*)'$", message)
+    if regex:
+        # msgspec shows the pattern as a repr, with backslashes doubled.
+        pattern = regex[1].replace("\\\\", "\\")
+        if pattern in PATTERN_HELP:
+            message = f"expected {PATTERN_HELP[pattern]}"
+    message = message.replace("`", "'")
+    message = message[0].lower() + message[1:] if message else message
+    return Issue(_join(prefix, m["path"] or ""), message)
+
+
+def _convert_field(value: Any, type_: Any, path: str) -> list[Issue]:
+    try:
+        msgspec.convert(value, type_, strict=True)
+        return []
+    except msgspec.ValidationError as exc:
+        if isinstance(value, list):
+            item_type = getattr(type_, "__args__", (Any,))[0]
+            issues = []
+            for i, item in enumerate(value):
+                try:
+                    msgspec.convert(item, item_type, strict=True)
+                except msgspec.ValidationError as item_exc:
+                    issues.append(issue_from_msgspec(item_exc, f"{path}[{i}]"))
+            if issues:
+                return issues
+        return [issue_from_msgspec(exc, path)]
+
+
+def structural_issues(data: Any) -> list[Issue]:
+    """Every structural problem of `data` as a Document, at item granularity."""
+    if not isinstance(data, dict):
+        return [Issue("", f"expected an object at the top level, got {type(data).__name__}")]
+    fields = {f.encode_name: f for f in msgspec.structs.fields(Document)}
+    issues: list[Issue] = []
+    for key, value in data.items():
+        field = fields.get(key)
+        if field is None:
+            known = ", ".join(sorted(fields))
+            issues.append(Issue(str(key), f"unknown field (known fields: {known})"))
+            continue
+        issues.extend(_convert_field(value, field.type, key))
+    return issues
+
+
+def semantic_issues(doc: Document) -> list[Issue]:
+    """Checks no schema can express: uniqueness, references, cycles, ranges across fields."""
+    issues: list[Issue] = []
+    issues += _unique("providers", (p.name for p in doc.providers))
+    issues += _unique("models", (m.name for m in doc.models))
+    issues += _unique("clients", (c.name for c in doc.clients))
+    issues += _unique("clients", (c.key_sha256 for c in doc.clients), what="key_sha256")
+
+    providers = {p.name: p for p in doc.providers}
+    models = {m.name for m in doc.models}
+    for i, p in enumerate(doc.providers):
+        if p.api_key is not None and p.api_key_env is not None:
+            issues.append(Issue(f"providers[{i}]", "set either api_key or api_key_env, not both"))
+        if p.api_key is not None:
+            issues += secret_form_issues(p.api_key, f"providers[{i}].api_key")
+        for h in p.headers:
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", h):
+                issues.append(Issue(f"providers[{i}].headers", f"invalid header name {h!r}"))
+
+    for i, m in enumerate(doc.models):
+        where = f"models[{i}]"
+        for j, d in enumerate(m.deployments):
+            if d.provider not in providers:
+                issues.append(
+                    Issue(f"{where}.deployments[{j}].provider", f"unknown provider {d.provider!r}")
+                )
+        if m.strategy == "weighted" and all(d.weight == 0 for d in m.deployments):
+            issues.append(
+                Issue(f"{where}.deployments", "at least one deployment needs a weight above 0")
+            )
+        seen: set[str] = set()
+        for j, f in enumerate(m.fallbacks):
+            if f == m.name:
+                issues.append(
+                    Issue(f"{where}.fallbacks[{j}]", "a model cannot fall back to itself")
+                )
+            elif f not in models:
+                issues.append(Issue(f"{where}.fallbacks[{j}]", f"unknown model {f!r}"))
+            elif f in seen:
+                issues.append(Issue(f"{where}.fallbacks[{j}]", f"duplicate fallback {f!r}"))
+            seen.add(f)
+    issues += _fallback_cycles(doc)
+
+    for i, c in enumerate(doc.clients):
+        for j, name in enumerate(c.models):
+            if name != "*" and name not in models:
+                issues.append(Issue(f"clients[{i}].models[{j}]", f"unknown model {name!r}"))
+    return issues
+
+
+def secret_form_issues(secret: Any, path: str) -> list[Issue]:
+    forms = [f for f in ("secret", "encrypted", "masked") if getattr(secret, f) is not None]
+    if len(forms) != 1:
+        return [Issue(path, "set exactly one of 'secret', 'encrypted' or 'masked'")]
+    if forms[0] == "secret" and not secret.secret:
+        return [Issue(f"{path}.secret", "must not be empty")]
+    return []
+
+
+def _unique(section: str, names: Iterable[str], what: str = "name") -> list[Issue]:
+    first: dict[str, int] = {}
+    issues = []
+    for i, name in enumerate(names):
+        if name in first:
+            issues.append(
+                Issue(
+                    f"{section}[{i}].{what}",
+                    f"duplicate {what} {name!r} (first at {section}[{first[name]}])",
+                )
+            )
+        else:
+            first[name] = i
+    return issues
+
+
+def _fallback_cycles(doc: Document) -> list[Issue]:
+    graph = {m.name: [f for f in m.fallbacks if f != m.name] for m in doc.models}
+    index = {m.name: i for i, m in enumerate(doc.models)}
+    reported: set[frozenset[str]] = set()
+    issues = []
+
+    def walk(node: str, stack: list[str]) -> None:
+        for nxt in graph.get(node, ()):
+            if nxt in stack:
+                cycle = [*stack[stack.index(nxt) :], nxt]
+                key = frozenset(cycle)
+                if key not in reported:
+                    reported.add(key)
+                    issues.append(
+                        Issue(
+                            f"models[{index[cycle[0]]}].fallbacks",
+                            "fallback cycle: " + " -> ".join(cycle),
+                        )
+                    )
+            elif nxt in graph:
+                walk(nxt, [*stack, nxt])
+
+    for name in graph:
+        walk(name, [name])
+    return issues
+
+
+def to_document(data: Any) -> Document:
+    """Convert a parsed JSON/YAML/TOML value into a checked Document, or raise InvalidDocument."""
+    try:
+        doc = msgspec.convert(data, Document, strict=True)
+    except msgspec.ValidationError:
+        raise InvalidDocument(structural_issues(data) or [Issue("", "invalid document")]) from None
+    issues = semantic_issues(doc)
+    if issues:
+        raise InvalidDocument(issues)
+    return doc

@@ -1,0 +1,402 @@
+"""The replica side of the bus: follow a namespace's head and swap in each good version.
+
+Triggers (a channel message, a (re)subscribe, the reconcile tick, start) only *schedule* a
+sync; one worker task runs syncs one at a time, so syncs never overlap and a burst of
+publishes coalesces into one jump to the newest head. A sync is
+
+    fetch head (+ record if newer) → verify checksum → decode + validate → build → swap
+
+and the swap is one assignment of `current`: readers never lock, requests in flight keep
+the `Applied` they read. A version that fails any step is reported (NACK) and remembered,
+so it is not fetched and rejected again on every tick; the old value keeps serving.
+
+Works with any msgspec schema: pass your own `decode` (bytes → document) and `build`
+(document, previous value → the value your service reads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import inspect
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import msgspec
+from prometheus_client import CollectorRegistry
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
+from configbus.errors import CorruptRecord, StoreError, StoreUnavailable
+from configbus.metrics import WatcherMetrics
+from configbus.settings import BusSettings
+from configbus.snapshot import read_snapshot, write_snapshot
+from configbus.store import ReplicaStatus, Store, VersionRecord
+
+log = logging.getLogger("configbus.watcher")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+DEFAULT_MAX_BACKOFF_S = 2.0
+
+
+class SyncOutcome(enum.Enum):
+    """What one sync did. Only REJECTED is bad news; the rest are ordinary outcomes."""
+
+    APPLIED = "applied"
+    UP_TO_DATE = "up_to_date"  # head is what we run (or a version we already rejected)
+    NO_HEAD = "no_head"  # nothing published in the store's lineage: keep serving what we have
+    REJECTED = "rejected"
+    UNAVAILABLE = "unavailable"  # Redis unreachable: keep serving, retry on the next trigger
+
+
+class WatcherState(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class Applied(Generic[R]):
+    """One applied version: what it is, and the value built from it. Never mutated."""
+
+    version: int
+    epoch: str
+    sha256: str
+    value: R
+    applied_at: float
+    stale: bool = False  # not (yet) confirmed by Redis as the store's head
+
+
+class _Hint(msgspec.Struct):
+    version: int
+    sha256: str = ""
+    epoch: str = ""
+
+
+_hint_decoder = msgspec.json.Decoder(_Hint)
+
+
+class Watcher(Generic[T, R]):
+    """Keeps `current` equal to the newest valid version of one namespace."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        decode: Callable[[bytes], T],
+        build: Callable[[T, R | None], R | Awaitable[R]] | None = None,
+        settings: BusSettings | None = None,
+        registry: CollectorRegistry | None = None,
+        max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
+    ) -> None:
+        self.store = store
+        self.settings = settings or BusSettings(namespace=store.namespace)
+        self.metrics = WatcherMetrics(registry, store.namespace)
+        self.replica_id = self.settings.replica_id or f"watcher-{id(self):x}"
+        self._decode = decode
+        self._build = build
+        self._max_backoff_s = max_backoff_s
+        self._current: Applied[R] | None = None
+        self._listeners: list[Callable[[Applied[R], Applied[R] | None], None]] = []
+        self._rejected: tuple[str, int, str] | None = None  # epoch, version, reason
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._state = WatcherState.NEW
+        self._syncing = False
+        self.sync_count = 0
+        self.overlaps = 0  # syncs that started while another ran: must stay 0
+
+    # -- reading -----------------------------------------------------------------------
+
+    @property
+    def current(self) -> Applied[R] | None:
+        return self._current
+
+    @property
+    def ready(self) -> bool:
+        return self._current is not None
+
+    @property
+    def state(self) -> WatcherState:
+        return self._state
+
+    def add_listener(self, fn: Callable[[Applied[R], Applied[R] | None], None]) -> None:
+        """Call fn(new, old) after each swap (in the watcher's task; keep it quick)."""
+        self._listeners.append(fn)
+
+    def status(self) -> ReplicaStatus:
+        cur, rej = self._current, self._rejected
+        return ReplicaStatus(
+            replica_id=self.replica_id,
+            state="rejected" if rej else ("applied" if cur else "pending"),
+            version=cur.version if cur else 0,
+            epoch=cur.epoch if cur else None,
+            sha256=cur.sha256 if cur else None,
+            applied_at=cur.applied_at if cur else None,
+            stale=cur.stale if cur else False,
+            rejected_version=rej[1] if rej else None,
+            reason=rej[2] if rej else None,
+            ttl_s=3 * self.settings.heartbeat_interval_s,
+        )
+
+    async def wait_for(self, predicate: Callable[[Applied[R] | None], bool]) -> Applied[R] | None:
+        """Wait until predicate(current) holds (bound it with `asyncio.timeout`)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: predicate(self._current))
+        return self._current
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._state is not WatcherState.NEW:
+            raise RuntimeError(f"watcher is {self._state.value}; a watcher starts once")
+        self._state = WatcherState.RUNNING
+        await self._load_snapshot()
+        self._tasks = [
+            asyncio.create_task(self._sync_worker(), name="configbus-sync"),
+            asyncio.create_task(self._listen(), name="configbus-listen"),
+            asyncio.create_task(self._reconcile(), name="configbus-reconcile"),
+            asyncio.create_task(self._heartbeat(), name="configbus-heartbeat"),
+        ]
+        self.trigger()
+
+    async def stop(self) -> None:
+        if self._state is not WatcherState.RUNNING:
+            self._state = WatcherState.STOPPED
+            return
+        self._state = WatcherState.STOPPED
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def __aenter__(self) -> Watcher[T, R]:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def trigger(self) -> None:
+        """Schedule a sync (coalesces with any already scheduled)."""
+        self._wake.set()
+
+    # -- the sync ----------------------------------------------------------------------
+
+    async def sync_once(self) -> SyncOutcome:
+        """One sync, now. The worker calls this; tests and tools may too."""
+        if self._syncing:
+            self.overlaps += 1
+        self._syncing = True
+        try:
+            outcome = await self._sync()
+        finally:
+            self._syncing = False
+        self.sync_count += 1
+        self.metrics.syncs.labels(self.metrics.namespace, outcome.value).inc()
+        return outcome
+
+    async def _sync(self) -> SyncOutcome:
+        cur, rej = self._current, self._rejected
+        # A rejected version is always the newest one seen (an apply clears it): asking
+        # only for something newer than it is what stops a reject loop.
+        known_epoch, known_version = (cur.epoch, cur.version) if cur else (None, 0)
+        if rej is not None:
+            known_epoch, known_version = rej[0], rej[1]
+        try:
+            head, record = await self.store.fetch_head(known_epoch, known_version)
+        except StoreUnavailable as exc:
+            self.metrics.redis_connected.set(0)
+            log.warning("sync: %s", exc)
+            return SyncOutcome.UNAVAILABLE
+        except CorruptRecord as exc:
+            self.metrics.redis_connected.set(1)
+            return await self._reject(exc.epoch, exc.version, str(exc))
+        except StoreError as exc:
+            log.warning("sync: %s", exc)
+            return SyncOutcome.UNAVAILABLE
+        self.metrics.redis_connected.set(1)
+
+        if head.version == 0:
+            # An empty store (new lineage, nothing published yet): keep what we serve.
+            self._set_stale(True)
+            return SyncOutcome.NO_HEAD
+        if record is None:
+            if cur is not None and (cur.epoch, cur.version) == (head.epoch, head.version):
+                self._set_stale(False)
+            return SyncOutcome.UP_TO_DATE
+        return await self._apply(record, head.epoch)
+
+    async def _apply(self, record: VersionRecord, head_epoch: str | None) -> SyncOutcome:
+        started = time.perf_counter()
+        try:
+            if record.epoch != head_epoch:
+                raise ValueError(f"record epoch {record.epoch} is not the store's {head_epoch}")
+            record.verify()
+            doc = self._decode(record.body)
+            prev = self._current.value if self._current else None
+            value: Any = self._build(doc, prev) if self._build else doc
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception as exc:
+            reason = str(exc) or type(exc).__name__
+            return await self._reject(record.epoch, record.version, reason)
+        self._swap(record, value, stale=False)
+        self.metrics.apply_seconds.observe(time.perf_counter() - started)
+        await self._after_apply(record)
+        return SyncOutcome.APPLIED
+
+    def _swap(self, record: VersionRecord, value: R, *, stale: bool) -> None:
+        old = self._current
+        new = Applied(
+            version=record.version,
+            epoch=record.epoch,
+            sha256=record.sha256,
+            value=value,
+            applied_at=time.time(),
+            stale=stale,
+        )
+        self._current = new  # the swap: one reference
+        self._rejected = None
+        self.metrics.applied_version.set(new.version)
+        self.metrics.stale.set(1 if stale else 0)
+        log.info("applied version %d (epoch %s)", new.version, new.epoch)
+        for fn in self._listeners:
+            try:
+                fn(new, old)
+            except Exception:
+                log.exception("change listener failed")
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _after_apply(self, record: VersionRecord) -> None:
+        path = self.settings.snapshot_path
+        if path is not None:
+            try:
+                await asyncio.to_thread(write_snapshot, path, record)
+            except OSError as exc:
+                log.error("cannot write last-known-good file %s: %s", path, exc)
+        await self._report()
+
+    async def _reject(self, epoch: str | None, version: int | None, reason: str) -> SyncOutcome:
+        self.metrics.rejects.inc()
+        if epoch is not None and version is not None:
+            self._rejected = (epoch, version, reason)
+        log.error("rejected version %s: %s", version, reason)
+        await self._report()
+        return SyncOutcome.REJECTED
+
+    def _set_stale(self, stale: bool) -> None:
+        cur = self._current
+        if cur is not None and cur.stale != stale:
+            self._current = Applied(
+                cur.version, cur.epoch, cur.sha256, cur.value, cur.applied_at, stale
+            )
+            self.metrics.stale.set(1 if stale else 0)
+
+    async def _report(self) -> None:
+        try:
+            await self.store.report(self.status())
+        except StoreError as exc:
+            log.warning("cannot report status: %s", exc)
+
+    async def _load_snapshot(self) -> None:
+        path = self.settings.snapshot_path
+        if path is None:
+            return
+        try:
+            record = await asyncio.to_thread(read_snapshot, path)
+            if record is None:
+                return
+            doc = self._decode(record.body)
+            value: Any = self._build(doc, None) if self._build else doc
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception as exc:
+            log.error("ignoring last-known-good file %s: %s", path, exc)
+            return
+        self._swap(record, value, stale=True)
+        log.warning("serving version %d from %s until Redis confirms it", record.version, path)
+
+    # -- the tasks ---------------------------------------------------------------------
+
+    async def _sync_worker(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.sync_once()
+            except Exception:
+                log.exception("sync failed unexpectedly")
+
+    async def _reconcile(self) -> None:
+        interval = self.settings.reconcile_interval_s
+        while True:
+            # Jitter spreads a fleet's reconciles so they do not hit Redis in one instant.
+            await asyncio.sleep(interval * random.uniform(0.8, 1.0))
+            self.trigger()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval_s)
+            await self._report()
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = await self._subscribe()
+            try:
+                await self._read(pubsub)
+            except (RedisError, OSError) as exc:
+                log.warning("change channel lost: %s", exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def _subscribe(self) -> PubSub:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type((RedisError, OSError)),
+            wait=wait_exponential_jitter(initial=0.05, max=self._max_backoff_s, jitter=0.1),
+        ):
+            with attempt:
+                pubsub = self.store.redis.pubsub()
+                try:
+                    await pubsub.subscribe(self.store.keys.changes)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
+                    raise
+                return pubsub
+        raise AssertionError("unreachable: retries never stop")  # pragma: no cover
+
+    async def _read(self, pubsub: PubSub) -> None:
+        while True:
+            msg = await pubsub.get_message(timeout=1.0)
+            if msg is None:
+                continue
+            if msg["type"] == "subscribe":
+                # (Re)subscribed, perhaps after missing messages: look at head now.
+                self.trigger()
+            elif msg["type"] == "message":
+                self._on_hint(msg["data"])
+
+    def _on_hint(self, data: bytes) -> None:
+        try:
+            hint = _hint_decoder.decode(data)
+        except msgspec.DecodeError:
+            self.trigger()  # a hint we cannot read still says "something changed"
+            return
+        cur = self._current
+        if cur is None or hint.epoch != cur.epoch or hint.version > cur.version:
+            self.trigger()

@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from configbus.codec import canonical, decode_body, load_file, parse, sha256_hex
+from configbus.errors import InvalidDocument
+from configbus.testing import sample_data, sample_document
+from configbus.validation import to_document
+
+
+def issues_of(data: Any) -> list[str]:
+    with pytest.raises(InvalidDocument) as info:
+        to_document(data)
+    return [str(i) for i in info.value.issues]
+
+
+def mutated(**changes: Any) -> dict[str, Any]:
+    data = copy.deepcopy(sample_data())
+    for path, value in changes.items():
+        target: Any = data
+        *parts, last = path.split("__")
+        for p in parts:
+            target = target[int(p)] if p.isdigit() else target[p]
+        target[int(last) if last.isdigit() else last] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"models__0__deployments__0__provider": "x"},
+         "models[0].deployments[0].provider: unknown provider 'x'"),
+        ({"models__0__fallbacks": ["nope"]}, "models[0].fallbacks[0]: unknown model 'nope'"),
+        ({"models__0__fallbacks": ["m"]}, "models[0].fallbacks[0]: a model cannot fall back to itself"),
+        ({"providers__1__name": "upstream-a"},
+         "providers[1].name: duplicate name 'upstream-a' (first at providers[0])"),
+        ({"clients__0__models": ["ghost"]}, "clients[0].models[0]: unknown model 'ghost'"),
+        ({"models__0__deployments__0__weight": 0},
+         "models[0].deployments: at least one deployment needs a weight above 0"),
+        ({"providers__0__api_key_env": "KEY"},
+         "providers[0]: set either api_key or api_key_env, not both"),
+    ],
+)
+def test_semantic_errors_name_the_path(changes: dict[str, Any], expected: str) -> None:
+    assert expected in issues_of(mutated(**changes))
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"providers__0__timeout_s": "soon"}, "providers[0].timeout_s: expected 'float', got 'str'"),
+        ({"providers__0__type": "grpc"}, "providers[0].type: invalid enum value 'grpc'"),
+        ({"providers__0__base_url": "ftp://x"}, "providers[0].base_url: expected an http:// or https:// URL"),
+        ({"clients__0__key_sha256": "abc"}, "clients[0].key_sha256: expected 64 lowercase hex digits"),
+        ({"providers__0__circuit_breaker": {"failure_threshold": 0}},
+         "providers[0].circuit_breaker.failure_threshold: expected 'int' >= 1"),
+        ({"logging": {"level": "LOUD"}}, "logging.level: invalid enum value 'LOUD'"),
+        ({"models__1__colour": "red"}, "models[1]: object contains unknown field 'colour'"),
+        ({"colour": "red"}, "colour: unknown field"),
+    ],
+)
+def test_structural_errors_name_the_path(changes: dict[str, Any], expected: str) -> None:
+    found = issues_of(mutated(**changes))
+    assert any(f.startswith(expected) for f in found), found
+
+
+def test_every_error_is_reported_at_once() -> None:
+    data = mutated(providers__0__timeout_s="soon", models__1__colour="red", bogus=1)
+    found = issues_of(data)
+    assert len(found) == 3, found
+
+    data = mutated(models__0__deployments__0__provider="x", clients__0__models=["ghost"])
+    assert len(issues_of(data)) == 2
+
+
+def test_fallback_cycle_is_reported_once() -> None:
+    data = mutated(models__1__fallbacks=["m"])
+    found = issues_of(data)
+    assert found == ["models[0].fallbacks: fallback cycle: m -> m-backup -> m"]
+
+
+def test_same_document_in_json_yaml_toml_is_the_same_bytes(tmp_path: Path) -> None:
+    data = sample_data()
+    (tmp_path / "c.json").write_text(__import__("json").dumps(data))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
+    toml_text = """
+[[providers]]
+name = "upstream-a"
+base_url = "http://127.0.0.1:9001/v1"
+api_key = {secret = "sk-upstream-secret-a"}
+timeout_s = 10
+max_retries = 1
+circuit_breaker = {failure_threshold = 3, recovery_timeout_s = 1}
+
+[[providers]]
+name = "upstream-b"
+base_url = "http://127.0.0.1:9002/v1"
+api_key_env = "UPSTREAM_B_KEY"
+timeout_s = 10
+max_retries = 1
+
+[[models]]
+name = "m"
+deployments = [{provider = "upstream-a", model = "mock-a"}]
+fallbacks = ["m-backup"]
+params = {temperature = 0.2}
+
+[[models]]
+name = "m-backup"
+deployments = [{provider = "upstream-b", model = "mock-b"}]
+
+[[clients]]
+name = "team-a"
+key_sha256 = "%s"
+models = ["*"]
+rate_limit = {rpm = 600}
+
+[logging]
+level = "INFO"
+
+[metadata]
+owner = "platform"
+""" % data["clients"][0]["key_sha256"]
+    (tmp_path / "c.toml").write_text(toml_text)
+    bodies = {canonical(load_file(tmp_path / f"c.{ext}")) for ext in ("json", "yaml", "toml")}
+    assert len(bodies) == 1
+
+
+def test_defaults_do_not_change_the_checksum() -> None:
+    explicit = mutated(providers__0__enabled=True, logging={"level": "INFO"})
+    assert sha256_hex(canonical(to_document(explicit))) == sha256_hex(
+        canonical(sample_document())
+    )
+
+
+def test_canonical_roundtrip() -> None:
+    doc = sample_document()
+    assert decode_body(canonical(doc)) == doc
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt", "expected"),
+    [
+        ('{"providers": [}', "json", "cfg.json: line 1 column 16: invalid JSON"),
+        ("providers: [\n  - a\n", "yaml", "cfg.json: line"),
+        ("providers = [", "toml", "cfg.json: invalid TOML"),
+    ],
+)
+def test_syntax_errors_name_source_and_line(text: str, fmt: Any, expected: str) -> None:
+    with pytest.raises(InvalidDocument) as info:
+        parse(text, fmt, source="cfg.json")
+    assert str(info.value).startswith(expected)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(InvalidDocument, match="cannot read"):
+        load_file(tmp_path / "nope.yaml")
+
+
+def test_corrupt_body_is_rejected_with_reason() -> None:
+    with pytest.raises(InvalidDocument, match="not valid JSON"):
+        decode_body(b"{not json")
+    with pytest.raises(InvalidDocument, match=r"models\[0\].deployments\[0\].provider"):
+        decode_body(canonical(sample_document()).replace(b'"provider":"upstream-a"',
+                                                         b'"provider":"ghost"'))
+
+
+def test_secret_repr_hides_plaintext() -> None:
+    doc = sample_document()
+    assert "sk-upstream-secret-a" not in repr(doc)
