@@ -1,0 +1,178 @@
+"""The replica app: `create_app(settings)` builds a Starlette app (uvicorn factory mode).
+
+Shared objects (the watcher, the rate limiter, metrics) live in the lifespan's typed state,
+not in module globals. The watcher follows the bus and swaps in a `Runtime` snapshot per
+version; request handlers read one snapshot reference per request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any, TypedDict
+
+import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from configbus.codec import decode_body
+from configbus.connection import connect
+from configbus.crypto import SecretBox, decrypt_secrets, secrets_of
+from configbus.document import Document
+from configbus.errors import SecretError
+from configbus.settings import BusSettings
+from configbus.store import Store
+from configbus.watcher import Applied, Watcher
+from proxy import errors
+from proxy.chat import ChatHandler, authenticate
+from proxy.errors import ProxyError
+from proxy.limits import FleetLimiter
+from proxy.metrics import ProxyMetrics
+from proxy.runtime import Builder, Runtime
+from proxy.settings import ProxySettings
+
+log = logging.getLogger("proxy")
+_encode = msgspec.json.Encoder().encode
+
+# Client-limit calls must not stall requests when Redis is slow or down.
+LIMITER_SOCKET_TIMEOUT_S = 0.25
+LIMITER_CONNECT_TIMEOUT_S = 0.25
+
+
+class State(TypedDict):
+    settings: ProxySettings
+    watcher: Watcher[Document, Runtime]
+    limiter: FleetLimiter
+    metrics: ProxyMetrics
+    registry: CollectorRegistry
+    chat: ChatHandler
+
+
+def make_decoder(keys: tuple[str, ...]) -> Any:
+    """bytes → Document with provider secrets decrypted (refused when no keys are set)."""
+    box = SecretBox(keys) if keys else None
+
+    def decode(body: bytes) -> Document:
+        doc = decode_body(body)
+        if box is not None:
+            return decrypt_secrets(doc, box)
+        if secrets_of(doc):
+            raise SecretError("document holds encrypted secrets but CONFIGBUS_SECRET_KEYS "
+                              "is not set")
+        return doc
+
+    return decode
+
+
+def _on_swap(new: Applied[Runtime], old: Applied[Runtime] | None) -> None:
+    logging.getLogger("proxy").setLevel(new.value.log_level)
+    if old is not None and old.value is not new.value:
+        old.value.retire()
+
+
+def create_app(settings: ProxySettings | BusSettings) -> Starlette:
+    """A proxy replica for `settings` (a ProxySettings, or just the bus settings)."""
+    ps = settings if isinstance(settings, ProxySettings) else ProxySettings(bus=settings)
+    bus = ps.bus
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[State]:
+        registry = CollectorRegistry()
+        metrics = ProxyMetrics(registry)
+        builder = Builder(on_breaker=metrics.breaker)
+        redis = connect(bus.redis_url)
+        limiter_redis = connect(bus.redis_url, socket_timeout_s=LIMITER_SOCKET_TIMEOUT_S,
+                                connect_timeout_s=LIMITER_CONNECT_TIMEOUT_S, retries=0)
+        watcher: Watcher[Document, Runtime] = Watcher(
+            Store(redis, bus.namespace), decode=make_decoder(bus.secret_keys),
+            build=builder.build, settings=bus, registry=registry)
+        watcher.add_listener(_on_swap)
+        limiter = FleetLimiter(limiter_redis, bus.namespace)
+        chat = ChatHandler(current=lambda: watcher.current, limiter=limiter, metrics=metrics,
+                           max_body_bytes=ps.max_body_bytes, retry_backoff_s=ps.retry_backoff_s)
+        await watcher.start()
+        try:
+            yield State(settings=ps, watcher=watcher, limiter=limiter, metrics=metrics,
+                        registry=registry, chat=chat)
+        finally:
+            await watcher.stop()
+            cur = watcher.current
+            if cur is not None:
+                cur.value.retire()
+            await builder.aclose()
+            await limiter_redis.aclose()
+            await redis.aclose()
+
+    async def chat_completions(request: Request) -> Response:
+        handler: ChatHandler = request.state.chat
+        return await handler(request)
+
+    async def models(request: Request) -> Response:
+        applied = request.state.watcher.current
+        if applied is None:
+            return errors.unavailable("no configuration applied yet", "no_config").response()
+        try:
+            client = authenticate(applied.value, request)
+        except ProxyError as exc:
+            return exc.response()
+        return Response(applied.value.models_body(client), media_type="application/json")
+
+    async def live(request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    async def ready(request: Request) -> Response:
+        applied = request.state.watcher.current
+        if applied is None:
+            return Response(b'{"status":"not ready","reason":"no configuration applied"}',
+                            503, media_type="application/json")
+        return Response(_encode({"status": "ready", "version": applied.version,
+                                 "stale": applied.stale}), media_type="application/json")
+
+    async def status(request: Request) -> Response:
+        watcher: Watcher[Document, Runtime] = request.state.watcher
+        applied = watcher.current
+        limiter: FleetLimiter = request.state.limiter
+        body: dict[str, Any] = {
+            "replica_id": watcher.replica_id,
+            "namespace": bus.namespace,
+            "version": applied.version if applied else None,
+            "epoch": applied.epoch if applied else None,
+            "sha256": applied.sha256 if applied else None,
+            "stale": applied.stale if applied else None,
+            "applied_at": applied.applied_at if applied else None,
+            "now": time.time(),
+            "rate_limits_local": limiter.degraded,
+        }
+        if applied is not None:
+            body["providers"] = {
+                name: {"breaker": p.breaker.state.name.lower(), "owners": p.owners}
+                for name, p in applied.value.providers.items()}
+        return Response(_encode(body), media_type="application/json")
+
+    async def metrics(request: Request) -> Response:
+        st = request.state
+        st.metrics.rate_limit_degraded.set(1 if st.limiter.degraded else 0)
+        return Response(generate_latest(st.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+        return Response(errors.error_body("internal error", "server_error", "internal_error"),
+                        500, media_type="application/json")
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/health/live", live, methods=["GET"]),
+            Route("/health/ready", ready, methods=["GET"]),
+            Route("/status", status, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+        exception_handlers={Exception: internal_error},
+    )

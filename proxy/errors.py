@@ -1,0 +1,93 @@
+"""Errors a client sees, in OpenAI's error-body shape: ``{"error": {"message", "type", "code"}}``.
+
+    ProxyError              any answer that is not a success; carries status, type, code
+    ├── (400) bad_request   the body is not a chat completion request
+    ├── (401) unauthorized  no key, or a key that matches no enabled client
+    ├── (403) forbidden     the client may not use that model
+    ├── (404) model_not_found
+    ├── (413) too_large     the body is over the limit
+    ├── (429) rate_limited  a client or provider rate limit; carries Retry-After
+    ├── (502) bad_gateway   every upstream failed
+    ├── (503) unavailable   no config yet, or every upstream's breaker is open
+    └── (504) timeout       the upstream timed out
+"""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.responses import Response
+
+_encode = msgspec.json.Encoder().encode
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    message: str
+    type: str
+    code: str | None = None
+
+
+class ErrorEnvelope(msgspec.Struct, frozen=True):
+    error: ErrorBody
+
+
+class ProxyError(Exception):
+    """An answer that is not a success; `response()` renders it."""
+
+    def __init__(self, status: int, message: str, type_: str, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.code = code
+        self.headers = headers
+
+    def body(self) -> bytes:
+        return error_body(self.message, self.type, self.code)
+
+    def response(self) -> Response:
+        return Response(self.body(), self.status, headers=self.headers,
+                        media_type="application/json")
+
+
+def error_body(message: str, type_: str, code: str | None = None) -> bytes:
+    return _encode(ErrorEnvelope(ErrorBody(message, type_, code)))
+
+
+def bad_request(message: str, code: str | None = None) -> ProxyError:
+    return ProxyError(400, message, "invalid_request_error", code)
+
+
+def unauthorized(message: str = "invalid or missing API key") -> ProxyError:
+    return ProxyError(401, message, "authentication_error", "invalid_api_key")
+
+
+def forbidden(model: str) -> ProxyError:
+    return ProxyError(403, f"this key may not use model '{model}'", "permission_error",
+                      "model_not_allowed")
+
+
+def model_not_found(model: str) -> ProxyError:
+    return ProxyError(404, f"model '{model}' does not exist", "invalid_request_error",
+                      "model_not_found")
+
+
+def too_large(limit: int) -> ProxyError:
+    return ProxyError(413, f"request body is larger than {limit} bytes",
+                      "invalid_request_error", "request_too_large")
+
+
+def rate_limited(message: str, headers: dict[str, str]) -> ProxyError:
+    return ProxyError(429, message, "rate_limit_error", "rate_limit_exceeded", headers)
+
+
+def bad_gateway(message: str) -> ProxyError:
+    return ProxyError(502, message, "upstream_error", "bad_gateway")
+
+
+def unavailable(message: str, code: str = "service_unavailable") -> ProxyError:
+    return ProxyError(503, message, "service_unavailable", code)
+
+
+def timeout(message: str) -> ProxyError:
+    return ProxyError(504, message, "timeout_error", "upstream_timeout")

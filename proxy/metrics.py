@@ -1,0 +1,56 @@
+"""The proxy's Prometheus metrics, in the app's own registry (shared with its watcher)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0, 30.0)
+
+
+class ProxyMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self._requests = Counter(
+            "configbus_proxy_requests", "Chat completion requests by public model, provider "
+            "that served (or 'none') and status", ["model", "provider", "status"],
+            registry=registry)
+        self._latency = Histogram(
+            "configbus_proxy_upstream_seconds", "Upstream latency to response headers",
+            ["provider"], buckets=LATENCY_BUCKETS, registry=registry)
+        self._attempts = Counter(
+            "configbus_proxy_upstream_attempts", "Upstream attempts by provider and outcome",
+            ["provider", "outcome"], registry=registry)
+        self._breaker = Gauge(
+            "configbus_proxy_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open",
+            ["provider"], registry=registry)
+        self.rate_limit_degraded = Gauge(
+            "configbus_proxy_rate_limit_local", "1 while client limits are local (Redis down)",
+            registry=registry)
+        # Label children cached: `labels()` does a lock and a dict build on every call.
+        self._req_children: dict[tuple[str, str, int], Counter] = {}
+        self._lat_children: dict[str, Histogram] = {}
+        self._att_children: dict[tuple[str, str], Counter] = {}
+
+    def request(self, model: str, provider: str, status: int) -> None:
+        key = (model, provider, status)
+        c = self._req_children.get(key)
+        if c is None:
+            c = self._req_children[key] = self._requests.labels(model, provider, str(status))
+        c.inc()
+
+    def latency(self, provider: str, seconds: float) -> None:
+        h = self._lat_children.get(provider)
+        if h is None:
+            h = self._lat_children[provider] = self._latency.labels(provider)
+        h.observe(seconds)
+
+    def attempt(self, provider: str, outcome: str) -> None:
+        key = (provider, outcome)
+        c = self._att_children.get(key)
+        if c is None:
+            c = self._att_children[key] = self._attempts.labels(provider, outcome)
+        c.inc()
+
+    def breaker(self, provider: str, state: int) -> None:
+        self._breaker.labels(provider).set(state)

@@ -1,0 +1,122 @@
+"""The runtime snapshot: everything a request needs, built from one document, never mutated.
+
+    build(document, previous) → Runtime   (the watcher swaps it in)
+
+Providers whose settings did not change are carried over from `previous` (same object:
+same pool, breaker, limiter). A snapshot counts its in-flight requests; once it is retired
+(a newer one is in) and drained, it gives up its providers, and a provider no snapshot owns
+closes its pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from configbus.document import Document
+from proxy.breaker import BreakerState
+from proxy.routing import Route, Target
+from proxy.upstream import ProviderRuntime
+
+_encode = msgspec.json.Encoder().encode
+
+
+class ClientRuntime:
+    __slots__ = ("all_models", "models", "name", "rpm")
+
+    def __init__(self, name: str, models: list[str], rpm: int | None) -> None:
+        self.name = name
+        self.all_models = "*" in models
+        self.models = frozenset(models)
+        self.rpm = rpm
+
+    def may_use(self, model: str) -> bool:
+        return self.all_models or model in self.models
+
+
+class Runtime:
+    """One config version, ready to serve."""
+
+    def __init__(self, doc: Document, providers: dict[str, ProviderRuntime],
+                 routes: dict[str, Route[ProviderRuntime]], clients: dict[str, ClientRuntime],
+                 closing: set[asyncio.Task[Any]]) -> None:
+        self.doc = doc
+        self.providers = providers
+        self.routes = routes
+        self.clients = clients
+        self.log_level = doc.logging.level
+        self.model_names = tuple(sorted(routes))
+        self.inflight = 0
+        self.retired = False
+        self._closing = closing
+        for p in providers.values():
+            p.own()
+
+    def acquire(self) -> None:
+        self.inflight += 1
+
+    def release(self) -> None:
+        self.inflight -= 1
+        if self.inflight == 0 and self.retired:
+            self._drain()
+
+    def retire(self) -> None:
+        """A newer snapshot is serving; let go of providers once the last request ends."""
+        if not self.retired:
+            self.retired = True
+            if self.inflight == 0:
+                self._drain()
+
+    def _drain(self) -> None:
+        providers, self.providers = self.providers, {}
+        for p in providers.values():
+            p.disown(self._closing)
+
+    def models_body(self, client: ClientRuntime) -> bytes:
+        return _encode({"object": "list", "data": [
+            {"id": m, "object": "model", "created": 0, "owned_by": "configbus"}
+            for m in self.model_names if client.may_use(m)]})
+
+
+class Builder:
+    """Builds runtime snapshots; the watcher calls `build(doc, previous)`."""
+
+    def __init__(self, *, on_breaker: Callable[[str, BreakerState], None] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.on_breaker = on_breaker
+        self.env = env
+        self.closing: set[asyncio.Task[Any]] = set()
+
+    def build(self, doc: Document, prev: Runtime | None) -> Runtime:
+        old = prev.providers if prev is not None else {}
+        providers: dict[str, ProviderRuntime] = {}
+        default_rpm = doc.rate_limits.provider_default
+        for p in doc.providers:
+            if not p.enabled:
+                continue
+            rl = p.rate_limit or default_rpm
+            fresh = ProviderRuntime(p, p.circuit_breaker or doc.circuit_breaker,
+                                    rl.rpm if rl else None, on_breaker=self.on_breaker,
+                                    env=self.env)
+            kept = old.get(p.name)
+            providers[p.name] = kept if kept is not None and kept.same_settings(fresh) else fresh
+        routes: dict[str, Route[ProviderRuntime]] = {}
+        for m in doc.models:
+            pairs = [(Target(providers[d.provider], d.model), d.weight)
+                     for d in m.deployments if d.provider in providers]
+            routes[m.name] = Route(m.name, [t for t, _ in pairs], [w for _, w in pairs],
+                                   strategy=m.strategy, fallbacks=m.fallbacks, params=m.params)
+        client_default = doc.rate_limits.client_default
+        clients: dict[str, ClientRuntime] = {}
+        for c in doc.clients:
+            if c.enabled:
+                rl = c.rate_limit or client_default
+                clients[c.key_sha256] = ClientRuntime(c.name, c.models, rl.rpm if rl else None)
+        return Runtime(doc, providers, routes, clients, self.closing)
+
+    async def aclose(self) -> None:
+        if self.closing:
+            await asyncio.gather(*list(self.closing), return_exceptions=True)

@@ -1,0 +1,109 @@
+"""One upstream provider at run time: its HTTP pool, breaker, rate limit, URL and headers.
+
+A `ProviderRuntime` outlives config versions while its settings stay the same: the next
+runtime snapshot carries over the object (pool, breaker state, limiter state). Each
+snapshot that holds it is an owner; when the last owner is drained (its last in-flight
+request finished) the pool closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from configbus.document import CircuitBreaker, Provider
+from proxy.breaker import Breaker, BreakerState
+from proxy.limits import LocalWindow
+
+log = logging.getLogger("proxy.upstream")
+
+
+class ProviderRuntime:
+    def __init__(self, provider: Provider, breaker: CircuitBreaker, rpm: int | None,
+                 *, on_breaker: Callable[[str, BreakerState], None] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.provider = provider
+        self.name = provider.name
+        self.type = provider.type
+        self.rpm = rpm
+        self.max_retries = provider.max_retries
+        api_key = provider.api_key.secret if provider.api_key is not None else None
+        if api_key is None and provider.api_key_env:
+            api_key = (os.environ if env is None else env).get(provider.api_key_env)
+        # What decides whether the next config version may keep this object.
+        self.identity = (provider, breaker, rpm, api_key)
+        base = provider.base_url.rstrip("/")
+        headers = {"content-type": "application/json"}
+        if provider.type == "anthropic":
+            self.url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+            headers["anthropic-version"] = "2023-06-01"
+            if api_key:
+                headers["x-api-key"] = api_key
+        else:
+            self.url = base + "/chat/completions"
+            if api_key:
+                headers["authorization"] = f"Bearer {api_key}"
+        headers.update({k.lower(): v for k, v in provider.headers.items()})
+        self.headers = headers
+        self.timeout = aiohttp.ClientTimeout(total=provider.timeout_s,
+                                             sock_connect=provider.connect_timeout_s)
+        # A stream may last long; bound the wait for each read instead of the whole.
+        self.stream_timeout = aiohttp.ClientTimeout(total=None,
+                                                    sock_connect=provider.connect_timeout_s,
+                                                    sock_read=provider.timeout_s)
+        self.breaker = Breaker(
+            breaker, on_change=(lambda s: on_breaker(self.name, s)) if on_breaker else None)
+        self.limiter = LocalWindow() if rpm else None
+        self.owners = 0
+        self._session: aiohttp.ClientSession | None = None
+        self.closed = False
+
+    def same_settings(self, other: ProviderRuntime) -> bool:
+        return self.identity == other.identity
+
+    def rate_ok(self) -> bool:
+        if self.limiter is None or self.rpm is None:
+            return True
+        return self.limiter.hit("", self.rpm).allowed
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        s = self._session
+        if s is None:
+            if self.closed:
+                raise RuntimeError(f"provider {self.name}: pool already closed")
+            pool = self.provider.pool
+            connector = aiohttp.TCPConnector(limit=pool.max_connections, limit_per_host=0,
+                                             keepalive_timeout=pool.keepalive_timeout_s,
+                                             ttl_dns_cache=300)
+            s = self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",),
+                raise_for_status=False)
+        return s
+
+    async def post(self, body: bytes, *, stream: bool) -> aiohttp.ClientResponse:
+        return await self.session.post(
+            self.url, data=body, headers=self.headers,
+            timeout=self.stream_timeout if stream else self.timeout)
+
+    def own(self) -> None:
+        self.owners += 1
+
+    def disown(self, closing: set[asyncio.Task[Any]]) -> None:
+        self.owners -= 1
+        if self.owners <= 0 and not self.closed:
+            self.closed = True
+            s, self._session = self._session, None
+            if s is not None:
+                log.info("closing pool of provider %s", self.name)
+                t = asyncio.get_running_loop().create_task(s.close())
+                closing.add(t)
+                t.add_done_callback(closing.discard)
+
+    def __repr__(self) -> str:
+        return f"ProviderRuntime({self.name!r}, {self.type}, owners={self.owners})"
