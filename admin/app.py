@@ -1,0 +1,117 @@
+"""The admin ASGI app: `create_app(settings)` builds it; shared objects live in the lifespan
+state (`request.state.services`), never in module globals."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TypedDict
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from admin import routes
+from admin.auth import TokenTable
+from admin.breaker import CircuitBreaker
+from admin.http import JSON, ApiError, Services, services
+from admin.metrics import AdminMetrics
+from admin.openapi import spec
+from admin.ratelimit import RateLimiter
+from admin.settings import AdminSettings
+from configbus.connection import connect
+from configbus.crypto import SecretBox
+from configbus.errors import StoreError
+
+
+class State(TypedDict):
+    services: Services
+
+
+async def live(request: Request) -> Response:
+    return JSON({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    svc = services(request)
+    try:
+        await svc.guarded(lambda: _ping(svc))
+    except StoreError:
+        return ApiError(503, "store_unavailable", "Redis unavailable",
+                        headers={"Retry-After": svc.breaker.retry_after_header()}).response()
+    return JSON({"status": "ready"})
+
+
+async def _ping(svc: Services) -> None:
+    from redis.exceptions import RedisError
+
+    from configbus.errors import StoreUnavailable
+
+    try:
+        await svc.redis.ping()
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailable(f"ping: {exc}") from exc
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(services(request).metrics.registry),
+                    media_type=CONTENT_TYPE_LATEST)
+
+
+async def openapi(request: Request) -> Response:
+    return JSON(spec())
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return ApiError(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})).response()
+
+
+def create_app(settings: AdminSettings) -> Starlette:
+    """The admin service for `settings`; refuses to build without a token."""
+    settings.check()
+    box = SecretBox(settings.bus.secret_keys) if settings.bus.secret_keys else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[State]:
+        redis = connect(settings.bus.redis_url, socket_timeout_s=settings.redis_timeout_s,
+                        connect_timeout_s=settings.redis_timeout_s, retries=0)
+        svc = Services(
+            settings=settings, redis=redis, tokens=TokenTable(settings.tokens),
+            breaker=CircuitBreaker(failures=settings.breaker_failures,
+                                   reset_s=settings.breaker_reset_s),
+            limiter=RateLimiter(redis, limit=settings.publish_limit,
+                                window_s=settings.publish_window_s),
+            box=box, metrics=AdminMetrics(),
+        )
+        try:
+            yield {"services": svc}
+        finally:
+            await redis.aclose()
+
+    ns = "/v1/namespaces/{ns}"
+    app_routes = [
+        Route(f"{ns}/config", routes.get_config, methods=["GET"]),
+        Route(f"{ns}/config", routes.put_config, methods=["PUT"]),
+        Route(f"{ns}/config", routes.patch_config, methods=["PATCH"]),
+        Route(f"{ns}/validate", routes.validate, methods=["POST"]),
+        Route(f"{ns}/versions", routes.list_versions, methods=["GET"]),
+        Route(f"{ns}/versions/{{n}}", routes.get_version, methods=["GET"]),
+        Route(f"{ns}/diff", routes.diff, methods=["GET"]),
+        Route(f"{ns}/rollback", routes.rollback, methods=["POST"]),
+        Route(f"{ns}/replicas", routes.replicas, methods=["GET"]),
+        Route(f"{ns}/audit", routes.audit, methods=["GET"]),
+        Route(f"{ns}/export", routes.export, methods=["GET"]),
+        Route(f"{ns}/import", routes.import_, methods=["POST"]),
+        Route(f"{ns}/rotate-secrets", routes.rotate, methods=["POST"]),
+        Route("/health/live", live, methods=["GET"]),
+        Route("/health/ready", ready, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+    return Starlette(routes=app_routes, lifespan=lifespan,
+                     exception_handlers={HTTPException: _http_error})

@@ -1,0 +1,288 @@
+"""The plumbing every endpoint shares: services, errors as JSON, auth, audit, the breaker.
+
+`endpoint(action, permission)` wraps a handler so that, in order: the namespace is checked,
+the bearer token is authenticated (401) and authorised (403), write actions pass the publish
+rate limit (429), the handler runs with every Redis call behind the circuit breaker (503
+when open), domain errors become JSON error bodies, and exactly one audit entry is written,
+unless the publish script already wrote it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgspec
+import redis.asyncio as aioredis
+from starlette.requests import Request
+from starlette.responses import Response
+
+from admin.auth import Permission, TokenTable, allows
+from admin.breaker import BreakerOpen, BreakerState, CircuitBreaker
+from admin.metrics import AdminMetrics
+from admin.ratelimit import RateLimiter
+from admin.settings import AdminSettings, Token
+from configbus.crypto import SecretBox
+from configbus.errors import (
+    CorruptRecord,
+    IdempotencyMismatch,
+    InvalidDocument,
+    Issue,
+    SecretError,
+    StoreError,
+    StoreUnavailable,
+    VersionConflict,
+    VersionNotFound,
+)
+from configbus.store import Store
+
+log = logging.getLogger("admin")
+T = TypeVar("T")
+
+NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_STORES = 256
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass
+class Services:
+    """What the lifespan builds once and every request shares."""
+
+    settings: AdminSettings
+    redis: aioredis.Redis
+    tokens: TokenTable
+    breaker: CircuitBreaker
+    limiter: RateLimiter
+    box: SecretBox | None
+    metrics: AdminMetrics
+    stores: dict[str, Store] = field(default_factory=dict)
+
+    def store(self, namespace: str) -> Store:
+        store = self.stores.get(namespace)
+        if store is None:
+            if len(self.stores) >= MAX_STORES:
+                self.stores.pop(next(iter(self.stores)))
+            store = self.stores[namespace] = Store(self.redis, namespace)
+        return store
+
+    async def guarded(self, fn: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await self.breaker.call(fn)
+        finally:
+            self.metrics.breaker_open.set(
+                0 if self.breaker.state is BreakerState.CLOSED else 1)
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.state.services
+    return svc
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return _encoder.encode(content)
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, a stable code, a message, and issues with paths."""
+
+    def __init__(self, status: int, code: str, message: str, *,
+                 issues: Sequence[Issue] = (), headers: dict[str, str] | None = None,
+                 **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.issues = list(issues)
+        self.headers = headers or {}
+        self.extra = extra
+
+    def response(self) -> JSON:
+        body: dict[str, Any] = {
+            "code": self.code, "message": self.message,
+            "issues": [{"path": i.path, "message": i.message} for i in self.issues],
+        }
+        body.update(self.extra)
+        return JSON({"error": body}, status_code=self.status, headers=self.headers)
+
+
+def error_from(exc: Exception, breaker: CircuitBreaker) -> ApiError:
+    """Map a configbus error onto its HTTP answer; messages carry no secrets."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, InvalidDocument):
+        return ApiError(422, "invalid_document", "the document is not valid", issues=exc.issues)
+    if isinstance(exc, SecretError):
+        return ApiError(422, "invalid_secret", str(exc), issues=[Issue("", str(exc))])
+    if isinstance(exc, VersionConflict):
+        return ApiError(409, "version_conflict", str(exc), current_version=exc.current,
+                        headers={"ETag": f'"{exc.current}"'})
+    if isinstance(exc, VersionNotFound):
+        return ApiError(404, "version_not_found", str(exc))
+    if isinstance(exc, IdempotencyMismatch):
+        return ApiError(422, "idempotency_mismatch", str(exc))
+    if isinstance(exc, BreakerOpen):
+        return ApiError(503, "store_unavailable", str(exc),
+                        headers={"Retry-After": breaker.retry_after_header()})
+    if isinstance(exc, StoreUnavailable):
+        retry = breaker.retry_after_header() if breaker.state is not BreakerState.CLOSED else "1"
+        return ApiError(503, "store_unavailable", "Redis unavailable; retry later",
+                        headers={"Retry-After": retry})
+    if isinstance(exc, CorruptRecord):
+        return ApiError(500, "corrupt_record", str(exc))
+    if isinstance(exc, StoreError):
+        return ApiError(500, "store_error", str(exc))
+    raise exc
+
+
+@dataclass
+class Ctx:
+    """One request as a handler sees it."""
+
+    request: Request
+    svc: Services
+    namespace: str
+    store: Store
+    token: Token
+    action: str
+    audited: bool = False  # the publish script wrote this action's audit entry
+    audit_fields: dict[str, Any] = field(default_factory=dict)
+
+    async def run(self, fn: Callable[[], Awaitable[T]]) -> T:
+        return await self.svc.guarded(fn)
+
+    async def body(self, limit: int | None = None) -> bytes:
+        limit = limit or self.svc.settings.max_body_bytes
+        too_big = ApiError(413, "body_too_large", f"request body exceeds {limit} bytes")
+        length = self.request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limit:
+            raise too_big
+        chunks, size = [], 0
+        async for chunk in self.request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_big
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def json(self, type_: type[T], limit: int | None = None, *,
+                   default: T | None = None) -> T:
+        """The body decoded as `type_`; an empty body gives `default` when there is one."""
+        raw = await self.body(limit)
+        if default is not None and not raw.strip():
+            return default
+        try:
+            return msgspec.json.decode(raw, type=type_)
+        except msgspec.ValidationError as exc:
+            from configbus.validation import issue_from_msgspec
+
+            issue = issue_from_msgspec(exc, "")
+            raise ApiError(422, "invalid_request", "the request body is not valid",
+                           issues=[issue]) from None
+        except msgspec.DecodeError as exc:
+            raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+
+    def if_match(self) -> int | None:
+        raw = self.request.headers.get("if-match")
+        if raw is None or raw.strip() == "*":
+            return None
+        value = raw.strip().removeprefix("W/").strip('"')
+        if not value.isdigit() or len(value) > 18:
+            raise ApiError(400, "bad_request", "If-Match must be a version number")
+        return int(value)
+
+    def idempotency_key(self) -> str | None:
+        raw = self.request.headers.get("idempotency-key")
+        if raw is None:
+            return None
+        if not 1 <= len(raw) <= 200 or not raw.isprintable():
+            raise ApiError(400, "bad_request", "Idempotency-Key must be 1 to 200 printable "
+                                               "characters")
+        return raw
+
+    def query_int(self, name: str, *, default: int | None, lo: int, hi: int) -> int | None:
+        raw = self.request.query_params.get(name)
+        if raw is None or raw == "":
+            if default is None and name in ("from", "to"):
+                raise ApiError(400, "bad_request", f"query parameter {name!r} is required")
+            return default
+        if not raw.isdigit() or not lo <= int(raw) <= hi:
+            raise ApiError(400, "bad_request",
+                           f"query parameter {name!r} must be an integer from {lo} to {hi}")
+        return int(raw)
+
+
+Handler = Callable[[Ctx], Awaitable[Response]]
+WRITE_PERMISSIONS: frozenset[Permission] = frozenset({"publish", "rollback", "rotate", "import"})
+
+
+def endpoint(action: str, permission: Permission) -> Callable[[Handler], Callable[
+        [Request], Awaitable[Response]]]:
+    def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def run(request: Request) -> Response:
+            started = time.perf_counter()
+            svc = services(request)
+            ns = request.path_params.get("ns", "")
+            if not NAMESPACE.match(ns):
+                response: Response = ApiError(
+                    404, "invalid_namespace",
+                    "namespace must be 1-128 letters, digits and . _ - (starting with a "
+                    "letter or digit)").response()
+                svc.metrics.requests.labels(action, str(response.status_code)).inc()
+                return response
+            store = svc.store(ns)
+            token = svc.tokens.lookup(request.headers.get("authorization"))
+            actor = token.name if token else "anonymous"
+            ctx: Ctx | None = None
+            outcome = "ok"
+            try:
+                if token is None:
+                    raise ApiError(401, "unauthorized",
+                                   "missing or unknown bearer token (Authorization: Bearer "
+                                   "<token>)", headers={"WWW-Authenticate": "Bearer"})
+                if not allows(token.role, permission):
+                    raise ApiError(403, "forbidden",
+                                   f"token {token.name!r} (role {token.role}) may not {action}")
+                ctx = Ctx(request, svc, ns, store, token, action)
+                if permission in WRITE_PERMISSIONS:
+                    decision = await ctx.run(lambda: svc.limiter.hit(token.name))
+                    if not decision.allowed:
+                        svc.metrics.rate_limited.inc()
+                        raise ApiError(
+                            429, "rate_limited",
+                            f"token {token.name!r}: more than {svc.limiter.limit} write "
+                            f"requests in {svc.limiter.window_s}s",
+                            headers={"Retry-After": str(decision.retry_after_s)})
+                response = await handler(ctx)
+            except Exception as exc:  # every error becomes a JSON answer, and is audited
+                err = error_from(exc, svc.breaker)
+                response = err.response()
+                outcome = err.code
+                if ctx is not None and isinstance(exc, VersionConflict | IdempotencyMismatch):
+                    ctx.audited = True  # only Store.publish raises these; its script audits
+            status = response.status_code
+            if not (ctx and ctx.audited):
+                fields = dict(ctx.audit_fields) if ctx else {}
+                await _audit(svc, store, action, actor, outcome, method=request.method,
+                             path=request.url.path, status=status, **fields)
+            svc.metrics.requests.labels(action, str(status)).inc()
+            svc.metrics.latency.labels(action).observe(time.perf_counter() - started)
+            return response
+
+        return run
+
+    return wrap
+
+
+async def _audit(svc: Services, store: Store, action: str, actor: str, outcome: str,
+                 **fields: Any) -> None:
+    try:
+        await svc.guarded(lambda: store.audit(action, actor, outcome, **fields))
+    except StoreError as exc:
+        svc.metrics.audit_failures.inc()
+        log.warning("audit entry not written (%s): action=%s actor=%s outcome=%s status=%s",
+                    exc, action, actor, outcome, fields.get("status"))
