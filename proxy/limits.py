@@ -108,8 +108,8 @@ class FleetLimiter:
         if self._sha is None:
             self._sha = await self.redis.script_load(_SCRIPT)
         try:
-            return await self.redis.evalsha(self._sha, 1, key, self.window_ms)  # type: ignore[no-untyped-call]
+            return await self.redis.evalsha(self._sha, 1, key, self.window_ms)
         except NoScriptError:
             # Redis restarted empty: load the script again (one extra round trip, once).
             self._sha = await self.redis.script_load(_SCRIPT)
-            return await self.redis.evalsha(self._sha, 1, key, self.window_ms)  # type: ignore[no-untyped-call]
+            return await self.redis.evalsha(self._sha, 1, key, self.window_ms)

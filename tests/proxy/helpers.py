@@ -70,9 +70,12 @@ class Replica:
 
 @contextmanager
 def running(*things: Mock | Replica) -> Iterator[None]:
+    """Start all (in parallel), wait until each answers, stop all by PID at the end."""
     try:
         for t in things:
-            t.start()
+            t.service.start()
+        for t in things:
+            t.service.wait_http(t.url + ("/_stats" if isinstance(t, Mock) else "/health/live"))
         yield
     finally:
         for t in things:
@@ -82,6 +85,7 @@ def running(*things: Mock | Replica) -> Iterator[None]:
 def data_for(a: Mock, b: Mock, *, model_to: str = "a") -> dict[str, Any]:
     """The sample document pointing at two mock upstreams; `m` served by upstream `model_to`."""
     data = sample_data(upstream_a=a.url + "/v1", upstream_b=b.url + "/v1")
+    del data["clients"][0]["rate_limit"]  # tests that want a limit add their own client
     if model_to == "b":
         data["models"][0]["deployments"] = [{"provider": "upstream-b", "model": "mock-b"}]
     return data
