@@ -3,6 +3,8 @@ its Redis calls go through `ctx.run` (the circuit breaker)."""
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 from collections import Counter
 from functools import partial
 from typing import Annotated, Any
@@ -16,14 +18,14 @@ from admin.http import JSON, ApiError, Ctx, endpoint
 from admin.merge import merge_patch
 from configbus.codec import canonical, decode_body, sha256_hex, to_builtins
 from configbus.crypto import (
-    encrypt_secrets,
+    map_secrets,
     mask_secrets,
     reencrypt_secrets,
     secrets_of,
     unmask_secrets,
 )
-from configbus.document import Document
-from configbus.errors import Issue, StoreError, VersionConflict
+from configbus.document import Document, Secret
+from configbus.errors import InvalidDocument, Issue, SecretError, StoreError, VersionConflict
 from configbus.store import Export, Kind, PublishResult, RecordMeta, VersionRecord
 from configbus.validation import to_document
 
@@ -70,16 +72,37 @@ def _published(ctx: Ctx, result: PublishResult, kind: Kind) -> Response:
     )
 
 
-def _encrypt(ctx: Ctx, doc: Document) -> Document:
+async def _encrypt(ctx: Ctx, doc: Document) -> Document:
+    """Encrypt plaintext secrets. A secret equal to the one stored at the same path keeps its
+    stored ciphertext, so re-sending the same file is a no-op (and an idempotent retry)
+    rather than a new version that differs only by Fernet's random IV."""
     plaintext = [p for p, s in secrets_of(doc) if s.secret is not None]
     if not plaintext:
         return doc
-    if ctx.svc.box is None:
+    box = ctx.svc.box
+    if box is None:
         raise ApiError(422, "invalid_secret", "this admin has no CONFIGBUS_SECRET_KEYS, so it "
                        "cannot store secrets",
                        issues=[Issue(p, "cannot encrypt: no secret keys configured")
                                for p in plaintext])
-    return encrypt_secrets(doc, ctx.svc.box)
+    _, record = await ctx.run(lambda: ctx.store.fetch_head())
+    stored: dict[str, str] = {}
+    if record is not None:
+        with contextlib.suppress(InvalidDocument):
+            stored = {p: s.encrypted for p, s in secrets_of(decode_body(record.body))
+                      if s.encrypted is not None}
+
+    def keep_or_encrypt(s: Secret, path: str) -> Secret:
+        if s.secret is None:
+            return s
+        token = stored.get(path)
+        if token is not None:
+            with contextlib.suppress(SecretError):
+                if hmac.compare_digest(box.decrypt(token, path).encode(), s.secret.encode()):
+                    return Secret(encrypted=token)
+        return Secret(encrypted=box.encrypt(s.secret))
+
+    return map_secrets(doc, keep_or_encrypt)
 
 
 async def _prepare(ctx: Ctx, data: Any) -> Document:
@@ -107,7 +130,7 @@ async def get_config(ctx: Ctx) -> Response:
 async def put_config(ctx: Ctx) -> Response:
     req = await ctx.json(PublishRequest)
     expected, key = ctx.if_match(), ctx.idempotency_key()
-    body = canonical(_encrypt(ctx, await _prepare(ctx, req.document)))
+    body = canonical(await _encrypt(ctx, await _prepare(ctx, req.document)))
     result = await ctx.run(lambda: ctx.store.publish(
         body, expected_version=expected, idempotency_key=key, author=ctx.token.name,
         message=req.message, kind="publish"))
@@ -127,7 +150,7 @@ async def patch_config(ctx: Ctx) -> Response:
                            "first")
         stored, masked = _masked(record)
         doc = unmask_secrets(to_document(merge_patch(masked, patch)), stored)
-        body = canonical(_encrypt(ctx, doc))
+        body = canonical(await _encrypt(ctx, doc))
         try:
             result = await ctx.run(partial(
                 ctx.store.publish, body,

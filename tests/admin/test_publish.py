@@ -1,0 +1,255 @@
+from __future__ import annotations
+
+import copy
+import logging
+
+import pytest
+
+from configbus.codec import decode_body
+from configbus.crypto import SecretBox, decrypt_secrets
+from configbus.testing import sample_data
+from tests.admin.helpers import SECRET_KEY, app_for, auth, client
+from tests.support import RedisServer
+
+PLAINTEXT = "sk-upstream-secret-a"  # the api key in sample_data()
+
+
+def url(ns: str, path: str) -> str:
+    return f"/v1/namespaces/{ns}/{path}"
+
+
+async def test_put_get_conflict_and_noop(redis_server: RedisServer, namespace: str) -> None:
+    async with client(app_for(redis_server.url)) as c:
+        r = await c.put(url(namespace, "config"), headers={**auth("publisher"), "If-Match": "0"},
+                        json={"document": sample_data(), "message": "first"})
+        assert r.status_code == 201 and r.json()["version"] == 1
+        assert r.headers["etag"] == '"1"'
+        got = await c.get(url(namespace, "config"), headers=auth("viewer"))
+        assert got.status_code == 200 and got.headers["etag"] == '"1"'
+        body = got.json()
+        assert body["version"] == 1 and body["author"] == "paul" and body["message"] == "first"
+        key = body["document"]["providers"][0]["api_key"]
+        assert set(key) == {"masked"} and key["masked"].startswith("sha256:")
+
+        # The masked document sent back unchanged: same body, a no-op.
+        r = await c.put(url(namespace, "config"), headers={**auth("publisher"), "If-Match": "1"},
+                        json={"document": body["document"]})
+        assert r.status_code == 200 and r.json()["outcome"] == "noop"
+
+        doc = copy.deepcopy(body["document"])
+        doc["logging"] = {"level": "DEBUG"}
+        r = await c.put(url(namespace, "config"), headers={**auth("publisher"), "If-Match": "1"},
+                        json={"document": doc, "message": "debug"})
+        assert r.status_code == 201 and r.json()["version"] == 2
+        # Another admin still on version 1: 409 naming the current version.
+        r = await c.put(url(namespace, "config"),
+                        headers={**auth("publisher"), "If-Match": '"1"'},
+                        json={"document": sample_data(), "message": "stale"})
+        assert r.status_code == 409
+        err = r.json()["error"]
+        assert err["code"] == "version_conflict" and err["current_version"] == 2
+        assert r.headers["etag"] == '"2"'
+
+    # The stored secret is the original one, still decryptable by replicas.
+    record = await _head_record(redis_server, namespace)
+    stored = decrypt_secrets(decode_body(record), SecretBox([SECRET_KEY]))
+    assert stored.providers[0].api_key is not None
+    assert stored.providers[0].api_key.secret == PLAINTEXT
+
+
+async def _head_record(redis_server: RedisServer, ns: str) -> bytes:
+    r = redis_server.client()
+    head = int(r.get(f"cb:{{{ns}}}:head") or 0)
+    return bytes(r.hget(f"cb:{{{ns}}}:v:{head}", "body") or b"")
+
+
+async def test_invalid_document_lists_every_issue_with_its_path(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    data = sample_data()
+    data["providers"][0]["timeout_s"] = -1
+    data["models"][0]["deployments"][0]["provider"] = "nope"
+    data["clients"][0]["colour"] = "blue"
+    async with client(app_for(redis_server.url)) as c:
+        for path in ("config", "validate"):
+            method = "PUT" if path == "config" else "POST"
+            r = await c.request(method, url(namespace, path), headers=auth("publisher"),
+                                json={"document": data})
+            assert r.status_code == 422
+            err = r.json()["error"]
+            assert err["code"] == "invalid_document"
+            paths = {i["path"] for i in err["issues"]}
+            assert "providers[0].timeout_s" in paths
+            assert "clients[0]" in paths or "clients[0].colour" in paths
+        r = await c.put(url(namespace, "config"), headers=auth("publisher"),
+                        json={"document": sample_data(), "extra": 1})
+        assert r.status_code == 422 and r.json()["error"]["issues"]
+        r = await c.put(url(namespace, "config"), headers=auth("publisher"), content=b"{nope")
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+        # Semantic check: reference to an unknown provider.
+        data = sample_data()
+        data["models"][0]["deployments"][0]["provider"] = "nope"
+        r = await c.put(url(namespace, "config"), headers=auth("publisher"),
+                        json={"document": data})
+        assert r.status_code == 422
+        assert any(i["path"].startswith("models[0].deployments[0]")
+                   for i in r.json()["error"]["issues"])
+        # A mask matching no stored secret is refused, with its path.
+        data = sample_data()
+        data["providers"][0]["api_key"] = {"masked": "sha256:000000000000000000000000"}
+        r = await c.put(url(namespace, "config"), headers=auth("publisher"),
+                        json={"document": data})
+        assert r.status_code == 422
+        assert r.json()["error"]["issues"][0]["path"] == "providers[0].api_key"
+    assert not redis_server.client().exists(f"cb:{{{namespace}}}:head")
+
+
+async def test_body_limit_413(redis_server: RedisServer, namespace: str) -> None:
+    async with client(app_for(redis_server.url, max_body_bytes=2048)) as c:
+        data = sample_data()
+        data["metadata"] = {"blob": "x" * 4096}
+        r = await c.put(url(namespace, "config"), headers=auth("publisher"),
+                        json={"document": data})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+        async def chunks():  # no Content-Length: the limit applies while streaming
+            for _ in range(10):
+                yield b" " * 512
+
+        r = await c.put(url(namespace, "config"), headers=auth("publisher"), content=chunks())
+        assert r.status_code == 413
+
+
+async def test_idempotency_key_replays_the_first_result(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    async with client(app_for(redis_server.url)) as c:
+        h = {**auth("publisher"), "Idempotency-Key": "deploy-42"}
+        first = await c.put(url(namespace, "config"), headers=h,
+                            json={"document": sample_data(), "message": "a"})
+        again = await c.put(url(namespace, "config"), headers=h,
+                            json={"document": sample_data(), "message": "a"})
+        assert first.status_code == 201 and again.status_code == 200
+        assert again.json()["outcome"] == "idempotent"
+        assert again.json()["version"] == first.json()["version"]
+        other = sample_data(upstream_a="http://127.0.0.1:9009/v1")
+        r = await c.put(url(namespace, "config"), headers=h, json={"document": other})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "idempotency_mismatch"
+
+
+async def test_patch_merges_into_the_current_document(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    async with client(app_for(redis_server.url)) as c:
+        r = await c.patch(url(namespace, "config"), headers=auth("publisher"), json={})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "no_document"
+        await c.put(url(namespace, "config"), headers=auth("publisher"),
+                    json={"document": sample_data()})
+        h = {**auth("publisher"), "Content-Type": "application/merge-patch+json"}
+        r = await c.patch(url(namespace, "config") + "?message=debug", headers=h,
+                          content=b'{"logging": {"level": "DEBUG"}, "metadata": {"owner": null}}')
+        assert r.status_code == 201, r.text
+        got = (await c.get(url(namespace, "config"), headers=auth("viewer"))).json()
+        assert got["kind"] == "patch" and got["message"] == "debug"
+        assert got["document"]["logging"] == {"level": "DEBUG"}
+        assert "owner" not in got["document"].get("metadata", {})
+        # A new secret in a patch replaces the stored one whole.
+        r = await c.patch(url(namespace, "config"), headers=h, json={
+            "providers": None})
+        assert r.status_code == 422  # models now refer to missing providers
+        r = await c.patch(url(namespace, "config"), headers={**h, "If-Match": "1"},
+                          json={"logging": {"level": "ERROR"}})
+        assert r.status_code == 409 and r.json()["error"]["current_version"] == 2
+
+
+async def test_rollback_diff_and_history(redis_server: RedisServer, namespace: str) -> None:
+    async with client(app_for(redis_server.url)) as c:
+        for level in ("INFO", "DEBUG", "ERROR"):
+            data = sample_data()
+            data["logging"] = {"level": level}
+            r = await c.put(url(namespace, "config"), headers=auth("publisher"),
+                            json={"document": data, "message": level})
+            assert r.status_code == 201
+        r = await c.post(url(namespace, "rollback"), headers=auth("sre"),
+                         json={"to_version": 1, "message": "bad debug"})
+        assert r.status_code == 201 and r.json()["version"] == 4
+        v4 = (await c.get(url(namespace, "versions/4"), headers=auth("viewer"))).json()
+        v1 = (await c.get(url(namespace, "versions/1"), headers=auth("viewer"))).json()
+        assert v4["kind"] == "rollback" and v4["source"] == 1 and v4["sha256"] == v1["sha256"]
+        d = (await c.get(url(namespace, "diff?from=2&to=3"), headers=auth("viewer"))).json()
+        assert '-    "level": "DEBUG"' in d["unified"] and '+    "level": "ERROR"' in d["unified"]
+        assert d["changes"] == [{"path": "logging.level", "change": "changed"}]
+        page = (await c.get(url(namespace, "versions?limit=2"), headers=auth("viewer"))).json()
+        assert [v["version"] for v in page["versions"]] == [4, 3]
+        assert page["next_before"] == 3
+        page = (await c.get(url(namespace, "versions?limit=2&before=3"),
+                            headers=auth("viewer"))).json()
+        assert [v["version"] for v in page["versions"]] == [2, 1]
+        r = await c.post(url(namespace, "rollback"), headers=auth("sre"), json={"to_version": 99})
+        assert r.status_code == 404
+        r = await c.get(url(namespace, "versions/99"), headers=auth("viewer"))
+        assert r.status_code == 404
+
+
+async def test_export_import_and_rotate(redis_server: RedisServer, namespace: str) -> None:
+    other = namespace + "-copy"
+    async with client(app_for(redis_server.url)) as c:
+        await c.put(url(namespace, "config"), headers=auth("publisher"),
+                    json={"document": sample_data()})
+        r = await c.post(url(namespace, "rotate-secrets"), headers=auth("admin"))
+        assert r.status_code == 201 and r.json()["version"] == 2
+        export = (await c.get(url(namespace, "export"), headers=auth("viewer"))).json()
+        assert export["head"] == 2 and len(export["records"]) == 2
+        r = await c.post(url(other, "import"), headers=auth("admin"), json=export)
+        assert r.status_code == 201 and r.json() == {"head": 2, "versions": 2}
+        r = await c.post(url(other, "import"), headers=auth("admin"), json=export)
+        assert r.status_code == 409 and r.json()["error"]["code"] == "not_empty"
+        a = (await c.get(url(namespace, "config"), headers=auth("viewer"))).json()
+        b = (await c.get(url(other, "config"), headers=auth("viewer"))).json()
+        assert a["sha256"] == b["sha256"] and a["document"] == b["document"]
+        export["records"][0]["sha256"] = "0" * 64
+        r = await c.post(url(other + "x", "import"), headers=auth("admin"), json=export)
+        assert r.status_code == 422
+
+
+async def test_no_plaintext_secret_anywhere(
+    redis_server: RedisServer, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    seen: list[str] = []
+    async with client(app_for(redis_server.url)) as c:
+        bad = sample_data()
+        bad["models"][0]["deployments"][0]["provider"] = "nope"
+        calls = [
+            ("POST", "validate", {"document": sample_data()}),
+            ("PUT", "config", {"document": bad}),
+            ("PUT", "config", {"document": sample_data(), "message": "m"}),
+            ("GET", "config", None),
+            ("PATCH", "config", {"logging": {"level": "DEBUG"}}),
+            ("GET", "versions/1", None),
+            ("GET", "diff?from=1&to=2", None),
+            ("POST", "rotate-secrets", None),
+            ("POST", "rollback", {"to_version": 1}),
+            ("GET", "export", None),
+            ("GET", "audit", None),
+            ("GET", "versions", None),
+        ]
+        for method, path, body in calls:
+            r = await c.request(method, url(namespace, path), headers=auth("admin"), json=body)
+            assert r.status_code < 500
+            seen.append(r.text)
+            seen.append(str(r.headers))
+        seen.append((await c.get("/metrics")).text)
+    r = redis_server.client()
+    for key in r.scan_iter(f"cb:{{{namespace}}}:*"):
+        kind = r.type(key)
+        if kind == b"hash":
+            seen.append(str(r.hgetall(key)))
+        elif kind == b"stream":
+            seen.append(str(r.xrange(key)))
+        elif kind == b"string":
+            seen.append(str(r.get(key)))
+    seen.append(caplog.text)
+    everything = "\n".join(seen)
+    assert "sha256:" in everything  # masked secrets were shown
+    assert PLAINTEXT not in everything
