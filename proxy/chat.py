@@ -233,8 +233,14 @@ class ChatHandler:
                     return RelayResponse(_relay(resp, p), headers=headers,
                                          on_close=rt.release)
                 if p.type == "anthropic":
-                    data = (_encode(anthropic.from_anthropic(_decode(data))) if status < 400
-                            else anthropic.error_to_openai(status, data))
+                    if status >= 400:
+                        data = anthropic.error_to_openai(status, data)
+                    else:
+                        try:
+                            data = _encode(anthropic.from_anthropic(_decode(data)))
+                        except (msgspec.DecodeError, AttributeError, TypeError):
+                            raise errors.bad_gateway(
+                                f"provider {p.name} sent an unreadable answer") from None
                 return Response(data, status, headers=headers, media_type="application/json")
         if last is None and limited:
             raise errors.rate_limited(f"every provider of model '{model}' is at its rate limit",
