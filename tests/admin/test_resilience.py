@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import sys
+import time
+
+import httpx
+import pytest
+
+from admin.breaker import BreakerOpen, BreakerState, CircuitBreaker
+from configbus.errors import StoreUnavailable
+from configbus.testing import sample_data
+from tests.admin.helpers import TOKENS_ENV, SECRET_KEY, app_for, auth, client
+from tests.support import RedisServer, Service, free_port, wait_for
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_breaker_opens_fails_fast_and_probes() -> None:
+    clock = Clock()
+    b = CircuitBreaker(failures=2, reset_s=5, clock=clock)
+    calls = 0
+
+    async def down() -> None:
+        nonlocal calls
+        calls += 1
+        raise StoreUnavailable("down")
+
+    async def up() -> str:
+        nonlocal calls
+        calls += 1
+        return "ok"
+
+    for _ in range(2):
+        with pytest.raises(StoreUnavailable):
+            await b.call(down)
+    assert b.state is BreakerState.OPEN and calls == 2
+    with pytest.raises(BreakerOpen) as info:
+        await b.call(up)
+    assert calls == 2 and 0 < info.value.retry_after_s <= 5
+    assert b.retry_after_header() == "5"
+    clock.now += 5
+    assert b.state is BreakerState.HALF_OPEN
+    with pytest.raises(StoreUnavailable):
+        await b.call(down)  # the probe fails: open again, for a full period
+    assert b.state is BreakerState.OPEN
+    clock.now += 5
+    assert await b.call(up) == "ok"
+    assert b.state is BreakerState.CLOSED
+
+
+def _publish(c: httpx.Client, ns: str, level: str) -> httpx.Response:
+    data = sample_data()
+    data["logging"] = {"level": level}
+    return c.put(f"/v1/namespaces/{ns}/config", headers=auth("publisher"),
+                 json={"document": data, "message": level})
+
+
+@pytest.mark.slow
+async def test_redis_down_503_fast_and_nothing_half_written(
+    own_redis: RedisServer, namespace: str
+) -> None:
+    app = app_for(own_redis.url, breaker_failures=3, breaker_reset_s=1.0, redis_timeout_s=0.3)
+    ns = namespace
+    async with client(app) as c:
+        r = await c.put(f"/v1/namespaces/{ns}/config", headers=auth("publisher"),
+                        json={"document": sample_data(), "message": "v1"})
+        assert r.status_code == 201
+        own_redis.pause()
+        try:
+            statuses, latencies = [], []
+            for level in ("DEBUG", "ERROR", "WARNING", "CRITICAL", "DEBUG"):
+                data = sample_data()
+                data["logging"] = {"level": level}
+                t0 = time.perf_counter()
+                r = await c.put(f"/v1/namespaces/{ns}/config", headers=auth("publisher"),
+                                json={"document": data, "message": level})
+                latencies.append(time.perf_counter() - t0)
+                statuses.append(r.status_code)
+                assert r.status_code == 503
+                assert r.json()["error"]["code"] == "store_unavailable"
+                assert int(r.headers["retry-after"]) >= 1
+            # Once open, answers come at once instead of after the 0.3 s timeout.
+            fast = latencies[2:]
+            assert max(fast) < 0.1, latencies
+            r = await c.get("/health/ready")
+            assert r.status_code == 503
+            print(f"\n503 latencies with Redis paused: {[f'{x * 1000:.1f}ms' for x in latencies]}",
+                  file=sys.stderr)
+        finally:
+            own_redis.resume()
+
+        def consistent() -> bool:
+            rc = own_redis.client()
+            head = int(rc.get(f"cb:{{{ns}}}:head"))
+            record = rc.hgetall(f"cb:{{{ns}}}:v:{head}")
+            assert record and record[b"version"] == str(head).encode()
+            assert rc.zscore(f"cb:{{{ns}}}:history", head) == head
+            return True
+
+        assert consistent()
+        # Half-open probe after the reset period: the service recovers on its own.
+        await _wait_async(lambda: c.get("/health/ready"), 200, timeout=5)
+        before = int(own_redis.client().get(f"cb:{{{ns}}}:head"))
+        data = sample_data()
+        data["metadata"] = {"after": "recovery"}
+        r = await c.put(f"/v1/namespaces/{ns}/config", headers=auth("publisher"),
+                        json={"document": data, "message": "after"})
+        assert r.status_code == 201 and r.json()["version"] == before + 1
+        assert consistent()
+
+
+async def _wait_async(fn, status: int, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        r = await fn()
+        if r.status_code == status:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still {r.status_code}")
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+async def test_redis_stopped_503_under_100ms(own_redis: RedisServer, namespace: str) -> None:
+    app = app_for(own_redis.url, breaker_failures=2, breaker_reset_s=30, redis_timeout_s=0.5)
+    async with client(app) as c:
+        own_redis.stop(hard=True)
+        latencies = []
+        for i in range(6):
+            t0 = time.perf_counter()
+            r = await c.put(f"/v1/namespaces/{namespace}/config", headers=auth("publisher"),
+                            json={"document": sample_data(), "message": str(i)})
+            latencies.append(time.perf_counter() - t0)
+            assert r.status_code == 503 and "retry-after" in r.headers
+        assert max(latencies[2:]) < 0.1, latencies
+        r = await c.get(f"/v1/namespaces/{namespace}/config", headers=auth("viewer"))
+        assert r.status_code == 503
+        metrics = (await c.get("/metrics")).text
+        assert "configbus_admin_redis_breaker_open 1.0" in metrics
+
+
+async def test_publish_rate_limit_429(redis_server: RedisServer, namespace: str) -> None:
+    app = app_for(redis_server.url, publish_limit=3, publish_window_s=60)
+    async with client(app) as c:
+        codes = []
+        for level in ("DEBUG", "INFO", "ERROR", "WARNING"):
+            data = sample_data()
+            data["logging"] = {"level": level}
+            r = await c.put(f"/v1/namespaces/{namespace}/config", headers=auth("admin"),
+                            json={"document": data})
+            codes.append(r.status_code)
+        assert codes == [201, 201, 201, 429]
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+        assert r.json()["error"]["code"] == "rate_limited"
+        # Reads are not limited; other tokens have their own budget.
+        assert (await c.get(f"/v1/namespaces/{namespace}/config",
+                            headers=auth("admin"))).status_code == 200
+        r = await c.post(f"/v1/namespaces/{namespace}/rollback", headers=auth("sre"),
+                         json={"to_version": 1})
+        assert r.status_code == 201
+        entries = (await c.get(f"/v1/namespaces/{namespace}/audit",
+                               headers=auth("viewer"))).json()["entries"]
+        assert any(e["outcome"] == "rate_limited" and e["actor"] == "ada" for e in entries)
+    redis_server.client().delete("cb:admin:ratelimit:{ada}", "cb:admin:ratelimit:{sam}")
+
+
+@pytest.mark.slow
+def test_rate_limit_is_shared_by_two_admin_instances(own_redis: RedisServer,
+                                                     namespace: str) -> None:
+    env = {"CONFIGBUS_ADMIN_TOKENS": TOKENS_ENV, "CONFIGBUS_REDIS_URL": own_redis.url,
+           "CONFIGBUS_SECRET_KEYS": SECRET_KEY, "CONFIGBUS_ADMIN_PUBLISH_LIMIT": "4",
+           "CONFIGBUS_ADMIN_PUBLISH_WINDOW_S": "60"}
+    services, urls = [], []
+    try:
+        for _ in range(2):
+            port = free_port()
+            svc = Service([sys.executable, "-m", "configbus", "admin", "--port", str(port),
+                           "--log-level", "warning"], env=env, name="admin").start()
+            services.append(svc)
+            urls.append(f"http://127.0.0.1:{port}")
+        for svc, url in zip(services, urls, strict=True):
+            svc.wait_http(url + "/health/ready")
+        clients = [httpx.Client(base_url=u, timeout=5) for u in urls]
+        codes = []
+        for i, level in enumerate(["DEBUG", "INFO", "ERROR", "WARNING", "CRITICAL", "DEBUG"]):
+            codes.append(_publish(clients[i % 2], namespace, level))
+        assert [r.status_code for r in codes] == [201, 201, 201, 201, 429, 429]
+        assert all(int(r.headers["retry-after"]) >= 1 for r in codes[4:])
+        for c in clients:
+            c.close()
+        wait_for(lambda: True)
+    finally:
+        for svc in services:
+            svc.stop()
+        for svc in services:
+            assert "Traceback" not in svc.output(), svc.output()
