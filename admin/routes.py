@@ -261,6 +261,8 @@ async def audit(ctx: Ctx) -> Response:
     before = ctx.request.query_params.get("before") or None
     if before is not None and not _stream_id(before):
         raise ApiError(400, "bad_request", "'before' must be an audit entry id like 1700-0")
+    if before is not None and not before.strip("0-"):
+        return JSON({"entries": [], "next_before": None})  # nothing is older than 0-0
     entries = await ctx.run(lambda: ctx.store.audit_entries(count=count, before=before))
     nxt = entries[-1].id if len(entries) == count else None
     return JSON({"entries": [msgspec.to_builtins(e) for e in entries], "next_before": nxt})

@@ -36,6 +36,9 @@ def auth(role: str) -> dict[str, str]:
 def settings(redis_url: str, namespace: str = "default", **overrides: Any) -> AdminSettings:
     env = {"CONFIGBUS_ADMIN_TOKENS": TOKENS_ENV, "CONFIGBUS_REDIS_URL": redis_url,
            "CONFIGBUS_SECRET_KEYS": SECRET_KEY, "CONFIGBUS_NAMESPACE": namespace}
+    # Tests share one Redis and token names, so the rate limit (per token, global) is off
+    # unless a test sets it.
+    overrides.setdefault("publish_limit", 1_000_000)
     return AdminSettings.from_env(env, bus=BusSettings.from_env(env), **overrides)
 
 

@@ -125,3 +125,15 @@ def test_tokens_file(tmp_path: Any) -> None:
     f.write_text("# comment\n\nops:sre:file-token-123\n")
     s = AdminSettings.from_env({"CONFIGBUS_ADMIN_TOKENS_FILE": str(f)})
     assert [(t.name, t.role) for t in s.tokens] == [("ops", "sre")]
+
+
+def test_admin_command_refuses_to_start_without_tokens(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from configbus.cli import main
+
+    monkeypatch.delenv("CONFIGBUS_ADMIN_TOKENS", raising=False)
+    monkeypatch.delenv("CONFIGBUS_ADMIN_TOKENS_FILE", raising=False)
+    assert main(["admin", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "no admin token configured" in err and "CONFIGBUS_ADMIN_TOKENS" in err

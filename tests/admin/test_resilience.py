@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -9,8 +11,8 @@ import pytest
 from admin.breaker import BreakerOpen, BreakerState, CircuitBreaker
 from configbus.errors import StoreUnavailable
 from configbus.testing import sample_data
-from tests.admin.helpers import TOKENS_ENV, SECRET_KEY, app_for, auth, client
-from tests.support import RedisServer, Service, free_port, wait_for
+from tests.admin.helpers import SECRET_KEY, TOKENS_ENV, app_for, auth, client
+from tests.support import RedisServer, Service, free_port
 
 
 class Clock:
@@ -105,7 +107,7 @@ async def test_redis_down_503_fast_and_nothing_half_written(
 
         assert consistent()
         # Half-open probe after the reset period: the service recovers on its own.
-        await _wait_async(lambda: c.get("/health/ready"), 200, timeout=5)
+        await _wait_async(lambda: c.get("/health/ready"), 200, within_s=5)
         before = int(own_redis.client().get(f"cb:{{{ns}}}:head"))
         data = sample_data()
         data["metadata"] = {"after": "recovery"}
@@ -115,10 +117,9 @@ async def test_redis_down_503_fast_and_nothing_half_written(
         assert consistent()
 
 
-async def _wait_async(fn, status: int, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    import asyncio
-
-    deadline = time.monotonic() + timeout
+async def _wait_async(fn: Callable[[], Awaitable[httpx.Response]], status: int,
+                      within_s: float) -> None:
+    deadline = time.monotonic() + within_s
     while True:
         r = await fn()
         if r.status_code == status:
@@ -148,6 +149,8 @@ async def test_redis_stopped_503_under_100ms(own_redis: RedisServer, namespace: 
 
 
 async def test_publish_rate_limit_429(redis_server: RedisServer, namespace: str) -> None:
+    keys = ("cb:admin:ratelimit:{ada}", "cb:admin:ratelimit:{sam}")
+    redis_server.client().delete(*keys)
     app = app_for(redis_server.url, publish_limit=3, publish_window_s=60)
     async with client(app) as c:
         codes = []
@@ -169,7 +172,7 @@ async def test_publish_rate_limit_429(redis_server: RedisServer, namespace: str)
         entries = (await c.get(f"/v1/namespaces/{namespace}/audit",
                                headers=auth("viewer"))).json()["entries"]
         assert any(e["outcome"] == "rate_limited" and e["actor"] == "ada" for e in entries)
-    redis_server.client().delete("cb:admin:ratelimit:{ada}", "cb:admin:ratelimit:{sam}")
+    redis_server.client().delete(*keys)
 
 
 @pytest.mark.slow
@@ -196,7 +199,6 @@ def test_rate_limit_is_shared_by_two_admin_instances(own_redis: RedisServer,
         assert all(int(r.headers["retry-after"]) >= 1 for r in codes[4:])
         for c in clients:
             c.close()
-        wait_for(lambda: True)
     finally:
         for svc in services:
             svc.stop()
