@@ -131,7 +131,7 @@ async def _wait_async(fn: Callable[[], Awaitable[httpx.Response]], status: int,
 
 @pytest.mark.slow
 async def test_redis_stopped_503_under_100ms(own_redis: RedisServer, namespace: str) -> None:
-    app = app_for(own_redis.url, breaker_failures=2, breaker_reset_s=30, redis_timeout_s=0.5)
+    app = app_for(own_redis.url, breaker_failures=2, breaker_reset_s=1.0, redis_timeout_s=0.5)
     async with client(app) as c:
         own_redis.stop(hard=True)
         latencies = []
@@ -146,6 +146,19 @@ async def test_redis_stopped_503_under_100ms(own_redis: RedisServer, namespace: 
         assert r.status_code == 503
         metrics = (await c.get("/metrics")).text
         assert "configbus_admin_redis_breaker_open 1.0" in metrics
+        print(f"\n503 latencies with Redis stopped: {[f'{x * 1000:.1f}ms' for x in latencies]}",
+              file=sys.stderr)
+
+        # Redis comes back (empty: no persistence). Nothing of the refused publishes is
+        # there; once the breaker's probe succeeds, publishing works again.
+        own_redis.start()
+        rc = own_redis.client()
+        assert rc.keys(f"cb:{{{namespace}}}:*") == []
+        await _wait_async(lambda: c.get("/health/ready"), 200, within_s=5)
+        r = await c.put(f"/v1/namespaces/{namespace}/config", headers=auth("publisher"),
+                        json={"document": sample_data(), "message": "back"})
+        assert r.status_code == 201 and r.json()["version"] == 1
+        assert rc.hget(f"cb:{{{namespace}}}:v:1", "message") == b"back"
 
 
 async def test_publish_rate_limit_429(redis_server: RedisServer, namespace: str) -> None:
@@ -197,6 +210,17 @@ def test_rate_limit_is_shared_by_two_admin_instances(own_redis: RedisServer,
             codes.append(_publish(clients[i % 2], namespace, level))
         assert [r.status_code for r in codes] == [201, 201, 201, 201, 429, 429]
         assert all(int(r.headers["retry-after"]) >= 1 for r in codes[4:])
+        # The same processes with Redis gone: 503 over real HTTP, fast once the breaker opens.
+        own_redis.stop(hard=True)
+        latencies = []
+        for _ in range(6):
+            t0 = time.perf_counter()
+            r = _publish(clients[0], namespace, "INFO")
+            latencies.append(time.perf_counter() - t0)
+            assert r.status_code == 503 and "retry-after" in r.headers
+        assert max(latencies[3:]) < 0.1, latencies
+        print(f"\n503 latencies over HTTP, Redis stopped: "
+              f"{[f'{x * 1000:.1f}ms' for x in latencies]}", file=sys.stderr)
         for c in clients:
             c.close()
     finally:

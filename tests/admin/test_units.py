@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from admin.diff import ChangedPath, changed_paths, unified
+from admin.merge import merge_patch
+from configbus.client import AdminApiError, AdminClient
+from configbus.testing import sample_data
+from tests.admin.helpers import app_for, auth, client
+from tests.support import RedisServer
+
+
+@pytest.mark.parametrize(("target", "patch", "expected"), [
+    ({"a": "b"}, {"a": "c"}, {"a": "c"}),
+    ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
+    ({"a": "b"}, {"a": None}, {}),
+    ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
+    ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
+    ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
+    ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
+    ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
+    (["a", "b"], ["c", "d"], ["c", "d"]),
+    ({"a": "b"}, ["c"], ["c"]),
+    ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
+    ([1, 2], {"a": "b", "c": None}, {"a": "b"}),
+    ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
+    # A secret form in a patch replaces the stored secret whole.
+    ({"k": {"masked": "sha256:x"}}, {"k": {"secret": "new"}}, {"k": {"secret": "new"}}),
+    ({"k": {"masked": "sha256:x"}}, {"k": None}, {}),
+])
+def test_merge_patch_rfc7396_examples(target: Any, patch: Any, expected: Any) -> None:
+    assert merge_patch(target, patch) == expected
+
+
+def test_changed_paths_and_unified() -> None:
+    a = {"x": 1, "l": [1, 2], "d": {"k": "v"}}
+    b = {"x": 2, "l": [1], "d": {"k": "v", "n": True}, "y": None}
+    assert changed_paths(a, b) == [
+        ChangedPath("d.n", "added"), ChangedPath("l[1]", "removed"),
+        ChangedPath("x", "changed"), ChangedPath("y", "added"),
+    ]
+    assert changed_paths(a, a) == []
+    assert changed_paths({"v": 1}, {"v": 1.0}) == [ChangedPath("v", "changed")]
+    text = unified(a, b, from_name="version 1", to_name="version 2")
+    assert text.startswith("--- version 1\n+++ version 2\n") and '-  "x": 1\n+  "x": 2,' in text
+
+
+async def test_bad_headers_and_queries_are_400(redis_server: RedisServer, namespace: str) -> None:
+    async with client(app_for(redis_server.url)) as c:
+        base = f"/v1/namespaces/{namespace}"
+        for headers in ({"If-Match": "abc"}, {"If-Match": "-1"}, {"Idempotency-Key": ""}):
+            r = await c.put(f"{base}/config", headers={**auth("admin"), **headers},
+                            json={"document": sample_data()})
+            assert r.status_code == 400, headers
+            assert r.json()["error"]["code"] == "bad_request"
+        for q in ("versions?limit=0", "versions?before=x", "diff?from=1", "audit?before=x",
+                  "audit?count=5000"):
+            r = await c.get(f"{base}/{q}", headers=auth("admin"))
+            assert r.status_code == 400, q
+        r = await c.get(f"{base}/versions/abc", headers=auth("admin"))
+        assert r.status_code == 400
+        r = await c.get("/v1/namespaces/bad{ns}/config", headers=auth("admin"))
+        assert r.status_code == 404 and r.json()["error"]["code"] == "invalid_namespace"
+        r = await c.get("/nowhere")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+        r = await c.delete(f"{base}/config", headers=auth("admin"))
+        assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+        live = await c.get("/health/live")
+        assert live.json() == {"status": "ok"}
+        metrics = (await c.get("/metrics")).text
+        assert 'configbus_admin_requests_total{action="publish",status="400"} 3.0' in metrics
+
+
+def test_client_turns_error_bodies_into_exceptions() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(409, json={"error": {
+            "code": "version_conflict", "message": "expected version 1, but the current "
+            "version is 2", "issues": [{"path": "a.b", "message": "bad"}],
+            "current_version": 2}})
+
+    c = AdminClient("http://admin", token="t", transport=httpx.MockTransport(handler))
+    with pytest.raises(AdminApiError) as info:
+        c.publish({}, message="m", if_match=1)
+    err = info.value
+    assert err.status == 409 and err.code == "version_conflict" and err.current_version == 2
+    assert "a.b: bad" in str(err)
+    c.close()
