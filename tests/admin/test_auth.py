@@ -62,7 +62,7 @@ async def test_role_matrix_and_one_audit_entry_per_action(
             if role not in PERMISSIONS:
                 assert r.status_code == 401, where
                 assert r.headers["www-authenticate"] == "Bearer"
-            elif permission in PERMISSIONS[role]:  # type: ignore[index]
+            elif permission in PERMISSIONS[role]:  # type: ignore[index,unused-ignore]
                 assert r.status_code not in (401, 403), f"{where}: {r.text}"
                 assert r.status_code < 500, f"{where}: {r.text}"
             else:
@@ -70,7 +70,8 @@ async def test_role_matrix_and_one_audit_entry_per_action(
                 assert r.json()["error"]["code"] == "forbidden"
             assert set(r.json()) == {"error"} or r.status_code < 400
             assert audit_len(redis_server, namespace) == before + 1, f"{where}: audit entries"
-            entry = redis_server.client().xrevrange(f"cb:{{{namespace}}}:audit", count=1)[0][1]
+            rows: Any = redis_server.client().xrevrange(f"cb:{{{namespace}}}:audit", count=1)
+            entry = rows[0][1]
             actor = TOKENS[role][0] if role in PERMISSIONS else "anonymous"
             assert entry[b"actor"].decode() == actor, where
             assert entry[b"action"].decode() == action, where

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -60,7 +62,8 @@ async def test_put_get_conflict_and_noop(redis_server: RedisServer, namespace: s
 async def _head_record(redis_server: RedisServer, ns: str) -> bytes:
     r = redis_server.client()
     head = int(r.get(f"cb:{{{ns}}}:head") or 0)
-    return bytes(r.hget(f"cb:{{{ns}}}:v:{head}", "body") or b"")
+    body: Any = r.hget(f"cb:{{{ns}}}:v:{head}", "body")
+    return bytes(body or b"")
 
 
 async def test_invalid_document_lists_every_issue_with_its_path(
@@ -112,7 +115,7 @@ async def test_body_limit_413(redis_server: RedisServer, namespace: str) -> None
                         json={"document": data})
         assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
 
-        async def chunks():  # no Content-Length: the limit applies while streaming
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit applies while streaming
             for _ in range(10):
                 yield b" " * 512
 
@@ -240,15 +243,15 @@ async def test_no_plaintext_secret_anywhere(
             seen.append(r.text)
             seen.append(str(r.headers))
         seen.append((await c.get("/metrics")).text)
-    r = redis_server.client()
-    for key in r.scan_iter(f"cb:{{{namespace}}}:*"):
-        kind = r.type(key)
+    rc: Any = redis_server.client()
+    for key in rc.scan_iter(f"cb:{{{namespace}}}:*"):
+        kind = rc.type(key)
         if kind == b"hash":
-            seen.append(str(r.hgetall(key)))
+            seen.append(str(rc.hgetall(key)))
         elif kind == b"stream":
-            seen.append(str(r.xrange(key)))
+            seen.append(str(rc.xrange(key)))
         elif kind == b"string":
-            seen.append(str(r.get(key)))
+            seen.append(str(rc.get(key)))
     seen.append(caplog.text)
     everything = "\n".join(seen)
     assert "sha256:" in everything  # masked secrets were shown
