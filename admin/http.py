@@ -136,7 +136,10 @@ def error_from(exc: Exception, breaker: CircuitBreaker) -> ApiError:
         return ApiError(500, "corrupt_record", str(exc))
     if isinstance(exc, StoreError):
         return ApiError(500, "store_error", str(exc))
-    raise exc
+    # A bug: answer in the same shape, log the traceback (documents hold no plaintext
+    # secret in their repr), and still audit the action.
+    log.error("unexpected error", exc_info=exc)
+    return ApiError(500, "internal_error", "internal error; see the admin service's log")
 
 
 @dataclass
