@@ -112,6 +112,7 @@ class Watcher(Generic[T, R]):
         self._tasks: list[asyncio.Task[None]] = []
         self._state = WatcherState.NEW
         self._syncing = False
+        self.subscribed = False  # the change channel is live (else only reconcile finds news)
         self.sync_count = 0
         self.overlaps = 0  # syncs that started while another ran: must stay 0
 
@@ -355,19 +356,29 @@ class Watcher(Generic[T, R]):
 
     async def _listen(self) -> None:
         while True:
-            pubsub = await self._subscribe()
+            try:
+                pubsub = await self._subscribe()
+            except Exception:
+                log.exception("cannot subscribe to the change channel")
+                await asyncio.sleep(self._max_backoff_s)
+                continue
             try:
                 await self._read(pubsub)
             except (RedisError, OSError) as exc:
                 log.warning("change channel lost: %s", exc)
+            except Exception:
+                # Never let the listener die quietly: reconcile alone would be slow.
+                log.exception("change channel reader failed; resubscribing")
+                await asyncio.sleep(self._max_backoff_s)
             finally:
+                self.subscribed = False
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
 
     async def _subscribe(self) -> PubSub:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type((RedisError, OSError)),
-            wait=wait_exponential_jitter(initial=0.05, max=self._max_backoff_s, jitter=0.1),
+            wait=wait_exponential_jitter(multiplier=0.05, max=self._max_backoff_s, jitter=0.1),
         ):
             with attempt:
                 pubsub = self.store.redis.pubsub()
@@ -387,6 +398,7 @@ class Watcher(Generic[T, R]):
                 continue
             if msg["type"] == "subscribe":
                 # (Re)subscribed, perhaps after missing messages: look at head now.
+                self.subscribed = True
                 self.trigger()
             elif msg["type"] == "message":
                 self._on_hint(msg["data"])
