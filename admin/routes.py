@@ -30,7 +30,7 @@ from configbus.store import Export, Kind, PublishResult, RecordMeta, VersionReco
 from configbus.validation import to_document
 
 Message = Annotated[str, Meta(max_length=1000)]
-PATCH_RETRIES = 3
+PATCH_RETRIES = 5
 
 
 class PublishRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -1,5 +1,5 @@
 """The client subcommands: `configbus publish | get | patch | validate | history | diff |
-rollback | status | watch | audit | export | import`, against an admin service.
+rollback | status | watch | rotate-secrets | audit | export | import`, against an admin service.
 
 Every command takes `--admin-url` (CONFIGBUS_ADMIN_URL), `--token` (CONFIGBUS_ADMIN_TOKEN),
 `--namespace` (CONFIGBUS_NAMESPACE) and `--json` (machine-readable output). Errors name what
@@ -56,7 +56,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     writes(p)
     p = add("get", cmd_get, "print the current document (secrets masked)")
     p.add_argument("--version", type=int, help="a past version instead of head")
-    p.add_argument("-o", "--output", help="write the document to this file")
+    p.add_argument("-o", "--output",
+                   help="write the document to this file (YAML for .yaml/.yml, else JSON)")
     p = add("patch", cmd_patch, "publish a JSON merge patch (RFC 7396) of the current document")
     p.add_argument("file")
     writes(p)
@@ -79,6 +80,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--interval", type=float, default=0.5, help="poll interval in seconds")
     p.add_argument("--min-replicas", type=int, default=1,
                    help="live replicas needed to call it converged (default 1)")
+    p = add("rotate-secrets", cmd_rotate, "re-encrypt every secret with the newest key "
+            "(a new version)")
+    p.add_argument("-m", "--message", default="", help="why (kept in history)")
     p = add("audit", cmd_audit, "recent audit entries, newest first")
     p.add_argument("--count", type=int, default=30)
     p = add("export", cmd_export, "export every retained version (secrets stay encrypted)")
@@ -172,8 +176,13 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     with _client(args) as c:
         res = c.version(args.version) if args.version else c.get()
-    text = json.dumps(res if args.json else res["document"], indent=2, sort_keys=True) + "\n"
+    shown = res if args.json else res["document"]
+    text = json.dumps(shown, indent=2, sort_keys=True) + "\n"
     if args.output:
+        if guess_format(args.output) == "yaml":
+            import yaml
+
+            text = yaml.safe_dump(shown, sort_keys=True)
         Path(args.output).write_text(text)
     else:
         sys.stdout.write(text)
@@ -334,6 +343,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
                           f"version {s['head']}\n" + format_status(res), file=sys.stderr)
                 return WATCH_TIMEOUT
             time.sleep(args.interval)
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        res = c.rotate_secrets(message=args.message)
+    return _published(args, res, "secrets re-encrypted")
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

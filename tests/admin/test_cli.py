@@ -229,3 +229,23 @@ async def test_watch_timeout_and_dead_replicas(
             assert "1 live, 1 dead" in out
     finally:
         await store.redis.aclose()
+
+
+def test_get_yaml_round_trip_keeps_secrets_and_rotate(
+    admin_url: str, namespace: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = write(tmp_path, "v1.json", sample_data())
+    assert run(capsys, cli(admin_url, namespace, "admin", "publish", f, "-m", "a"))[0] == 0
+    out_file = str(tmp_path / "current.yaml")
+    assert run(capsys, cli(admin_url, namespace, "viewer", "get", "-o", out_file))[0] == 0
+    masked = yaml.safe_load(Path(out_file).read_text())
+    assert "masked" in masked["providers"][0]["api_key"]
+    code, out, _ = run(capsys, cli(admin_url, namespace, "admin", "publish", out_file,
+                                   "-m", "same"))
+    assert code == 0 and "no change" in out
+    code, out, _ = run(capsys, cli(admin_url, namespace, "admin", "rotate-secrets"))
+    assert code == 0 and "version 2" in out
+    code, out, err = run(capsys, cli(admin_url, namespace, "publisher", "rotate-secrets"))
+    assert code == 1 and "may not rotate" in err
+    code, out, _ = run(capsys, cli(admin_url, namespace, "viewer", "audit"))
+    assert code == 0 and "rotate" in out and "forbidden" in out

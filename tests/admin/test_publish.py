@@ -256,3 +256,33 @@ async def test_no_plaintext_secret_anywhere(
     everything = "\n".join(seen)
     assert "sha256:" in everything  # masked secrets were shown
     assert PLAINTEXT not in everything
+
+
+async def test_concurrent_publishes_one_wins_and_patches_lose_nothing(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    import asyncio
+
+    async with client(app_for(redis_server.url)) as c:
+        await c.put(url(namespace, "config"), headers=auth("publisher"),
+                    json={"document": sample_data()})
+
+        async def put(level: str) -> int:
+            data = sample_data()
+            data["logging"] = {"level": level}
+            r = await c.put(url(namespace, "config"),
+                            headers={**auth("publisher"), "If-Match": "1"},
+                            json={"document": data})
+            return r.status_code
+
+        assert sorted(await asyncio.gather(put("DEBUG"), put("ERROR"))) == [201, 409]
+
+        async def patch(key: str) -> int:
+            r = await c.patch(url(namespace, "config"), headers=auth("publisher"),
+                              json={"metadata": {key: "yes"}})
+            return r.status_code
+
+        codes = await asyncio.gather(*(patch(f"k{i}") for i in range(3)))
+        assert codes == [201, 201, 201]
+        doc = (await c.get(url(namespace, "config"), headers=auth("viewer"))).json()
+        assert {"k0", "k1", "k2"} <= set(doc["document"]["metadata"])
