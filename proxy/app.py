@@ -8,6 +8,7 @@ version; request handlers read one snapshot reference per request.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from configbus.codec import decode_body
 from configbus.connection import connect
@@ -38,6 +40,11 @@ from proxy.settings import ProxySettings
 
 log = logging.getLogger("proxy")
 _encode = msgspec.json.Encoder().encode
+_INTERNAL = errors.error_body("internal error", "server_error", "internal_error")
+CHAT_PATH = "/v1/chat/completions"
+# Young-generation collections every 20k allocations instead of 700: most request garbage is
+# freed by reference counting anyway, and fewer collections mean fewer latency spikes.
+GC_THRESHOLD0 = 20_000
 
 # Client-limit calls must not stall requests when Redis is slow or down.
 LIMITER_SOCKET_TIMEOUT_S = 0.25
@@ -75,6 +82,32 @@ def _on_swap(new: Applied[Runtime], old: Applied[Runtime] | None) -> None:
         old.value.retire()
 
 
+class _ChatEndpoint:
+    """The chat handler as routed by Starlette (when the shortcut below does not apply)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler: ChatHandler = scope["state"]["chat"]
+        await handler(scope, receive, send)
+
+
+class ProxyApp(Starlette):
+    """Starlette, with the one hot endpoint dispatched before routing and middleware."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope["path"] == CHAT_PATH
+                and scope["method"] == "POST" and "state" in scope):
+            handler: ChatHandler = scope["state"]["chat"]
+            try:
+                await handler(scope, receive, send)
+            except Exception:
+                log.exception("unhandled error on %s", CHAT_PATH)
+                await send({"type": "http.response.start", "status": 500,
+                            "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": _INTERNAL})
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: ProxySettings | BusSettings) -> Starlette:
     """A proxy replica for `settings` (a ProxySettings, or just the bus settings)."""
     ps = settings if isinstance(settings, ProxySettings) else ProxySettings(bus=settings)
@@ -96,6 +129,13 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
         chat = ChatHandler(current=lambda: watcher.current, limiter=limiter, metrics=metrics,
                            max_body_bytes=ps.max_body_bytes, retry_backoff_s=ps.retry_backoff_s)
         await watcher.start()
+        if ps.gc_freeze:
+            # Startup objects (modules, app, first snapshot) never become garbage; moving them
+            # out of the collector's sight makes full collections short, which is what cuts
+            # the p99 tail. Cyclic garbage made later is still collected.
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(GC_THRESHOLD0, *gc.get_threshold()[1:])
         try:
             yield State(settings=ps, watcher=watcher, limiter=limiter, metrics=metrics,
                         registry=registry, chat=chat)
@@ -107,10 +147,6 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
             await builder.aclose()
             await limiter_redis.aclose()
             await redis.aclose()
-
-    async def chat_completions(request: Request) -> Response:
-        handler: ChatHandler = request.state.chat
-        return await handler(request)
 
     async def models(request: Request) -> Response:
         applied = request.state.watcher.current
@@ -164,9 +200,9 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
         return Response(errors.error_body("internal error", "server_error", "internal_error"),
                         500, media_type="application/json")
 
-    return Starlette(
+    return ProxyApp(
         routes=[
-            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route(CHAT_PATH, _ChatEndpoint(), methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/health/live", live, methods=["GET"]),
             Route("/health/ready", ready, methods=["GET"]),

@@ -18,11 +18,13 @@ from typing import Any
 import aiohttp
 import msgspec
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from proxy import anthropic, errors
 from proxy.errors import ProxyError
+from proxy.limits import FleetLimiter
+from proxy.metrics import ProxyMetrics
 from proxy.routing import plan
 from proxy.runtime import ClientRuntime, Runtime
 from proxy.upstream import ProviderRuntime
@@ -34,18 +36,24 @@ _encode = msgspec.json.Encoder().encode
 _NO_CONFIG = errors.unavailable("no configuration applied yet", "no_config")
 
 
-def authenticate(rt: Runtime, request: Request) -> ClientRuntime:
-    auth = request.headers.get("authorization")
-    if not auth or not auth.startswith(("Bearer ", "bearer ")):
+def client_for(rt: Runtime, auth: bytes | str | None) -> ClientRuntime:
+    """The enabled client whose key hash matches the bearer key in `auth` (401 if none)."""
+    if isinstance(auth, str):
+        auth = auth.encode("latin-1")
+    if not auth or auth[:7] not in (b"Bearer ", b"bearer "):
         raise errors.unauthorized("missing bearer API key")
-    client = rt.clients.get(hashlib.sha256(auth[7:].strip().encode()).hexdigest())
+    client = rt.clients.get(hashlib.sha256(auth[7:].strip()).hexdigest())
     if client is None:
         raise errors.unauthorized()
     return client
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    length = request.headers.get("content-length")
+def authenticate(rt: Runtime, request: Request) -> ClientRuntime:
+    return client_for(rt, request.headers.get("authorization"))
+
+
+async def read_body(receive: Receive, length: bytes | None, limit: int) -> bytes:
+    """The request body, refusing more than `limit` bytes (before reading, when it can)."""
     if length is not None:
         try:
             n = int(length)
@@ -53,10 +61,16 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise errors.bad_request("bad Content-Length") from None
         if n > limit:
             raise errors.too_large(limit)
-        return await request.body()
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
+    msg = await receive()
+    body: bytes = msg.get("body", b"")
+    if not msg.get("more_body"):
+        return body
+    parts, size = [body], len(body)
+    while msg.get("more_body"):
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise errors.bad_request("client went away")
+        chunk = msg.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise errors.too_large(limit)
@@ -79,12 +93,17 @@ def parse_request(body: bytes) -> dict[str, Any]:
     return req
 
 
+Headers = list[tuple[bytes, bytes]]
+
+
 class RelayResponse(StreamingResponse):
     """A streaming response that runs `on_close` once it is done, however it ends."""
 
-    def __init__(self, content: AsyncIterator[bytes], *, headers: dict[str, str],
+    def __init__(self, content: AsyncIterator[bytes], *, headers: Headers,
                  on_close: Callable[[], None]) -> None:
-        super().__init__(content, 200, headers=headers, media_type="text/event-stream")
+        super().__init__(content, 200, media_type="text/event-stream")
+        # Our headers, raw, replacing the JSON content type of the non-stream path.
+        self.raw_headers = [*self.raw_headers, *headers[1:]]
         self._on_close = on_close
         self._content = content
 
@@ -118,61 +137,73 @@ async def _relay(resp: aiohttp.ClientResponse, provider: ProviderRuntime) -> Asy
         resp.release()
 
 
-class ChatHandler:
-    """The endpoint; state comes from the app (watcher, limiter, metrics, settings)."""
+_JSON = (b"content-type", b"application/json")
 
-    def __init__(self, *, current: Callable[[], Any], limiter: Any, metrics: Any,
-                 max_body_bytes: int, retry_backoff_s: float) -> None:
+
+class ChatHandler:
+    """The endpoint as a bare ASGI app: the hot path skips the framework's routing and
+    middleware layers (the app dispatches to it first). State comes from the lifespan."""
+
+    def __init__(self, *, current: Callable[[], Any], limiter: FleetLimiter,
+                 metrics: ProxyMetrics, max_body_bytes: int, retry_backoff_s: float) -> None:
         self._current = current
         self._limiter = limiter
         self._metrics = metrics
         self._limit = max_body_bytes
         self._backoff = retry_backoff_s
 
-    async def __call__(self, request: Request) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         applied = self._current()
         if applied is None:
             self._metrics.request("none", "none", 503)
-            return _NO_CONFIG.response()
+            await _send_error(send, _NO_CONFIG, None)
+            return
         rt: Runtime = applied.value
         rt.acquire()
         held = True
         model_label = "unknown"
-        rl_headers: dict[str, str] | None = None
+        rl_headers: Headers | None = None
         try:
-            client = authenticate(rt, request)
-            req = parse_request(await read_body(request, self._limit))
+            auth = length = None
+            for k, v in scope["headers"]:
+                if k == b"authorization":
+                    auth = v
+                elif k == b"content-length":
+                    length = v
+            client = client_for(rt, auth)
+            req = parse_request(await read_body(receive, length, self._limit))
             model: str = req["model"]
             if model not in rt.routes:
                 raise errors.model_not_found(model)
             model_label = model
             if not client.may_use(model):
                 raise errors.forbidden(model)
+            headers: Headers = [_JSON, (b"x-configbus-version", str(applied.version).encode())]
             if client.rpm is not None:
                 verdict = await self._limiter.hit(client.name, client.rpm)
-                rl_headers = verdict.headers()
+                rl_headers = verdict.header_list()
                 if not verdict.allowed:
                     raise errors.rate_limited(
                         f"rate limit of {client.rpm} requests per minute reached for "
-                        f"client '{client.name}'", rl_headers)
-            headers = {"x-configbus-version": str(applied.version)}
-            if rl_headers:
-                headers.update(rl_headers)
-            response = await self._forward(rt, model, req, headers)
-            if isinstance(response, RelayResponse):
+                        f"client '{client.name}'", verdict.headers())
+                headers += rl_headers
+            result = await self._forward(rt, model, req, headers)
+            if isinstance(result, RelayResponse):
                 held = False  # the stream releases the snapshot when it ends
-            return response
+                await result(scope, receive, send)
+            else:
+                await send({"type": "http.response.start", "status": result[0],
+                            "headers": headers})
+                await send({"type": "http.response.body", "body": result[1]})
         except ProxyError as exc:
             self._metrics.request(model_label, "none", exc.status)
-            if rl_headers and exc.status != 429:
-                exc.headers = {**rl_headers, **(exc.headers or {})}
-            return exc.response()
+            await _send_error(send, exc, rl_headers)
         finally:
             if held:
                 rt.release()
 
     async def _forward(self, rt: Runtime, model: str, req: dict[str, Any],
-                       headers: dict[str, str]) -> Response:
+                       headers: Headers) -> tuple[int, bytes] | RelayResponse:
         stream = req.get("stream") is True
         metrics = self._metrics
         last: ProxyError | None = None
@@ -228,10 +259,9 @@ class ChatHandler:
                 p.breaker.success()
                 metrics.attempt(p.name, "ok")
                 metrics.request(model, p.name, status)
-                headers["x-configbus-provider"] = p.name
+                headers.append((b"x-configbus-provider", p.name_bytes))
                 if stream and status == 200:
-                    return RelayResponse(_relay(resp, p), headers=headers,
-                                         on_close=rt.release)
+                    return RelayResponse(_relay(resp, p), headers=headers, on_close=rt.release)
                 if p.type == "anthropic":
                     if status >= 400:
                         data = anthropic.error_to_openai(status, data)
@@ -241,7 +271,7 @@ class ChatHandler:
                         except (msgspec.DecodeError, AttributeError, TypeError):
                             raise errors.bad_gateway(
                                 f"provider {p.name} sent an unreadable answer") from None
-                return Response(data, status, headers=headers, media_type="application/json")
+                return status, data
         if last is None and limited:
             raise errors.rate_limited(f"every provider of model '{model}' is at its rate limit",
                                       {"retry-after": "1"})
@@ -249,3 +279,13 @@ class ChatHandler:
             raise errors.unavailable(f"model '{model}' has no enabled deployment",
                                      "no_deployment")
         raise last
+
+
+async def _send_error(send: Send, exc: ProxyError, extra: Headers | None) -> None:
+    headers = [_JSON]
+    if exc.headers:
+        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
+    elif extra:
+        headers += extra
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": exc.body()})

@@ -9,6 +9,7 @@ replica then allows up to the limit on its own) and retries Redis after a short 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -23,14 +24,21 @@ log = logging.getLogger("proxy.limits")
 WINDOW_S = 60.0
 REDIS_RETRY_AFTER_S = 1.0
 
+# One call counts a whole batch of hits: {count, ttl_ms} per key, in KEYS order (a key may
+# repeat: each occurrence is one hit).
 _SCRIPT = """
-local n = redis.call('INCR', KEYS[1])
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  ttl = tonumber(ARGV[1])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local n = redis.call('INCR', key)
+  local ttl = redis.call('PTTL', key)
+  if ttl < 0 then
+    redis.call('PEXPIRE', key, ARGV[1])
+    ttl = tonumber(ARGV[1])
+  end
+  out[2 * i - 1] = n
+  out[2 * i] = ttl
 end
-return {n, ttl}
+return out
 """
 
 
@@ -44,6 +52,13 @@ class Verdict:
         self.limit = limit
         self.remaining = remaining
         self.reset_s = reset_s
+
+    def header_list(self) -> list[tuple[bytes, bytes]]:
+        h = [(b"x-ratelimit-limit", str(self.limit).encode()),
+             (b"x-ratelimit-remaining", str(self.remaining).encode())]
+        if not self.allowed:
+            h.append((b"retry-after", str(max(1, math.ceil(self.reset_s))).encode()))
+        return h
 
     def headers(self) -> dict[str, str]:
         h = {"x-ratelimit-limit": str(self.limit), "x-ratelimit-remaining": str(self.remaining)}
@@ -74,18 +89,25 @@ class LocalWindow:
 
 
 class FleetLimiter:
-    """Per-client limits shared by every replica of a namespace, through Redis."""
+    """Per-client limits shared by every replica of a namespace, through Redis.
+
+    Hits that arrive in the same event-loop turn go out together as one script call (one
+    round trip for all of them): under load that is one Redis call per batch instead of
+    one per request, and never more than one round trip for any request.
+    """
 
     def __init__(self, redis: aioredis.Redis, namespace: str, *,
                  window_s: float = WINDOW_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.redis = redis
         self.prefix = f"cb:{{{namespace}}}:rl:client:"
-        self.window_ms = str(int(window_s * 1000))
+        self.window_ms = int(window_s * 1000)
         self.local = LocalWindow(window_s, clock)
         self._clock = clock
         self._sha: str | None = None
         self._down_until = 0.0
+        self._pending: list[tuple[str, int, asyncio.Future[tuple[int, int]]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def degraded(self) -> bool:
@@ -94,22 +116,46 @@ class FleetLimiter:
     async def hit(self, client: str, limit: int) -> Verdict:
         if self._clock() < self._down_until:
             return self.local.hit(client, limit)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[int, int]] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((client, limit, fut))
+        n, ttl_ms = await fut
+        if n < 0:  # Redis failed for this batch
+            return self.local.hit(client, limit)
+        return Verdict(n <= limit, limit, max(0, limit - n), ttl_ms / 1000)
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        t = asyncio.get_running_loop().create_task(self._send(batch))
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[tuple[str, int, asyncio.Future[tuple[int, int]]]]) -> None:
+        keys = [self.prefix + client for client, _, _ in batch]
         try:
-            n, ttl_ms = await self._call(self.prefix + client)
+            res = await self._call(keys)
         except (RedisError, OSError) as exc:
             if not self.degraded:
                 log.warning("rate limiter: Redis unreachable (%s); limiting locally", exc)
             self._down_until = self._clock() + REDIS_RETRY_AFTER_S
-            return self.local.hit(client, limit)
-        n = int(n)
-        return Verdict(n <= limit, limit, max(0, limit - n), int(ttl_ms) / 1000)
+            res = [-1, 0] * len(batch)
+        except BaseException as exc:
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            raise
+        for i, (_, _, fut) in enumerate(batch):
+            if not fut.done():
+                fut.set_result((int(res[2 * i]), int(res[2 * i + 1])))
 
-    async def _call(self, key: str) -> Any:
+    async def _call(self, keys: list[str]) -> Any:
         if self._sha is None:
             self._sha = await self.redis.script_load(_SCRIPT)
         try:
-            return await self.redis.evalsha(self._sha, 1, key, self.window_ms)
+            return await self.redis.evalsha(self._sha, len(keys), *keys, self.window_ms)
         except NoScriptError:
             # Redis restarted empty: load the script again (one extra round trip, once).
             self._sha = await self.redis.script_load(_SCRIPT)
-            return await self.redis.evalsha(self._sha, 1, key, self.window_ms)
+            return await self.redis.evalsha(self._sha, len(keys), *keys, self.window_ms)

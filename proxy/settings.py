@@ -20,6 +20,9 @@ class ProxySettings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     # First retry waits this long, doubling after each, capped at 8x (jittered).
     retry_backoff_s: float = DEFAULT_RETRY_BACKOFF_S
+    # Freeze startup objects out of the garbage collector and collect young objects less
+    # often (see proxy.app); off for embedding in a process that manages gc itself.
+    gc_freeze: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ProxySettings:

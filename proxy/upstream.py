@@ -29,6 +29,7 @@ class ProviderRuntime:
                  env: dict[str, str] | None = None) -> None:
         self.provider = provider
         self.name = provider.name
+        self.name_bytes = provider.name.encode()
         self.type = provider.type
         self.rpm = rpm
         self.max_retries = provider.max_retries
