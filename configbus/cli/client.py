@@ -315,7 +315,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 _fail(args, exc)
                 return WATCH_UNREACHABLE
             s = res["summary"]
-            spread = ", ".join(f"{n} on {v}" for v, n in sorted(s["per_version"].items()))
+            spread = ", ".join(f"version {v}: {n} live"
+                               for v, n in sorted(s["per_version"].items(),
+                                                  key=lambda kv: int(kv[0])))
             line = f"head {s['head']}: " + (spread or "no live replicas")
             if not args.json and line != last:
                 print(line, flush=True)

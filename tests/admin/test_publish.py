@@ -286,3 +286,28 @@ async def test_concurrent_publishes_one_wins_and_patches_lose_nothing(
         assert codes == [201, 201, 201]
         doc = (await c.get(url(namespace, "config"), headers=auth("viewer"))).json()
         assert {"k0", "k1", "k2"} <= set(doc["document"]["metadata"])
+
+
+async def test_without_secret_keys_secrets_are_refused(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    from admin.app import create_app
+    from admin.settings import AdminSettings
+    from configbus.settings import BusSettings
+    from tests.admin.helpers import TOKENS_ENV
+
+    env = {"CONFIGBUS_ADMIN_TOKENS": TOKENS_ENV, "CONFIGBUS_REDIS_URL": redis_server.url}
+    app = create_app(AdminSettings.from_env(env, bus=BusSettings.from_env(env),
+                                            publish_limit=1_000_000))
+    async with client(app) as c:
+        r = await c.put(url(namespace, "config"), headers=auth("admin"),
+                        json={"document": sample_data()})
+        assert r.status_code == 422
+        assert r.json()["error"]["issues"][0]["path"] == "providers[0].api_key"
+        assert PLAINTEXT not in r.text
+        data = sample_data()
+        del data["providers"][0]["api_key"]
+        r = await c.put(url(namespace, "config"), headers=auth("admin"), json={"document": data})
+        assert r.status_code == 201
+        r = await c.post(url(namespace, "rotate-secrets"), headers=auth("admin"))
+        assert r.status_code == 409 and r.json()["error"]["code"] == "no_secret_keys"
