@@ -39,6 +39,7 @@ from configbus.errors import (
     VersionNotFound,
 )
 from configbus.store import Store
+from configbus.validation import issue_from_msgspec
 
 log = logging.getLogger("admin")
 T = TypeVar("T")
@@ -75,6 +76,11 @@ class Services:
         finally:
             self.metrics.breaker_open.set(
                 0 if self.breaker.state is BreakerState.CLOSED else 1)
+
+
+def is_uint(text: str) -> bool:
+    """ASCII digits only (str.isdigit also accepts '²', which int() refuses)."""
+    return text.isascii() and text.isdigit()
 
 
 def services(request: Request) -> Services:
@@ -162,7 +168,7 @@ class Ctx:
         limit = limit or self.svc.settings.max_body_bytes
         too_big = ApiError(413, "body_too_large", f"request body exceeds {limit} bytes")
         length = self.request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limit:
+        if length and is_uint(length) and int(length) > limit:
             raise too_big
         chunks, size = [], 0
         async for chunk in self.request.stream():
@@ -181,11 +187,8 @@ class Ctx:
         try:
             return msgspec.json.decode(raw, type=type_)
         except msgspec.ValidationError as exc:
-            from configbus.validation import issue_from_msgspec
-
-            issue = issue_from_msgspec(exc, "")
             raise ApiError(422, "invalid_request", "the request body is not valid",
-                           issues=[issue]) from None
+                           issues=[issue_from_msgspec(exc, "")]) from None
         except msgspec.DecodeError as exc:
             raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
 
@@ -194,7 +197,7 @@ class Ctx:
         if raw is None or raw.strip() == "*":
             return None
         value = raw.strip().removeprefix("W/").strip('"')
-        if not value.isdigit() or len(value) > 18:
+        if not is_uint(value) or len(value) > 18:
             raise ApiError(400, "bad_request", "If-Match must be a version number")
         return int(value)
 
@@ -213,7 +216,7 @@ class Ctx:
             if default is None and name in ("from", "to"):
                 raise ApiError(400, "bad_request", f"query parameter {name!r} is required")
             return default
-        if not raw.isdigit() or not lo <= int(raw) <= hi:
+        if not is_uint(raw) or len(raw) > 18 or not lo <= int(raw) <= hi:
             raise ApiError(400, "bad_request",
                            f"query parameter {name!r} must be an integer from {lo} to {hi}")
         return int(raw)

@@ -14,7 +14,7 @@ from msgspec import Meta
 from starlette.responses import Response
 
 from admin.diff import changed_paths, unified
-from admin.http import JSON, ApiError, Ctx, endpoint
+from admin.http import JSON, ApiError, Ctx, endpoint, is_uint
 from admin.merge import merge_patch
 from configbus.codec import canonical, decode_body, sha256_hex, to_builtins
 from configbus.crypto import (
@@ -183,7 +183,7 @@ async def list_versions(ctx: Ctx) -> Response:
 
 def _version_param(ctx: Ctx) -> int:
     raw = ctx.request.path_params.get("n", "")
-    if not raw.isdigit() or not 1 <= int(raw) <= 2**53:
+    if not is_uint(raw) or len(raw) > 18 or not 1 <= int(raw) <= 2**53:
         raise ApiError(400, "bad_request", "version must be a positive integer")
     return int(raw)
 
@@ -270,7 +270,7 @@ async def audit(ctx: Ctx) -> Response:
 
 def _stream_id(value: str) -> bool:
     ms, _, seq = value.partition("-")
-    return ms.isdigit() and len(ms) <= 19 and (seq == "" or (seq.isdigit() and len(seq) <= 19))
+    return is_uint(ms) and len(ms) <= 19 and (seq == "" or (is_uint(seq) and len(seq) <= 19))
 
 
 @endpoint("export", "read")

@@ -51,17 +51,21 @@ def test_changed_paths_and_unified() -> None:
 async def test_bad_headers_and_queries_are_400(redis_server: RedisServer, namespace: str) -> None:
     async with client(app_for(redis_server.url)) as c:
         base = f"/v1/namespaces/{namespace}"
-        for headers in ({"If-Match": "abc"}, {"If-Match": "-1"}, {"Idempotency-Key": ""}):
+        cases: list[dict[str, Any]] = [{"If-Match": "abc"}, {"If-Match": "-1"},
+                                       {"If-Match": "\u00b2".encode()},
+                                       {"Idempotency-Key": ""}]
+        for headers in cases:
             r = await c.put(f"{base}/config", headers={**auth("admin"), **headers},
                             json={"document": sample_data()})
             assert r.status_code == 400, headers
             assert r.json()["error"]["code"] == "bad_request"
         for q in ("versions?limit=0", "versions?before=x", "diff?from=1", "audit?before=x",
-                  "audit?count=5000"):
+                  "audit?count=5000", "versions?limit=%C2%B2", "audit?before=%C2%B2-1"):
             r = await c.get(f"{base}/{q}", headers=auth("admin"))
             assert r.status_code == 400, q
-        r = await c.get(f"{base}/versions/abc", headers=auth("admin"))
-        assert r.status_code == 400
+        for n in ("abc", "%C2%B2", "0"):
+            r = await c.get(f"{base}/versions/{n}", headers=auth("admin"))
+            assert r.status_code == 400, n
         r = await c.get("/v1/namespaces/bad{ns}/config", headers=auth("admin"))
         assert r.status_code == 404 and r.json()["error"]["code"] == "invalid_namespace"
         r = await c.get("/nowhere")
@@ -71,7 +75,7 @@ async def test_bad_headers_and_queries_are_400(redis_server: RedisServer, namesp
         live = await c.get("/health/live")
         assert live.json() == {"status": "ok"}
         metrics = (await c.get("/metrics")).text
-        assert 'configbus_admin_requests_total{action="publish",status="400"} 3.0' in metrics
+        assert 'configbus_admin_requests_total{action="publish",status="400"} 4.0' in metrics
 
 
 def test_client_turns_error_bodies_into_exceptions() -> None:
