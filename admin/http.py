@@ -233,7 +233,7 @@ def endpoint(action: str, permission: Permission) -> Callable[[Handler], Callabl
             started = time.perf_counter()
             svc = services(request)
             ns = request.path_params.get("ns", "")
-            if not NAMESPACE.match(ns):
+            if not NAMESPACE.fullmatch(ns):
                 response: Response = ApiError(
                     404, "invalid_namespace",
                     "namespace must be 1-128 letters, digits and . _ - (starting with a "

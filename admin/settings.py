@@ -55,13 +55,13 @@ def parse_token(line: str, where: str) -> Token:
     if len(parts) != 3 or not all(parts):
         raise SettingsError(f"{where}: expected 'name:role:token'")
     name, role, secret = parts
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise SettingsError(f"{where}: token name {name!r} must be letters, digits and ._@+-")
     if role not in ROLES:
         raise SettingsError(f"{where}: role {role!r} is not one of {', '.join(ROLES)}")
     if secret.startswith("sha256:"):
         digest = secret[len("sha256:"):].lower()
-        if not _HEX64.match(digest):
+        if not _HEX64.fullmatch(digest):
             raise SettingsError(f"{where}: 'sha256:' must be followed by 64 hex digits")
     else:
         if len(secret) < 8:

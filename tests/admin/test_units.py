@@ -66,8 +66,10 @@ async def test_bad_headers_and_queries_are_400(redis_server: RedisServer, namesp
         for n in ("abc", "%C2%B2", "0"):
             r = await c.get(f"{base}/versions/{n}", headers=auth("admin"))
             assert r.status_code == 400, n
-        r = await c.get("/v1/namespaces/bad{ns}/config", headers=auth("admin"))
-        assert r.status_code == 404 and r.json()["error"]["code"] == "invalid_namespace"
+        for bad in ("bad{ns}", "trailing%0A", "a:b", "-x"):
+            r = await c.get(f"/v1/namespaces/{bad}/config", headers=auth("admin"))
+            assert r.status_code == 404, bad
+            assert r.json()["error"]["code"] == "invalid_namespace"
         r = await c.get("/nowhere")
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
         r = await c.delete(f"{base}/config", headers=auth("admin"))
