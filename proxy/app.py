@@ -183,6 +183,7 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
             "applied_at": applied.applied_at if applied else None,
             "now": time.time(),
             "rate_limits_local": limiter.degraded,
+            "log_level": logging.getLevelName(logging.getLogger("proxy").getEffectiveLevel()),
         }
         if applied is not None:
             body["providers"] = {

@@ -62,3 +62,23 @@ def test_headers_without_retry_after_when_allowed(limit: int) -> None:
     v = LocalWindow().hit("k", limit)
     assert v.allowed
     assert "retry-after" not in v.headers()
+
+
+async def test_concurrent_hits_share_one_script_call() -> None:
+    import asyncio
+
+    redis = fakeredis.FakeAsyncRedis()
+    lim = FleetLimiter(redis, "ns")
+    calls = []
+    real = lim._call
+
+    async def counting(keys: list[str]) -> object:
+        calls.append(len(keys))
+        return await real(keys)
+
+    lim._call = counting  # type: ignore[method-assign]
+    results = await asyncio.gather(*(lim.hit("a" if i % 2 else "b", 3) for i in range(10)))
+    assert calls == [10]
+    assert sum(r.allowed for r in results) == 6  # 3 for a, 3 for b
+    assert [r.remaining for r in results[:6]] == [2, 2, 1, 1, 0, 0]
+    await redis.aclose()
