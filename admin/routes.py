@@ -25,7 +25,14 @@ from configbus.crypto import (
     unmask_secrets,
 )
 from configbus.document import Document, Secret
-from configbus.errors import InvalidDocument, Issue, SecretError, StoreError, VersionConflict
+from configbus.errors import (
+    CorruptRecord,
+    InvalidDocument,
+    Issue,
+    SecretError,
+    StoreError,
+    VersionConflict,
+)
 from configbus.store import Export, Kind, PublishResult, RecordMeta, VersionRecord
 from configbus.validation import to_document
 
@@ -54,7 +61,11 @@ def _meta(m: RecordMeta) -> dict[str, Any]:
 def _masked(record: VersionRecord) -> tuple[Document, Any]:
     """The stored document and its masked builtins (what people see)."""
     record.verify()
-    stored = decode_body(record.body)
+    try:
+        stored = decode_body(record.body)
+    except InvalidDocument as exc:  # stored by something that bypassed validation
+        raise CorruptRecord(f"version {record.version}: stored document is invalid: {exc}",
+                            epoch=record.epoch, version=record.version) from None
     return stored, to_builtins(mask_secrets(stored))
 
 
