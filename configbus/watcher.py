@@ -177,7 +177,11 @@ class Watcher(Generic[T, R]):
         self._state = WatcherState.STOPPED
         for t in self._tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # redis-py can turn a cancellation into a ConnectionError that a loop would catch;
+        # the loops also check the state, and this wait is bounded either way.
+        _, pending = await asyncio.wait(self._tasks, timeout=5)
+        if pending:
+            log.error("watcher tasks did not stop: %s", [t.get_name() for t in pending])
         self._tasks = []
 
     async def __aenter__(self) -> Watcher[T, R]:
@@ -333,8 +337,12 @@ class Watcher(Generic[T, R]):
 
     # -- the tasks ---------------------------------------------------------------------
 
+    @property
+    def _running(self) -> bool:
+        return self._state is WatcherState.RUNNING
+
     async def _sync_worker(self) -> None:
-        while True:
+        while self._running:
             await self._wake.wait()
             self._wake.clear()
             try:
@@ -344,18 +352,18 @@ class Watcher(Generic[T, R]):
 
     async def _reconcile(self) -> None:
         interval = self.settings.reconcile_interval_s
-        while True:
+        while self._running:
             # Jitter spreads a fleet's reconciles so they do not hit Redis in one instant.
             await asyncio.sleep(interval * random.uniform(0.8, 1.0))
             self.trigger()
 
     async def _heartbeat(self) -> None:
-        while True:
+        while self._running:
             await asyncio.sleep(self.settings.heartbeat_interval_s)
             await self._report()
 
     async def _listen(self) -> None:
-        while True:
+        while self._running:
             try:
                 pubsub = await self._subscribe()
             except Exception:
@@ -378,6 +386,7 @@ class Watcher(Generic[T, R]):
     async def _subscribe(self) -> PubSub:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type((RedisError, OSError)),
+            stop=lambda _: not self._running,
             wait=wait_exponential_jitter(multiplier=0.05, max=self._max_backoff_s, jitter=0.1),
         ):
             with attempt:
@@ -392,7 +401,7 @@ class Watcher(Generic[T, R]):
         raise AssertionError("unreachable: retries never stop")  # pragma: no cover
 
     async def _read(self, pubsub: PubSub) -> None:
-        while True:
+        while self._running:
             msg = await pubsub.get_message(timeout=1.0)
             if msg is None:
                 continue

@@ -33,17 +33,28 @@ def mutated(**changes: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"models__0__deployments__0__provider": "x"},
-         "models[0].deployments[0].provider: unknown provider 'x'"),
+        (
+            {"models__0__deployments__0__provider": "x"},
+            "models[0].deployments[0].provider: unknown provider 'x'",
+        ),
         ({"models__0__fallbacks": ["nope"]}, "models[0].fallbacks[0]: unknown model 'nope'"),
-        ({"models__0__fallbacks": ["m"]}, "models[0].fallbacks[0]: a model cannot fall back to itself"),
-        ({"providers__1__name": "upstream-a"},
-         "providers[1].name: duplicate name 'upstream-a' (first at providers[0])"),
+        (
+            {"models__0__fallbacks": ["m"]},
+            "models[0].fallbacks[0]: a model cannot fall back to itself",
+        ),
+        (
+            {"providers__1__name": "upstream-a"},
+            "providers[1].name: duplicate name 'upstream-a' (first at providers[0])",
+        ),
         ({"clients__0__models": ["ghost"]}, "clients[0].models[0]: unknown model 'ghost'"),
-        ({"models__0__deployments__0__weight": 0},
-         "models[0].deployments: at least one deployment needs a weight above 0"),
-        ({"providers__0__api_key_env": "KEY"},
-         "providers[0]: set either api_key or api_key_env, not both"),
+        (
+            {"models__0__deployments__0__weight": 0},
+            "models[0].deployments: at least one deployment needs a weight above 0",
+        ),
+        (
+            {"providers__0__api_key_env": "KEY"},
+            "providers[0]: set either api_key or api_key_env, not both",
+        ),
     ],
 )
 def test_semantic_errors_name_the_path(changes: dict[str, Any], expected: str) -> None:
@@ -53,12 +64,23 @@ def test_semantic_errors_name_the_path(changes: dict[str, Any], expected: str) -
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"providers__0__timeout_s": "soon"}, "providers[0].timeout_s: expected 'float', got 'str'"),
+        (
+            {"providers__0__timeout_s": "soon"},
+            "providers[0].timeout_s: expected 'float', got 'str'",
+        ),
         ({"providers__0__type": "grpc"}, "providers[0].type: invalid enum value 'grpc'"),
-        ({"providers__0__base_url": "ftp://x"}, "providers[0].base_url: expected an http:// or https:// URL"),
-        ({"clients__0__key_sha256": "abc"}, "clients[0].key_sha256: expected 64 lowercase hex digits"),
-        ({"providers__0__circuit_breaker": {"failure_threshold": 0}},
-         "providers[0].circuit_breaker.failure_threshold: expected 'int' >= 1"),
+        (
+            {"providers__0__base_url": "ftp://x"},
+            "providers[0].base_url: expected an http:// or https:// URL",
+        ),
+        (
+            {"clients__0__key_sha256": "abc"},
+            "clients[0].key_sha256: expected 64 lowercase hex digits",
+        ),
+        (
+            {"providers__0__circuit_breaker": {"failure_threshold": 0}},
+            "providers[0].circuit_breaker.failure_threshold: expected 'int' >= 1",
+        ),
         ({"logging": {"level": "LOUD"}}, "logging.level: invalid enum value 'LOUD'"),
         ({"models__1__colour": "red"}, "models[1]: object contains unknown field 'colour'"),
         ({"colour": "red"}, "colour: unknown field"),
@@ -133,9 +155,7 @@ owner = "platform"
 
 def test_defaults_do_not_change_the_checksum() -> None:
     explicit = mutated(providers__0__enabled=True, logging={"level": "INFO"})
-    assert sha256_hex(canonical(to_document(explicit))) == sha256_hex(
-        canonical(sample_document())
-    )
+    assert sha256_hex(canonical(to_document(explicit))) == sha256_hex(canonical(sample_document()))
 
 
 def test_canonical_roundtrip() -> None:
@@ -166,8 +186,9 @@ def test_corrupt_body_is_rejected_with_reason() -> None:
     with pytest.raises(InvalidDocument, match="not valid JSON"):
         decode_body(b"{not json")
     with pytest.raises(InvalidDocument, match=r"models\[0\].deployments\[0\].provider"):
-        decode_body(canonical(sample_document()).replace(b'"provider":"upstream-a"',
-                                                         b'"provider":"ghost"'))
+        decode_body(
+            canonical(sample_document()).replace(b'"provider":"upstream-a"', b'"provider":"ghost"')
+        )
 
 
 def test_secret_repr_hides_plaintext() -> None:

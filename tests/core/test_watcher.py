@@ -130,11 +130,21 @@ async def test_record_with_wrong_checksum_is_rejected(
     r = pub.redis
     epoch = (await pub.head()).epoch
     assert epoch is not None
-    await r.hset(k.record(2), mapping={
-        "version": 2, "parent": 1, "epoch": epoch, "sha256": sha256_hex(b"other"),
-        "author": "mallory", "message": "", "created_at": 0, "kind": "publish", "source": "",
-        "body": body(2),
-    })
+    await r.hset(
+        k.record(2),
+        mapping={
+            "version": 2,
+            "parent": 1,
+            "epoch": epoch,
+            "sha256": sha256_hex(b"other"),
+            "author": "mallory",
+            "message": "",
+            "created_at": 0,
+            "kind": "publish",
+            "source": "",
+            "body": body(2),
+        },
+    )
     await r.set(k.head, 2)
     await r.publish(k.changes, b"{}")
     await until(lambda: w.status().state == "rejected", 5, "NACK")
@@ -166,11 +176,21 @@ async def test_missed_message_is_caught_by_reconcile(
     # Move head without any channel message (as if the message was lost).
     await pub.redis.execute_command("CLIENT", "PAUSE", "1", "WRITE")  # settle
     rec = await pub.get(1)
-    await pub.redis.hset(pub.keys.record(2), mapping={
-        "version": 2, "parent": 1, "epoch": rec.epoch, "sha256": sha256_hex(body(2)),
-        "author": "", "message": "", "created_at": 0, "kind": "publish", "source": "",
-        "body": body(2),
-    })
+    await pub.redis.hset(
+        pub.keys.record(2),
+        mapping={
+            "version": 2,
+            "parent": 1,
+            "epoch": rec.epoch,
+            "sha256": sha256_hex(body(2)),
+            "author": "",
+            "message": "",
+            "created_at": 0,
+            "kind": "publish",
+            "source": "",
+            "body": body(2),
+        },
+    )
     await pub.redis.set(pub.keys.head, 2)
     await until(lambda: w.current and w.current.version == 2, RECONCILE_S + 0.5, "reconcile")
 
@@ -189,8 +209,11 @@ async def test_redis_restarted_empty_watchers_keep_config_then_follow_new_epoch(
     own_redis.restart(empty=True)
     # Let every watcher reconcile twice against the empty store: they keep serving v5.
     before = [w.sync_count for w in watchers]
-    await until(lambda: all(w.sync_count >= b + 2 for w, b in zip(watchers, before, strict=True)),
-                5, "syncs against the empty store")
+    await until(
+        lambda: all(w.sync_count >= b + 2 for w, b in zip(watchers, before, strict=True)),
+        5,
+        "syncs against the empty store",
+    )
     for w in watchers:
         assert w.current is not None and w.current.version == 5
         assert w.current.epoch == old_epoch
@@ -199,8 +222,12 @@ async def test_redis_restarted_empty_watchers_keep_config_then_follow_new_epoch(
     r = await pub.publish(body(100))
     assert r.version == 1 and r.epoch != old_epoch
     await until(
-        lambda: all(w.current and (w.current.epoch, w.current.version) == (r.epoch, 1)
-                    for w in watchers), 5, "new epoch v1")
+        lambda: all(
+            w.current and (w.current.epoch, w.current.version) == (r.epoch, 1) for w in watchers
+        ),
+        5,
+        "new epoch v1",
+    )
     assert all(not w.current.stale for w in watchers if w.current)
 
 
@@ -254,8 +281,11 @@ async def test_stale_snapshot_replica_converges_when_redis_appears(
     server.start()  # same port, data gone (no persistence): a new lineage
     pub2 = await publisher(stack, server.url, namespace)
     await pub2.publish(body(2))
-    await until(lambda: w2.current and w2.current.version == 1 and not w2.current.stale, 10,
-                "new lineage applied")
+    await until(
+        lambda: w2.current and w2.current.version == 1 and not w2.current.stale,
+        10,
+        "new lineage applied",
+    )
     assert w2.current is not None and w2.current.value.metadata["n"] == 2
 
 
