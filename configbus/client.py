@@ -23,9 +23,16 @@ DEFAULT_TIMEOUT_S = 10.0
 class AdminApiError(ConfigBusError):
     """The admin service answered with an error."""
 
-    def __init__(self, status: int, code: str, message: str, *,
-                 issues: list[Issue] | None = None, current_version: int | None = None,
-                 retry_after: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        issues: list[Issue] | None = None,
+        current_version: int | None = None,
+        retry_after: str | None = None,
+    ) -> None:
         self.status, self.code, self.message = status, code, message
         self.issues = issues or []
         self.current_version = current_version
@@ -43,14 +50,21 @@ class AdminUnreachable(ConfigBusError):
 
 
 class AdminClient:
-    def __init__(self, url: str, *, token: str | None, namespace: str = "default",
-                 timeout_s: float = DEFAULT_TIMEOUT_S,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None,
+        namespace: str = "default",
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
         self.namespace = namespace
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s,
-                                  transport=transport)
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout_s, transport=transport
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -64,13 +78,25 @@ class AdminClient:
     def _ns(self, path: str) -> str:
         return f"/v1/namespaces/{self.namespace}/{path}"
 
-    def request(self, method: str, path: str, *, json_body: Any = None,
-                content: bytes | None = None, headers: dict[str, str] | None = None,
-                params: dict[str, Any] | None = None) -> httpx.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> httpx.Response:
         try:
             resp = self._http.request(
-                method, path, json=json_body, content=content, headers=headers,
-                params={k: v for k, v in (params or {}).items() if v is not None})
+                method,
+                path,
+                json=json_body,
+                content=content,
+                headers=headers,
+                params={k: v for k, v in (params or {}).items() if v is not None},
+            )
         except httpx.HTTPError as exc:
             raise AdminUnreachable(f"admin service at {self.url}: {exc}") from None
         if resp.status_code >= 400:
@@ -93,17 +119,40 @@ class AdminClient:
     def get(self) -> dict[str, Any]:
         return self._json("GET", "config")
 
-    def publish(self, document: Any, *, message: str = "", if_match: int | None = None,
-                idempotency_key: str | None = None) -> dict[str, Any]:
-        return self._json("PUT", "config", json_body={"document": document, "message": message},
-                          headers=self._write_headers(if_match, idempotency_key))
+    def publish(
+        self,
+        document: Any,
+        *,
+        message: str = "",
+        if_match: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        return self._json(
+            "PUT",
+            "config",
+            json_body={"document": document, "message": message},
+            headers=self._write_headers(if_match, idempotency_key),
+        )
 
-    def patch(self, patch: Any, *, message: str = "", if_match: int | None = None,
-              idempotency_key: str | None = None) -> dict[str, Any]:
-        headers = {"Content-Type": "application/merge-patch+json",
-                   **self._write_headers(if_match, idempotency_key)}
-        return self._json("PATCH", "config", content=json.dumps(patch).encode(),
-                          headers=headers, params={"message": message or None})
+    def patch(
+        self,
+        patch: Any,
+        *,
+        message: str = "",
+        if_match: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        headers = {
+            "Content-Type": "application/merge-patch+json",
+            **self._write_headers(if_match, idempotency_key),
+        }
+        return self._json(
+            "PATCH",
+            "config",
+            content=json.dumps(patch).encode(),
+            headers=headers,
+            params={"message": message or None},
+        )
 
     def validate(self, document: Any) -> dict[str, Any]:
         return self._json("POST", "validate", json_body={"document": document})
@@ -117,11 +166,20 @@ class AdminClient:
     def diff(self, a: int, b: int) -> dict[str, Any]:
         return self._json("GET", "diff", params={"from": a, "to": b})
 
-    def rollback(self, to_version: int, *, message: str = "", if_match: int | None = None,
-                 idempotency_key: str | None = None) -> dict[str, Any]:
-        return self._json("POST", "rollback",
-                          json_body={"to_version": to_version, "message": message},
-                          headers=self._write_headers(if_match, idempotency_key))
+    def rollback(
+        self,
+        to_version: int,
+        *,
+        message: str = "",
+        if_match: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        return self._json(
+            "POST",
+            "rollback",
+            json_body={"to_version": to_version, "message": message},
+            headers=self._write_headers(if_match, idempotency_key),
+        )
 
     def replicas(self) -> dict[str, Any]:
         return self._json("GET", "replicas")
@@ -143,11 +201,18 @@ def _error(resp: httpx.Response) -> AdminApiError:
     try:
         err = resp.json()["error"]
         issues = [Issue(i.get("path", ""), i.get("message", "")) for i in err.get("issues", [])]
-        return AdminApiError(resp.status_code, str(err.get("code", "error")),
-                             str(err.get("message", "")), issues=issues,
-                             current_version=err.get("current_version"),
-                             retry_after=resp.headers.get("retry-after"))
+        return AdminApiError(
+            resp.status_code,
+            str(err.get("code", "error")),
+            str(err.get("message", "")),
+            issues=issues,
+            current_version=err.get("current_version"),
+            retry_after=resp.headers.get("retry-after"),
+        )
     except (ValueError, KeyError, TypeError, AttributeError):
-        return AdminApiError(resp.status_code, "http_error",
-                             resp.text[:200] or resp.reason_phrase,
-                             retry_after=resp.headers.get("retry-after"))
+        return AdminApiError(
+            resp.status_code,
+            "http_error",
+            resp.text[:200] or resp.reason_phrase,
+            retry_after=resp.headers.get("retry-after"),
+        )

@@ -89,8 +89,17 @@ class MockUpstream:
         elif method == "POST" and path.endswith("/messages"):
             await self._chat(scope, receive, send, anthropic=True)
         elif method == "GET" and path.endswith("/models"):
-            body = {"object": "list", "data": [{"id": f"mock-{self.name}", "object": "model",
-                                                "created": 0, "owned_by": self.name}]}
+            body = {
+                "object": "list",
+                "data": [
+                    {
+                        "id": f"mock-{self.name}",
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": self.name,
+                    }
+                ],
+            }
             await self._send(send, 200, _encode(body))
         elif path == "/_control" and method == "POST":
             patch = _decode_patch(await _read_body(receive))
@@ -100,24 +109,49 @@ class MockUpstream:
                     setattr(self.control, field, value)
             await self._send(send, 200, _encode(self.control))
         elif path == "/_stats":
-            await self._send(send, 200, _encode({
-                "name": self.name, "requests": self.requests, "failures": self.failures,
-                "last_request": self.last_request, "last_headers": self.last_headers,
-                "control": self.control,
-            }))
+            await self._send(
+                send,
+                200,
+                _encode(
+                    {
+                        "name": self.name,
+                        "requests": self.requests,
+                        "failures": self.failures,
+                        "last_request": self.last_request,
+                        "last_headers": self.last_headers,
+                        "control": self.control,
+                    }
+                ),
+            )
         elif path == "/_reset" and method == "POST":
             self.requests = self.failures = 0
             self.last_request = None
             await self._send(send, 200, b"{}")
         else:
-            await self._send(send, 404, _encode({"error": {
-                "message": f"no route {method} {path}", "type": "invalid_request_error",
-                "code": "not_found"}}))
+            await self._send(
+                send,
+                404,
+                _encode(
+                    {
+                        "error": {
+                            "message": f"no route {method} {path}",
+                            "type": "invalid_request_error",
+                            "code": "not_found",
+                        }
+                    }
+                ),
+            )
 
-    async def _send(self, send: Send, status: int, body: bytes,
-                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": headers or self._json_headers})
+    async def _send(
+        self, send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": headers or self._json_headers,
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send, *, anthropic: bool) -> None:
@@ -126,23 +160,40 @@ class MockUpstream:
         try:
             req = _decode_any(raw)
         except msgspec.DecodeError:
-            await self._send(send, 400, _encode({"error": {
-                "message": "body is not JSON", "type": "invalid_request_error", "code": None}}))
+            await self._send(
+                send,
+                400,
+                _encode(
+                    {
+                        "error": {
+                            "message": "body is not JSON",
+                            "type": "invalid_request_error",
+                            "code": None,
+                        }
+                    }
+                ),
+            )
             return
         self.last_request = req
-        self.last_headers = {k.decode("latin-1"): v.decode("latin-1")
-                             for k, v in scope["headers"]}
+        self.last_headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         c = self.control
         if c.latency_ms > 0:
             await asyncio.sleep(c.latency_ms / 1000)
         if c.fail_rate > 0 and random.random() < c.fail_rate:
             self.failures += 1
             if anthropic:
-                err: Any = {"type": "error", "error": {"type": "api_error",
-                                                       "message": f"{self.name} mock failure"}}
+                err: Any = {
+                    "type": "error",
+                    "error": {"type": "api_error", "message": f"{self.name} mock failure"},
+                }
             else:
-                err = {"error": {"message": f"{self.name} mock failure", "type": "server_error",
-                                 "code": None}}
+                err = {
+                    "error": {
+                        "message": f"{self.name} mock failure",
+                        "type": "server_error",
+                        "code": None,
+                    }
+                }
             await self._send(send, c.status, _encode(err))
             return
         model = req.get("model", "mock") if isinstance(req, dict) else "mock"
@@ -170,58 +221,103 @@ class MockUpstream:
     def _pieces(self) -> list[str]:
         k = max(1, self.control.stream_chunks)
         text, size = self._content, -(-len(self._content) // k)
-        return [text[i:i + size] for i in range(0, len(text), size)]
+        return [text[i : i + size] for i in range(0, len(text), size)]
 
     def _openai_completion(self, n: int, model: str) -> dict[str, Any]:
         return {
-            "id": f"chatcmpl-mock-{n}", "object": "chat.completion", "created": int(time.time()),
+            "id": f"chatcmpl-mock-{n}",
+            "object": "chat.completion",
+            "created": int(time.time()),
             "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": self._content},
-                         "finish_reason": "stop"}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": self._content},
+                    "finish_reason": "stop",
+                }
+            ],
             "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4},
         }
 
     def _openai_events(self, n: int, model: str) -> list[bytes]:
-        base = {"id": f"chatcmpl-mock-{n}", "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": model}
-        deltas: list[tuple[dict[str, Any], str | None]] = [({"role": "assistant",
-                                                              "content": ""}, None)]
+        base = {
+            "id": f"chatcmpl-mock-{n}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+        }
+        deltas: list[tuple[dict[str, Any], str | None]] = [
+            ({"role": "assistant", "content": ""}, None)
+        ]
         deltas += [({"content": p}, None) for p in self._pieces()]
         deltas.append(({}, "stop"))
-        out = [b"data: " + _encode({**base, "choices": [
-            {"index": 0, "delta": d, "finish_reason": f}]}) + b"\n\n" for d, f in deltas]
+        out = [
+            b"data: "
+            + _encode({**base, "choices": [{"index": 0, "delta": d, "finish_reason": f}]})
+            + b"\n\n"
+            for d, f in deltas
+        ]
         out.append(b"data: [DONE]\n\n")
         return out
 
     def _anthropic_message(self, n: int, model: str) -> dict[str, Any]:
         return {
-            "id": f"msg_mock_{n}", "type": "message", "role": "assistant", "model": model,
+            "id": f"msg_mock_{n}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
             "content": [{"type": "text", "text": self._content}],
-            "stop_reason": "end_turn", "stop_sequence": None,
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
             "usage": {"input_tokens": 1, "output_tokens": 3},
         }
 
     def _anthropic_events(self, n: int, model: str) -> list[bytes]:
-        msg = {**self._anthropic_message(n, model), "content": [], "stop_reason": None,
-               "usage": {"input_tokens": 1, "output_tokens": 0}}
+        msg = {
+            **self._anthropic_message(n, model),
+            "content": [],
+            "stop_reason": None,
+            "usage": {"input_tokens": 1, "output_tokens": 0},
+        }
         events: list[tuple[str, Any]] = [
             ("message_start", {"type": "message_start", "message": msg}),
-            ("content_block_start", {"type": "content_block_start", "index": 0,
-                                     "content_block": {"type": "text", "text": ""}}),
+            (
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            ),
             ("ping", {"type": "ping"}),
         ]
-        events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                            "delta": {"type": "text_delta", "text": p}})
-                   for p in self._pieces()]
+        events += [
+            (
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": p},
+                },
+            )
+            for p in self._pieces()
+        ]
         events += [
             ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-            ("message_delta", {"type": "message_delta",
-                               "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                               "usage": {"output_tokens": 3}}),
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": 3},
+                },
+            ),
             ("message_stop", {"type": "message_stop"}),
         ]
-        return [f"event: {name}\n".encode() + b"data: " + _encode(data) + b"\n\n"
-                for name, data in events]
+        return [
+            f"event: {name}\n".encode() + b"data: " + _encode(data) + b"\n\n"
+            for name, data in events
+        ]
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -244,5 +340,13 @@ def run(host: str, port: int, name: str) -> None:
     """Serve a mock upstream with uvicorn (uvloop + httptools) until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(name), host=host, port=port, loop="uvloop", http="httptools",
-                access_log=False, log_level="warning", lifespan="on")
+    uvicorn.run(
+        create_app(name),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        lifespan="on",
+    )

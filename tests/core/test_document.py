@@ -138,7 +138,7 @@ deployments = [{provider = "upstream-b", model = "mock-b"}]
 
 [[clients]]
 name = "team-a"
-key_sha256 = "%s"
+key_sha256 = "{key}"
 models = ["*"]
 rate_limit = {rpm = 600}
 
@@ -147,7 +147,7 @@ level = "INFO"
 
 [metadata]
 owner = "platform"
-""" % data["clients"][0]["key_sha256"]
+""".replace("{key}", data["clients"][0]["key_sha256"])
     (tmp_path / "c.toml").write_text(toml_text)
     bodies = {canonical(load_file(tmp_path / f"c.{ext}")) for ext in ("json", "yaml", "toml")}
     assert len(bodies) == 1

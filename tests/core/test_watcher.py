@@ -25,13 +25,14 @@ def settings(namespace: str, url: str, **kw: Any) -> BusSettings:
     return BusSettings(namespace=namespace, redis_url=url, **kw)
 
 
-async def until(cond: Callable[[], Any], timeout: float, what: str) -> None:
+async def until(cond: Callable[[], Any], within: float, what: str) -> None:
+    """Bounded poll of a condition on in-process state."""
     try:
-        async with asyncio.timeout(timeout):
-            while not cond():
+        async with asyncio.timeout(within):
+            while not cond():  # noqa: ASYNC110 - polling state that has no event of its own
                 await asyncio.sleep(0.01)
     except TimeoutError:
-        raise AssertionError(f"not within {timeout}s: {what}") from None
+        raise AssertionError(f"not within {within}s: {what}") from None
 
 
 @pytest.fixture
@@ -82,7 +83,7 @@ async def test_burst_of_50_publishes_every_watcher_ends_on_newest(
 
     expected = {f"r{i}": 51 for i in range(5)}
     async with asyncio.timeout(5):
-        while await reported() != expected:
+        while await reported() != expected:  # noqa: ASYNC110 - polling Redis
             await asyncio.sleep(0.02)
 
 
@@ -272,7 +273,7 @@ async def test_stale_snapshot_replica_converges_when_redis_appears(
     pub = await publisher(stack, server.url, namespace)
     await pub.publish(body(1))
     async with AsyncExitStack() as first:
-        w = await start_watcher(first, server.url, namespace, snapshot_path=snap)
+        await start_watcher(first, server.url, namespace, snapshot_path=snap)
         await until(snap.exists, 5, "snapshot file")
     server.stop(hard=True)
 
