@@ -34,8 +34,12 @@ def auth(role: str) -> dict[str, str]:
 
 
 def settings(redis_url: str, namespace: str = "default", **overrides: Any) -> AdminSettings:
-    env = {"CONFIGBUS_ADMIN_TOKENS": TOKENS_ENV, "CONFIGBUS_REDIS_URL": redis_url,
-           "CONFIGBUS_SECRET_KEYS": SECRET_KEY, "CONFIGBUS_NAMESPACE": namespace}
+    env = {
+        "CONFIGBUS_ADMIN_TOKENS": TOKENS_ENV,
+        "CONFIGBUS_REDIS_URL": redis_url,
+        "CONFIGBUS_SECRET_KEYS": SECRET_KEY,
+        "CONFIGBUS_NAMESPACE": namespace,
+    }
     # Tests share one Redis and token names, so the rate limit (per token, global) is off
     # unless a test sets it.
     overrides.setdefault("publish_limit", 1_000_000)
@@ -67,8 +71,9 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 def serve(app: Starlette) -> Iterator[str]:
     """Run `app` under uvicorn in a thread of this process; yields its base URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
-                                           lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

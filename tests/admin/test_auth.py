@@ -25,8 +25,13 @@ ENDPOINTS: list[tuple[str, str, str, str, Any]] = [
     ("replicas", "read", "GET", "replicas", None),
     ("audit", "read", "GET", "audit", None),
     ("export", "read", "GET", "export", None),
-    ("import", "import", "POST", "import", {"namespace": "x", "epoch": "e", "head": 1,
-                                            "records": []}),
+    (
+        "import",
+        "import",
+        "POST",
+        "import",
+        {"namespace": "x", "epoch": "e", "head": 1, "records": []},
+    ),
     ("rotate", "rotate", "POST", "rotate-secrets", {"message": "rotate"}),
 ]
 BAD_AUTH = {
@@ -41,8 +46,11 @@ def audit_len(redis_server: RedisServer, ns: str) -> int:
 
 
 async def _seed(c: httpx.AsyncClient, ns: str) -> None:
-    r = await c.put(f"/v1/namespaces/{ns}/config", headers=auth("admin"),
-                    json={"document": sample_data(), "message": "seed"})
+    r = await c.put(
+        f"/v1/namespaces/{ns}/config",
+        headers=auth("admin"),
+        json={"document": sample_data(), "message": "seed"},
+    )
     assert r.status_code == 201, r.text
 
 
@@ -56,8 +64,9 @@ async def test_role_matrix_and_one_audit_entry_per_action(
         await _seed(c, namespace)
         for action, permission, method, path, body in ENDPOINTS:
             before = audit_len(redis_server, namespace)
-            r = await c.request(method, f"/v1/namespaces/{namespace}/{path}", headers=headers,
-                                json=body)
+            r = await c.request(
+                method, f"/v1/namespaces/{namespace}/{path}", headers=headers, json=body
+            )
             where = f"{role} {method} {path}"
             if role not in PERMISSIONS:
                 assert r.status_code == 401, where
@@ -81,8 +90,9 @@ async def test_denied_entries_name_the_token_never_the_secret(
     redis_server: RedisServer, namespace: str
 ) -> None:
     async with client(app_for(redis_server.url)) as c:
-        r = await c.post(f"/v1/namespaces/{namespace}/rollback", headers=auth("viewer"),
-                         json={"to_version": 1})
+        r = await c.post(
+            f"/v1/namespaces/{namespace}/rollback", headers=auth("viewer"), json={"to_version": 1}
+        )
         assert r.status_code == 403
         r = await c.get(f"/v1/namespaces/{namespace}/audit", headers=auth("viewer"))
     entries = r.json()["entries"]
@@ -106,15 +116,18 @@ def test_tokens_are_held_as_hashes_and_matched() -> None:
     assert TokenTable([pre]).lookup("bearer prehashed-token") == pre
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({}, "no admin token configured"),
-    ({"CONFIGBUS_ADMIN_TOKENS": "a:root:secret-token"}, "role 'root'"),
-    ({"CONFIGBUS_ADMIN_TOKENS": "a:viewer"}, "expected 'name:role:token'"),
-    ({"CONFIGBUS_ADMIN_TOKENS": "a:viewer:sha256:xyz"}, "64 hex digits"),
-    ({"CONFIGBUS_ADMIN_TOKENS": "a:viewer:short"}, "too short"),
-    ({"CONFIGBUS_ADMIN_TOKENS": "a:viewer:token-one-1,a:admin:token-two-2"}, "duplicate"),
-    ({"CONFIGBUS_ADMIN_TOKENS_FILE": "/nonexistent/tokens"}, "cannot read"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "no admin token configured"),
+        ({"CONFIGBUS_ADMIN_TOKENS": "a:root:secret-token"}, "role 'root'"),
+        ({"CONFIGBUS_ADMIN_TOKENS": "a:viewer"}, "expected 'name:role:token'"),
+        ({"CONFIGBUS_ADMIN_TOKENS": "a:viewer:sha256:xyz"}, "64 hex digits"),
+        ({"CONFIGBUS_ADMIN_TOKENS": "a:viewer:short"}, "too short"),
+        ({"CONFIGBUS_ADMIN_TOKENS": "a:viewer:token-one-1,a:admin:token-two-2"}, "duplicate"),
+        ({"CONFIGBUS_ADMIN_TOKENS_FILE": "/nonexistent/tokens"}, "cannot read"),
+    ],
+)
 def test_bad_token_settings_say_why(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message) as info:
         AdminSettings.from_env(env)

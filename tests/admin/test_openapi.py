@@ -32,8 +32,13 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
 ]
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_headers_conformance, response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +48,11 @@ def admin_url(redis_server: RedisServer) -> Iterator[str]:
         for level in ("INFO", "DEBUG"):
             data = sample_data()
             data["logging"] = {"level": level}
-            httpx.put(f"{url}/v1/namespaces/default/config", headers=auth("admin"),
-                      json={"document": data}).raise_for_status()
+            httpx.put(
+                f"{url}/v1/namespaces/default/config",
+                headers=auth("admin"),
+                json={"document": data},
+            ).raise_for_status()
         yield url
 
 
@@ -52,8 +60,7 @@ schema = schemathesis.openapi.from_dict(spec())
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_api_conforms_to_its_spec(case: Any, admin_url: str) -> None:
     case.call_and_validate(base_url=admin_url, headers=auth("admin"), checks=CHECKS)
 
@@ -67,7 +74,11 @@ def test_spec_lists_every_route() -> None:
     from tests.admin.helpers import settings as admin_settings
 
     app = create_app(admin_settings("redis://127.0.0.1:1/0"))
-    routes = {(m, getattr(r, "path", "")) for r in app.routes for m in (getattr(r, "methods", None) or ())
-              if m != "HEAD"}
+    routes = {
+        (m, getattr(r, "path", ""))
+        for r in app.routes
+        for m in (getattr(r, "methods", None) or ())
+        if m != "HEAD"
+    }
     documented = {(m.upper(), p) for p, ops in spec()["paths"].items() for m in ops}
     assert routes == documented

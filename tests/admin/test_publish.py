@@ -22,8 +22,11 @@ def url(ns: str, path: str) -> str:
 
 async def test_put_get_conflict_and_noop(redis_server: RedisServer, namespace: str) -> None:
     async with client(app_for(redis_server.url)) as c:
-        r = await c.put(url(namespace, "config"), headers={**auth("publisher"), "If-Match": "0"},
-                        json={"document": sample_data(), "message": "first"})
+        r = await c.put(
+            url(namespace, "config"),
+            headers={**auth("publisher"), "If-Match": "0"},
+            json={"document": sample_data(), "message": "first"},
+        )
         assert r.status_code == 201 and r.json()["version"] == 1
         assert r.headers["etag"] == '"1"'
         got = await c.get(url(namespace, "config"), headers=auth("viewer"))
@@ -34,19 +37,27 @@ async def test_put_get_conflict_and_noop(redis_server: RedisServer, namespace: s
         assert set(key) == {"masked"} and key["masked"].startswith("sha256:")
 
         # The masked document sent back unchanged: same body, a no-op.
-        r = await c.put(url(namespace, "config"), headers={**auth("publisher"), "If-Match": "1"},
-                        json={"document": body["document"]})
+        r = await c.put(
+            url(namespace, "config"),
+            headers={**auth("publisher"), "If-Match": "1"},
+            json={"document": body["document"]},
+        )
         assert r.status_code == 200 and r.json()["outcome"] == "noop"
 
         doc = copy.deepcopy(body["document"])
         doc["logging"] = {"level": "DEBUG"}
-        r = await c.put(url(namespace, "config"), headers={**auth("publisher"), "If-Match": "1"},
-                        json={"document": doc, "message": "debug"})
+        r = await c.put(
+            url(namespace, "config"),
+            headers={**auth("publisher"), "If-Match": "1"},
+            json={"document": doc, "message": "debug"},
+        )
         assert r.status_code == 201 and r.json()["version"] == 2
         # Another admin still on version 1: 409 naming the current version.
-        r = await c.put(url(namespace, "config"),
-                        headers={**auth("publisher"), "If-Match": '"1"'},
-                        json={"document": sample_data(), "message": "stale"})
+        r = await c.put(
+            url(namespace, "config"),
+            headers={**auth("publisher"), "If-Match": '"1"'},
+            json={"document": sample_data(), "message": "stale"},
+        )
         assert r.status_code == 409
         err = r.json()["error"]
         assert err["code"] == "version_conflict" and err["current_version"] == 2
@@ -76,32 +87,39 @@ async def test_invalid_document_lists_every_issue_with_its_path(
     async with client(app_for(redis_server.url)) as c:
         for path in ("config", "validate"):
             method = "PUT" if path == "config" else "POST"
-            r = await c.request(method, url(namespace, path), headers=auth("publisher"),
-                                json={"document": data})
+            r = await c.request(
+                method, url(namespace, path), headers=auth("publisher"), json={"document": data}
+            )
             assert r.status_code == 422
             err = r.json()["error"]
             assert err["code"] == "invalid_document"
             paths = {i["path"] for i in err["issues"]}
             assert "providers[0].timeout_s" in paths
             assert "clients[0]" in paths or "clients[0].colour" in paths
-        r = await c.put(url(namespace, "config"), headers=auth("publisher"),
-                        json={"document": sample_data(), "extra": 1})
+        r = await c.put(
+            url(namespace, "config"),
+            headers=auth("publisher"),
+            json={"document": sample_data(), "extra": 1},
+        )
         assert r.status_code == 422 and r.json()["error"]["issues"]
         r = await c.put(url(namespace, "config"), headers=auth("publisher"), content=b"{nope")
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
         # Semantic check: reference to an unknown provider.
         data = sample_data()
         data["models"][0]["deployments"][0]["provider"] = "nope"
-        r = await c.put(url(namespace, "config"), headers=auth("publisher"),
-                        json={"document": data})
+        r = await c.put(
+            url(namespace, "config"), headers=auth("publisher"), json={"document": data}
+        )
         assert r.status_code == 422
-        assert any(i["path"].startswith("models[0].deployments[0]")
-                   for i in r.json()["error"]["issues"])
+        assert any(
+            i["path"].startswith("models[0].deployments[0]") for i in r.json()["error"]["issues"]
+        )
         # A mask matching no stored secret is refused, with its path.
         data = sample_data()
         data["providers"][0]["api_key"] = {"masked": "sha256:000000000000000000000000"}
-        r = await c.put(url(namespace, "config"), headers=auth("publisher"),
-                        json={"document": data})
+        r = await c.put(
+            url(namespace, "config"), headers=auth("publisher"), json={"document": data}
+        )
         assert r.status_code == 422
         assert r.json()["error"]["issues"][0]["path"] == "providers[0].api_key"
     assert not redis_server.client().exists(f"cb:{{{namespace}}}:head")
@@ -111,11 +129,14 @@ async def test_body_limit_413(redis_server: RedisServer, namespace: str) -> None
     async with client(app_for(redis_server.url, max_body_bytes=2048)) as c:
         data = sample_data()
         data["metadata"] = {"blob": "x" * 4096}
-        r = await c.put(url(namespace, "config"), headers=auth("publisher"),
-                        json={"document": data})
+        r = await c.put(
+            url(namespace, "config"), headers=auth("publisher"), json={"document": data}
+        )
         assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
 
-        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit applies while streaming
+        async def chunks() -> AsyncIterator[
+            bytes
+        ]:  # no Content-Length: the limit applies while streaming
             for _ in range(10):
                 yield b" " * 512
 
@@ -128,10 +149,12 @@ async def test_idempotency_key_replays_the_first_result(
 ) -> None:
     async with client(app_for(redis_server.url)) as c:
         h = {**auth("publisher"), "Idempotency-Key": "deploy-42"}
-        first = await c.put(url(namespace, "config"), headers=h,
-                            json={"document": sample_data(), "message": "a"})
-        again = await c.put(url(namespace, "config"), headers=h,
-                            json={"document": sample_data(), "message": "a"})
+        first = await c.put(
+            url(namespace, "config"), headers=h, json={"document": sample_data(), "message": "a"}
+        )
+        again = await c.put(
+            url(namespace, "config"), headers=h, json={"document": sample_data(), "message": "a"}
+        )
         assert first.status_code == 201 and again.status_code == 200
         assert again.json()["outcome"] == "idempotent"
         assert again.json()["version"] == first.json()["version"]
@@ -146,22 +169,28 @@ async def test_patch_merges_into_the_current_document(
     async with client(app_for(redis_server.url)) as c:
         r = await c.patch(url(namespace, "config"), headers=auth("publisher"), json={})
         assert r.status_code == 404 and r.json()["error"]["code"] == "no_document"
-        await c.put(url(namespace, "config"), headers=auth("publisher"),
-                    json={"document": sample_data()})
+        await c.put(
+            url(namespace, "config"), headers=auth("publisher"), json={"document": sample_data()}
+        )
         h = {**auth("publisher"), "Content-Type": "application/merge-patch+json"}
-        r = await c.patch(url(namespace, "config") + "?message=debug", headers=h,
-                          content=b'{"logging": {"level": "DEBUG"}, "metadata": {"owner": null}}')
+        r = await c.patch(
+            url(namespace, "config") + "?message=debug",
+            headers=h,
+            content=b'{"logging": {"level": "DEBUG"}, "metadata": {"owner": null}}',
+        )
         assert r.status_code == 201, r.text
         got = (await c.get(url(namespace, "config"), headers=auth("viewer"))).json()
         assert got["kind"] == "patch" and got["message"] == "debug"
         assert got["document"]["logging"] == {"level": "DEBUG"}
         assert "owner" not in got["document"].get("metadata", {})
         # A new secret in a patch replaces the stored one whole.
-        r = await c.patch(url(namespace, "config"), headers=h, json={
-            "providers": None})
+        r = await c.patch(url(namespace, "config"), headers=h, json={"providers": None})
         assert r.status_code == 422  # models now refer to missing providers
-        r = await c.patch(url(namespace, "config"), headers={**h, "If-Match": "1"},
-                          json={"logging": {"level": "ERROR"}})
+        r = await c.patch(
+            url(namespace, "config"),
+            headers={**h, "If-Match": "1"},
+            json={"logging": {"level": "ERROR"}},
+        )
         assert r.status_code == 409 and r.json()["error"]["current_version"] == 2
 
 
@@ -170,11 +199,17 @@ async def test_rollback_diff_and_history(redis_server: RedisServer, namespace: s
         for level in ("INFO", "DEBUG", "ERROR"):
             data = sample_data()
             data["logging"] = {"level": level}
-            r = await c.put(url(namespace, "config"), headers=auth("publisher"),
-                            json={"document": data, "message": level})
+            r = await c.put(
+                url(namespace, "config"),
+                headers=auth("publisher"),
+                json={"document": data, "message": level},
+            )
             assert r.status_code == 201
-        r = await c.post(url(namespace, "rollback"), headers=auth("sre"),
-                         json={"to_version": 1, "message": "bad debug"})
+        r = await c.post(
+            url(namespace, "rollback"),
+            headers=auth("sre"),
+            json={"to_version": 1, "message": "bad debug"},
+        )
         assert r.status_code == 201 and r.json()["version"] == 4
         v4 = (await c.get(url(namespace, "versions/4"), headers=auth("viewer"))).json()
         v1 = (await c.get(url(namespace, "versions/1"), headers=auth("viewer"))).json()
@@ -185,8 +220,9 @@ async def test_rollback_diff_and_history(redis_server: RedisServer, namespace: s
         page = (await c.get(url(namespace, "versions?limit=2"), headers=auth("viewer"))).json()
         assert [v["version"] for v in page["versions"]] == [4, 3]
         assert page["next_before"] == 3
-        page = (await c.get(url(namespace, "versions?limit=2&before=3"),
-                            headers=auth("viewer"))).json()
+        page = (
+            await c.get(url(namespace, "versions?limit=2&before=3"), headers=auth("viewer"))
+        ).json()
         assert [v["version"] for v in page["versions"]] == [2, 1]
         r = await c.post(url(namespace, "rollback"), headers=auth("sre"), json={"to_version": 99})
         assert r.status_code == 404
@@ -197,8 +233,9 @@ async def test_rollback_diff_and_history(redis_server: RedisServer, namespace: s
 async def test_export_import_and_rotate(redis_server: RedisServer, namespace: str) -> None:
     other = namespace + "-copy"
     async with client(app_for(redis_server.url)) as c:
-        await c.put(url(namespace, "config"), headers=auth("publisher"),
-                    json={"document": sample_data()})
+        await c.put(
+            url(namespace, "config"), headers=auth("publisher"), json={"document": sample_data()}
+        )
         r = await c.post(url(namespace, "rotate-secrets"), headers=auth("admin"))
         assert r.status_code == 201 and r.json()["version"] == 2
         export = (await c.get(url(namespace, "export"), headers=auth("viewer"))).json()
@@ -264,22 +301,26 @@ async def test_concurrent_publishes_one_wins_and_patches_lose_nothing(
     import asyncio
 
     async with client(app_for(redis_server.url)) as c:
-        await c.put(url(namespace, "config"), headers=auth("publisher"),
-                    json={"document": sample_data()})
+        await c.put(
+            url(namespace, "config"), headers=auth("publisher"), json={"document": sample_data()}
+        )
 
         async def put(level: str) -> int:
             data = sample_data()
             data["logging"] = {"level": level}
-            r = await c.put(url(namespace, "config"),
-                            headers={**auth("publisher"), "If-Match": "1"},
-                            json={"document": data})
+            r = await c.put(
+                url(namespace, "config"),
+                headers={**auth("publisher"), "If-Match": "1"},
+                json={"document": data},
+            )
             return r.status_code
 
         assert sorted(await asyncio.gather(put("DEBUG"), put("ERROR"))) == [201, 409]
 
         async def patch(key: str) -> int:
-            r = await c.patch(url(namespace, "config"), headers=auth("publisher"),
-                              json={"metadata": {key: "yes"}})
+            r = await c.patch(
+                url(namespace, "config"), headers=auth("publisher"), json={"metadata": {key: "yes"}}
+            )
             return r.status_code
 
         codes = await asyncio.gather(*(patch(f"k{i}") for i in range(3)))
@@ -297,11 +338,13 @@ async def test_without_secret_keys_secrets_are_refused(
     from tests.admin.helpers import TOKENS_ENV
 
     env = {"CONFIGBUS_ADMIN_TOKENS": TOKENS_ENV, "CONFIGBUS_REDIS_URL": redis_server.url}
-    app = create_app(AdminSettings.from_env(env, bus=BusSettings.from_env(env),
-                                            publish_limit=1_000_000))
+    app = create_app(
+        AdminSettings.from_env(env, bus=BusSettings.from_env(env), publish_limit=1_000_000)
+    )
     async with client(app) as c:
-        r = await c.put(url(namespace, "config"), headers=auth("admin"),
-                        json={"document": sample_data()})
+        r = await c.put(
+            url(namespace, "config"), headers=auth("admin"), json={"document": sample_data()}
+        )
         assert r.status_code == 422
         assert r.json()["error"]["issues"][0]["path"] == "providers[0].api_key"
         assert PLAINTEXT not in r.text

@@ -60,8 +60,11 @@ async def test_breaker_opens_fails_fast_and_probes() -> None:
 def _publish(c: httpx.Client, ns: str, level: str) -> httpx.Response:
     data = sample_data()
     data["logging"] = {"level": level}
-    return c.put(f"/v1/namespaces/{ns}/config", headers=auth("publisher"),
-                 json={"document": data, "message": level})
+    return c.put(
+        f"/v1/namespaces/{ns}/config",
+        headers=auth("publisher"),
+        json={"document": data, "message": level},
+    )
 
 
 @pytest.mark.slow
@@ -71,8 +74,11 @@ async def test_redis_down_503_fast_and_nothing_half_written(
     app = app_for(own_redis.url, breaker_failures=3, breaker_reset_s=1.0, redis_timeout_s=0.3)
     ns = namespace
     async with client(app) as c:
-        r = await c.put(f"/v1/namespaces/{ns}/config", headers=auth("publisher"),
-                        json={"document": sample_data(), "message": "v1"})
+        r = await c.put(
+            f"/v1/namespaces/{ns}/config",
+            headers=auth("publisher"),
+            json={"document": sample_data(), "message": "v1"},
+        )
         assert r.status_code == 201
         own_redis.pause()
         try:
@@ -81,8 +87,11 @@ async def test_redis_down_503_fast_and_nothing_half_written(
                 data = sample_data()
                 data["logging"] = {"level": level}
                 t0 = time.perf_counter()
-                r = await c.put(f"/v1/namespaces/{ns}/config", headers=auth("publisher"),
-                                json={"document": data, "message": level})
+                r = await c.put(
+                    f"/v1/namespaces/{ns}/config",
+                    headers=auth("publisher"),
+                    json={"document": data, "message": level},
+                )
                 latencies.append(time.perf_counter() - t0)
                 statuses.append(r.status_code)
                 assert r.status_code == 503
@@ -93,8 +102,10 @@ async def test_redis_down_503_fast_and_nothing_half_written(
             assert max(fast) < 0.1, latencies
             r = await c.get("/health/ready")
             assert r.status_code == 503
-            print(f"\n503 latencies with Redis paused: {[f'{x * 1000:.1f}ms' for x in latencies]}",
-                  file=sys.stderr)
+            print(
+                f"\n503 latencies with Redis paused: {[f'{x * 1000:.1f}ms' for x in latencies]}",
+                file=sys.stderr,
+            )
         finally:
             own_redis.resume()
 
@@ -112,14 +123,18 @@ async def test_redis_down_503_fast_and_nothing_half_written(
         before = int(own_redis.client().get(f"cb:{{{ns}}}:head") or 0)
         data = sample_data()
         data["metadata"] = {"after": "recovery"}
-        r = await c.put(f"/v1/namespaces/{ns}/config", headers=auth("publisher"),
-                        json={"document": data, "message": "after"})
+        r = await c.put(
+            f"/v1/namespaces/{ns}/config",
+            headers=auth("publisher"),
+            json={"document": data, "message": "after"},
+        )
         assert r.status_code == 201 and r.json()["version"] == before + 1
         assert consistent()
 
 
-async def _wait_async(fn: Callable[[], Awaitable[httpx.Response]], status: int,
-                      within_s: float) -> None:
+async def _wait_async(
+    fn: Callable[[], Awaitable[httpx.Response]], status: int, within_s: float
+) -> None:
     deadline = time.monotonic() + within_s
     while True:
         r = await fn()
@@ -138,8 +153,11 @@ async def test_redis_stopped_503_under_100ms(own_redis: RedisServer, namespace: 
         latencies = []
         for i in range(6):
             t0 = time.perf_counter()
-            r = await c.put(f"/v1/namespaces/{namespace}/config", headers=auth("publisher"),
-                            json={"document": sample_data(), "message": str(i)})
+            r = await c.put(
+                f"/v1/namespaces/{namespace}/config",
+                headers=auth("publisher"),
+                json={"document": sample_data(), "message": str(i)},
+            )
             latencies.append(time.perf_counter() - t0)
             assert r.status_code == 503 and "retry-after" in r.headers
         assert max(latencies[2:]) < 0.1, latencies
@@ -147,8 +165,10 @@ async def test_redis_stopped_503_under_100ms(own_redis: RedisServer, namespace: 
         assert r.status_code == 503
         metrics = (await c.get("/metrics")).text
         assert "configbus_admin_redis_breaker_open 1.0" in metrics
-        print(f"\n503 latencies with Redis stopped: {[f'{x * 1000:.1f}ms' for x in latencies]}",
-              file=sys.stderr)
+        print(
+            f"\n503 latencies with Redis stopped: {[f'{x * 1000:.1f}ms' for x in latencies]}",
+            file=sys.stderr,
+        )
 
         # Redis comes back (empty: no persistence). Nothing of the refused publishes is
         # there; once the breaker's probe succeeds, publishing works again.
@@ -156,8 +176,11 @@ async def test_redis_stopped_503_under_100ms(own_redis: RedisServer, namespace: 
         rc: Any = own_redis.client()
         assert rc.keys(f"cb:{{{namespace}}}:*") == []
         await _wait_async(lambda: c.get("/health/ready"), 200, within_s=5)
-        r = await c.put(f"/v1/namespaces/{namespace}/config", headers=auth("publisher"),
-                        json={"document": sample_data(), "message": "back"})
+        r = await c.put(
+            f"/v1/namespaces/{namespace}/config",
+            headers=auth("publisher"),
+            json={"document": sample_data(), "message": "back"},
+        )
         assert r.status_code == 201 and r.json()["version"] == 1
         assert rc.hget(f"cb:{{{namespace}}}:v:1", "message") == b"back"
 
@@ -171,36 +194,57 @@ async def test_publish_rate_limit_429(redis_server: RedisServer, namespace: str)
         for level in ("DEBUG", "INFO", "ERROR", "WARNING"):
             data = sample_data()
             data["logging"] = {"level": level}
-            r = await c.put(f"/v1/namespaces/{namespace}/config", headers=auth("admin"),
-                            json={"document": data})
+            r = await c.put(
+                f"/v1/namespaces/{namespace}/config", headers=auth("admin"), json={"document": data}
+            )
             codes.append(r.status_code)
         assert codes == [201, 201, 201, 429]
         assert 1 <= int(r.headers["retry-after"]) <= 60
         assert r.json()["error"]["code"] == "rate_limited"
         # Reads are not limited; other tokens have their own budget.
-        assert (await c.get(f"/v1/namespaces/{namespace}/config",
-                            headers=auth("admin"))).status_code == 200
-        r = await c.post(f"/v1/namespaces/{namespace}/rollback", headers=auth("sre"),
-                         json={"to_version": 1})
+        assert (
+            await c.get(f"/v1/namespaces/{namespace}/config", headers=auth("admin"))
+        ).status_code == 200
+        r = await c.post(
+            f"/v1/namespaces/{namespace}/rollback", headers=auth("sre"), json={"to_version": 1}
+        )
         assert r.status_code == 201
-        entries = (await c.get(f"/v1/namespaces/{namespace}/audit",
-                               headers=auth("viewer"))).json()["entries"]
+        entries = (await c.get(f"/v1/namespaces/{namespace}/audit", headers=auth("viewer"))).json()[
+            "entries"
+        ]
         assert any(e["outcome"] == "rate_limited" and e["actor"] == "ada" for e in entries)
     redis_server.client().delete(*keys)
 
 
 @pytest.mark.slow
-def test_rate_limit_is_shared_by_two_admin_instances(own_redis: RedisServer,
-                                                     namespace: str) -> None:
-    env = {"CONFIGBUS_ADMIN_TOKENS": TOKENS_ENV, "CONFIGBUS_REDIS_URL": own_redis.url,
-           "CONFIGBUS_SECRET_KEYS": SECRET_KEY, "CONFIGBUS_ADMIN_PUBLISH_LIMIT": "4",
-           "CONFIGBUS_ADMIN_PUBLISH_WINDOW_S": "60"}
+def test_rate_limit_is_shared_by_two_admin_instances(
+    own_redis: RedisServer, namespace: str
+) -> None:
+    env = {
+        "CONFIGBUS_ADMIN_TOKENS": TOKENS_ENV,
+        "CONFIGBUS_REDIS_URL": own_redis.url,
+        "CONFIGBUS_SECRET_KEYS": SECRET_KEY,
+        "CONFIGBUS_ADMIN_PUBLISH_LIMIT": "4",
+        "CONFIGBUS_ADMIN_PUBLISH_WINDOW_S": "60",
+    }
     services, urls = [], []
     try:
         for _ in range(2):
             port = free_port()
-            svc = Service([sys.executable, "-m", "configbus", "admin", "--port", str(port),
-                           "--log-level", "warning"], env=env, name="admin").start()
+            svc = Service(
+                [
+                    sys.executable,
+                    "-m",
+                    "configbus",
+                    "admin",
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                ],
+                env=env,
+                name="admin",
+            ).start()
             services.append(svc)
             urls.append(f"http://127.0.0.1:{port}")
         for svc, url in zip(services, urls, strict=True):
@@ -220,8 +264,10 @@ def test_rate_limit_is_shared_by_two_admin_instances(own_redis: RedisServer,
             latencies.append(time.perf_counter() - t0)
             assert r.status_code == 503 and "retry-after" in r.headers
         assert max(latencies[3:]) < 0.1, latencies
-        print(f"\n503 latencies over HTTP, Redis stopped: "
-              f"{[f'{x * 1000:.1f}ms' for x in latencies]}", file=sys.stderr)
+        print(
+            f"\n503 latencies over HTTP, Redis stopped: {[f'{x * 1000:.1f}ms' for x in latencies]}",
+            file=sys.stderr,
+        )
         for c in clients:
             c.close()
     finally:

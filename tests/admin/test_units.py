@@ -13,24 +13,27 @@ from tests.admin.helpers import app_for, auth, client
 from tests.support import RedisServer
 
 
-@pytest.mark.parametrize(("target", "patch", "expected"), [
-    ({"a": "b"}, {"a": "c"}, {"a": "c"}),
-    ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
-    ({"a": "b"}, {"a": None}, {}),
-    ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
-    ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
-    ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
-    ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
-    ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
-    (["a", "b"], ["c", "d"], ["c", "d"]),
-    ({"a": "b"}, ["c"], ["c"]),
-    ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
-    ([1, 2], {"a": "b", "c": None}, {"a": "b"}),
-    ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
-    # A secret form in a patch replaces the stored secret whole.
-    ({"k": {"masked": "sha256:x"}}, {"k": {"secret": "new"}}, {"k": {"secret": "new"}}),
-    ({"k": {"masked": "sha256:x"}}, {"k": None}, {}),
-])
+@pytest.mark.parametrize(
+    ("target", "patch", "expected"),
+    [
+        ({"a": "b"}, {"a": "c"}, {"a": "c"}),
+        ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
+        ({"a": "b"}, {"a": None}, {}),
+        ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
+        ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
+        ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
+        ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
+        ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
+        (["a", "b"], ["c", "d"], ["c", "d"]),
+        ({"a": "b"}, ["c"], ["c"]),
+        ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
+        ([1, 2], {"a": "b", "c": None}, {"a": "b"}),
+        ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
+        # A secret form in a patch replaces the stored secret whole.
+        ({"k": {"masked": "sha256:x"}}, {"k": {"secret": "new"}}, {"k": {"secret": "new"}}),
+        ({"k": {"masked": "sha256:x"}}, {"k": None}, {}),
+    ],
+)
 def test_merge_patch_rfc7396_examples(target: Any, patch: Any, expected: Any) -> None:
     assert merge_patch(target, patch) == expected
 
@@ -39,8 +42,10 @@ def test_changed_paths_and_unified() -> None:
     a = {"x": 1, "l": [1, 2], "d": {"k": "v"}}
     b = {"x": 2, "l": [1], "d": {"k": "v", "n": True}, "y": None}
     assert changed_paths(a, b) == [
-        ChangedPath("d.n", "added"), ChangedPath("l[1]", "removed"),
-        ChangedPath("x", "changed"), ChangedPath("y", "added"),
+        ChangedPath("d.n", "added"),
+        ChangedPath("l[1]", "removed"),
+        ChangedPath("x", "changed"),
+        ChangedPath("y", "added"),
     ]
     assert changed_paths(a, a) == []
     assert changed_paths({"v": 1}, {"v": 1.0}) == [ChangedPath("v", "changed")]
@@ -51,16 +56,29 @@ def test_changed_paths_and_unified() -> None:
 async def test_bad_headers_and_queries_are_400(redis_server: RedisServer, namespace: str) -> None:
     async with client(app_for(redis_server.url)) as c:
         base = f"/v1/namespaces/{namespace}"
-        cases: list[dict[str, Any]] = [{"If-Match": "abc"}, {"If-Match": "-1"},
-                                       {"If-Match": "\u00b2".encode()},
-                                       {"Idempotency-Key": ""}]
+        cases: list[dict[str, Any]] = [
+            {"If-Match": "abc"},
+            {"If-Match": "-1"},
+            {"If-Match": "\u00b2".encode()},
+            {"Idempotency-Key": ""},
+        ]
         for headers in cases:
-            r = await c.put(f"{base}/config", headers={**auth("admin"), **headers},
-                            json={"document": sample_data()})
+            r = await c.put(
+                f"{base}/config",
+                headers={**auth("admin"), **headers},
+                json={"document": sample_data()},
+            )
             assert r.status_code == 400, headers
             assert r.json()["error"]["code"] == "bad_request"
-        for q in ("versions?limit=0", "versions?before=x", "diff?from=1", "audit?before=x",
-                  "audit?count=5000", "versions?limit=%C2%B2", "audit?before=%C2%B2-1"):
+        for q in (
+            "versions?limit=0",
+            "versions?before=x",
+            "diff?from=1",
+            "audit?before=x",
+            "audit?count=5000",
+            "versions?limit=%C2%B2",
+            "audit?before=%C2%B2-1",
+        ):
             r = await c.get(f"{base}/{q}", headers=auth("admin"))
             assert r.status_code == 400, q
         for n in ("abc", "%C2%B2", "0"):
@@ -82,10 +100,17 @@ async def test_bad_headers_and_queries_are_400(redis_server: RedisServer, namesp
 
 def test_client_turns_error_bodies_into_exceptions() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(409, json={"error": {
-            "code": "version_conflict", "message": "expected version 1, but the current "
-            "version is 2", "issues": [{"path": "a.b", "message": "bad"}],
-            "current_version": 2}})
+        return httpx.Response(
+            409,
+            json={
+                "error": {
+                    "code": "version_conflict",
+                    "message": "expected version 1, but the current version is 2",
+                    "issues": [{"path": "a.b", "message": "bad"}],
+                    "current_version": 2,
+                }
+            },
+        )
 
     c = AdminClient("http://admin", token="t", transport=httpx.MockTransport(handler))
     with pytest.raises(AdminApiError) as info:
@@ -94,3 +119,19 @@ def test_client_turns_error_bodies_into_exceptions() -> None:
     assert err.status == 409 and err.code == "version_conflict" and err.current_version == 2
     assert "a.b: bad" in str(err)
     c.close()
+
+
+async def test_corrupt_record_is_a_json_500_and_audited(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    async with client(app_for(redis_server.url)) as c:
+        base = f"/v1/namespaces/{namespace}"
+        r = await c.put(f"{base}/config", headers=auth("admin"), json={"document": {}})
+        assert r.status_code == 201
+        redis_server.client().hset(f"cb:{{{namespace}}}:v:1", "body", b'{"providers": 3}')
+        r = await c.get(f"{base}/config", headers=auth("viewer"))
+        assert r.status_code == 500 and r.json()["error"]["code"] == "corrupt_record"
+        r = await c.post(f"{base}/rotate-secrets", headers=auth("admin"), content=b"{oops")
+        assert r.status_code == 400
+        entries = (await c.get(f"{base}/audit", headers=auth("viewer"))).json()["entries"]
+        assert [e["outcome"] for e in entries[:2]] == ["invalid_json", "corrupt_record"]
