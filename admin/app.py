@@ -40,8 +40,12 @@ async def ready(request: Request) -> Response:
     try:
         await svc.guarded(lambda: _ping(svc))
     except StoreError:
-        return ApiError(503, "store_unavailable", "Redis unavailable",
-                        headers={"Retry-After": svc.breaker.retry_after_header()}).response()
+        return ApiError(
+            503,
+            "store_unavailable",
+            "Redis unavailable",
+            headers={"Retry-After": svc.breaker.retry_after_header()},
+        ).response()
     return JSON({"status": "ready"})
 
 
@@ -57,8 +61,9 @@ async def _ping(svc: Services) -> None:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(services(request).metrics.registry),
-                    media_type=CONTENT_TYPE_LATEST)
+    return Response(
+        generate_latest(services(request).metrics.registry), media_type=CONTENT_TYPE_LATEST
+    )
 
 
 async def openapi(request: Request) -> Response:
@@ -68,7 +73,9 @@ async def openapi(request: Request) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return ApiError(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})).response()
+    return ApiError(
+        exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})
+    ).response()
 
 
 def create_app(settings: AdminSettings) -> Starlette:
@@ -78,15 +85,24 @@ def create_app(settings: AdminSettings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
-        redis = connect(settings.bus.redis_url, socket_timeout_s=settings.redis_timeout_s,
-                        connect_timeout_s=settings.redis_timeout_s, retries=0)
+        redis = connect(
+            settings.bus.redis_url,
+            socket_timeout_s=settings.redis_timeout_s,
+            connect_timeout_s=settings.redis_timeout_s,
+            retries=0,
+        )
         svc = Services(
-            settings=settings, redis=redis, tokens=TokenTable(settings.tokens),
-            breaker=CircuitBreaker(failures=settings.breaker_failures,
-                                   reset_s=settings.breaker_reset_s),
-            limiter=RateLimiter(redis, limit=settings.publish_limit,
-                                window_s=settings.publish_window_s),
-            box=box, metrics=AdminMetrics(),
+            settings=settings,
+            redis=redis,
+            tokens=TokenTable(settings.tokens),
+            breaker=CircuitBreaker(
+                failures=settings.breaker_failures, reset_s=settings.breaker_reset_s
+            ),
+            limiter=RateLimiter(
+                redis, limit=settings.publish_limit, window_s=settings.publish_window_s
+            ),
+            box=box,
+            metrics=AdminMetrics(),
         )
         try:
             yield {"services": svc}
@@ -113,5 +129,6 @@ def create_app(settings: AdminSettings) -> Starlette:
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
-    return Starlette(routes=app_routes, lifespan=lifespan,
-                     exception_handlers={HTTPException: _http_error})
+    return Starlette(
+        routes=app_routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
+    )

@@ -21,10 +21,14 @@ def pretty(data: Any) -> str:
 
 
 def unified(a: Any, b: Any, *, from_name: str, to_name: str) -> str:
-    return "".join(difflib.unified_diff(
-        pretty(a).splitlines(keepends=True), pretty(b).splitlines(keepends=True),
-        fromfile=from_name, tofile=to_name,
-    ))
+    return "".join(
+        difflib.unified_diff(
+            pretty(a).splitlines(keepends=True),
+            pretty(b).splitlines(keepends=True),
+            fromfile=from_name,
+            tofile=to_name,
+        )
+    )
 
 
 def changed_paths(a: Any, b: Any, path: str = "") -> list[ChangedPath]:

@@ -74,8 +74,7 @@ class Services:
         try:
             return await self.breaker.call(fn)
         finally:
-            self.metrics.breaker_open.set(
-                0 if self.breaker.state is BreakerState.CLOSED else 1)
+            self.metrics.breaker_open.set(0 if self.breaker.state is BreakerState.CLOSED else 1)
 
 
 def is_uint(text: str) -> bool:
@@ -98,9 +97,16 @@ class JSON(Response):
 class ApiError(Exception):
     """An error answer: HTTP status, a stable code, a message, and issues with paths."""
 
-    def __init__(self, status: int, code: str, message: str, *,
-                 issues: Sequence[Issue] = (), headers: dict[str, str] | None = None,
-                 **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        issues: Sequence[Issue] = (),
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.issues = list(issues)
@@ -109,7 +115,8 @@ class ApiError(Exception):
 
     def response(self) -> JSON:
         body: dict[str, Any] = {
-            "code": self.code, "message": self.message,
+            "code": self.code,
+            "message": self.message,
             "issues": [{"path": i.path, "message": i.message} for i in self.issues],
         }
         body.update(self.extra)
@@ -125,19 +132,32 @@ def error_from(exc: Exception, breaker: CircuitBreaker) -> ApiError:
     if isinstance(exc, SecretError):
         return ApiError(422, "invalid_secret", str(exc), issues=[Issue("", str(exc))])
     if isinstance(exc, VersionConflict):
-        return ApiError(409, "version_conflict", str(exc), current_version=exc.current,
-                        headers={"ETag": f'"{exc.current}"'})
+        return ApiError(
+            409,
+            "version_conflict",
+            str(exc),
+            current_version=exc.current,
+            headers={"ETag": f'"{exc.current}"'},
+        )
     if isinstance(exc, VersionNotFound):
         return ApiError(404, "version_not_found", str(exc))
     if isinstance(exc, IdempotencyMismatch):
         return ApiError(422, "idempotency_mismatch", str(exc))
     if isinstance(exc, BreakerOpen):
-        return ApiError(503, "store_unavailable", str(exc),
-                        headers={"Retry-After": breaker.retry_after_header()})
+        return ApiError(
+            503,
+            "store_unavailable",
+            str(exc),
+            headers={"Retry-After": breaker.retry_after_header()},
+        )
     if isinstance(exc, StoreUnavailable):
         retry = breaker.retry_after_header() if breaker.state is not BreakerState.CLOSED else "1"
-        return ApiError(503, "store_unavailable", "Redis unavailable; retry later",
-                        headers={"Retry-After": retry})
+        return ApiError(
+            503,
+            "store_unavailable",
+            "Redis unavailable; retry later",
+            headers={"Retry-After": retry},
+        )
     if isinstance(exc, CorruptRecord):
         return ApiError(500, "corrupt_record", str(exc))
     if isinstance(exc, StoreError):
@@ -178,8 +198,9 @@ class Ctx:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def json(self, type_: type[T], limit: int | None = None, *,
-                   default: T | None = None) -> T:
+    async def json(
+        self, type_: type[T], limit: int | None = None, *, default: T | None = None
+    ) -> T:
         """The body decoded as `type_`; an empty body gives `default` when there is one."""
         raw = await self.body(limit)
         if default is not None and not raw.strip():
@@ -187,8 +208,12 @@ class Ctx:
         try:
             return msgspec.json.decode(raw, type=type_)
         except msgspec.ValidationError as exc:
-            raise ApiError(422, "invalid_request", "the request body is not valid",
-                           issues=[issue_from_msgspec(exc, "")]) from None
+            raise ApiError(
+                422,
+                "invalid_request",
+                "the request body is not valid",
+                issues=[issue_from_msgspec(exc, "")],
+            ) from None
         except msgspec.DecodeError as exc:
             raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
 
@@ -206,8 +231,9 @@ class Ctx:
         if raw is None:
             return None
         if not 1 <= len(raw) <= 200 or not raw.isprintable():
-            raise ApiError(400, "bad_request", "Idempotency-Key must be 1 to 200 printable "
-                                               "characters")
+            raise ApiError(
+                400, "bad_request", "Idempotency-Key must be 1 to 200 printable characters"
+            )
         return raw
 
     def query_int(self, name: str, *, default: int | None, lo: int, hi: int) -> int | None:
@@ -217,8 +243,9 @@ class Ctx:
                 raise ApiError(400, "bad_request", f"query parameter {name!r} is required")
             return default
         if not is_uint(raw) or len(raw) > 18 or not lo <= int(raw) <= hi:
-            raise ApiError(400, "bad_request",
-                           f"query parameter {name!r} must be an integer from {lo} to {hi}")
+            raise ApiError(
+                400, "bad_request", f"query parameter {name!r} must be an integer from {lo} to {hi}"
+            )
         return int(raw)
 
 
@@ -226,8 +253,9 @@ Handler = Callable[[Ctx], Awaitable[Response]]
 WRITE_PERMISSIONS: frozenset[Permission] = frozenset({"publish", "rollback", "rotate", "import"})
 
 
-def endpoint(action: str, permission: Permission) -> Callable[[Handler], Callable[
-        [Request], Awaitable[Response]]]:
+def endpoint(
+    action: str, permission: Permission
+) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
     def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
             started = time.perf_counter()
@@ -235,9 +263,11 @@ def endpoint(action: str, permission: Permission) -> Callable[[Handler], Callabl
             ns = request.path_params.get("ns", "")
             if not NAMESPACE.fullmatch(ns):
                 response: Response = ApiError(
-                    404, "invalid_namespace",
+                    404,
+                    "invalid_namespace",
                     "namespace must be 1-128 letters, digits and . _ - (starting with a "
-                    "letter or digit)").response()
+                    "letter or digit)",
+                ).response()
                 svc.metrics.requests.labels(action, str(response.status_code)).inc()
                 return response
             store = svc.store(ns)
@@ -247,22 +277,30 @@ def endpoint(action: str, permission: Permission) -> Callable[[Handler], Callabl
             outcome = "ok"
             try:
                 if token is None:
-                    raise ApiError(401, "unauthorized",
-                                   "missing or unknown bearer token (Authorization: Bearer "
-                                   "<token>)", headers={"WWW-Authenticate": "Bearer"})
+                    raise ApiError(
+                        401,
+                        "unauthorized",
+                        "missing or unknown bearer token (Authorization: Bearer <token>)",
+                        headers={"WWW-Authenticate": "Bearer"},
+                    )
                 if not allows(token.role, permission):
-                    raise ApiError(403, "forbidden",
-                                   f"token {token.name!r} (role {token.role}) may not {action}")
+                    raise ApiError(
+                        403,
+                        "forbidden",
+                        f"token {token.name!r} (role {token.role}) may not {action}",
+                    )
                 ctx = Ctx(request, svc, ns, store, token, action)
                 if permission in WRITE_PERMISSIONS:
                     decision = await ctx.run(lambda: svc.limiter.hit(token.name))
                     if not decision.allowed:
                         svc.metrics.rate_limited.inc()
                         raise ApiError(
-                            429, "rate_limited",
+                            429,
+                            "rate_limited",
                             f"token {token.name!r}: more than {svc.limiter.limit} write "
                             f"requests in {svc.limiter.window_s}s",
-                            headers={"Retry-After": str(decision.retry_after_s)})
+                            headers={"Retry-After": str(decision.retry_after_s)},
+                        )
                 response = await handler(ctx)
             except Exception as exc:  # every error becomes a JSON answer, and is audited
                 err = error_from(exc, svc.breaker)
@@ -273,8 +311,17 @@ def endpoint(action: str, permission: Permission) -> Callable[[Handler], Callabl
             status = response.status_code
             if not (ctx and ctx.audited):
                 fields = dict(ctx.audit_fields) if ctx else {}
-                await _audit(svc, store, action, actor, outcome, method=request.method,
-                             path=request.url.path, status=status, **fields)
+                await _audit(
+                    svc,
+                    store,
+                    action,
+                    actor,
+                    outcome,
+                    method=request.method,
+                    path=request.url.path,
+                    status=status,
+                    **fields,
+                )
             svc.metrics.requests.labels(action, str(status)).inc()
             svc.metrics.latency.labels(action).observe(time.perf_counter() - started)
             return response
@@ -284,11 +331,18 @@ def endpoint(action: str, permission: Permission) -> Callable[[Handler], Callabl
     return wrap
 
 
-async def _audit(svc: Services, store: Store, action: str, actor: str, outcome: str,
-                 **fields: Any) -> None:
+async def _audit(
+    svc: Services, store: Store, action: str, actor: str, outcome: str, **fields: Any
+) -> None:
     try:
         await svc.guarded(lambda: store.audit(action, actor, outcome, **fields))
     except StoreError as exc:
         svc.metrics.audit_failures.inc()
-        log.warning("audit entry not written (%s): action=%s actor=%s outcome=%s status=%s",
-                    exc, action, actor, outcome, fields.get("status"))
+        log.warning(
+            "audit entry not written (%s): action=%s actor=%s outcome=%s status=%s",
+            exc,
+            action,
+            actor,
+            outcome,
+            fields.get("status"),
+        )

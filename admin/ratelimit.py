@@ -31,8 +31,14 @@ class Decision(msgspec.Struct, frozen=True):
 
 
 class RateLimiter:
-    def __init__(self, redis: aioredis.Redis, *, limit: int, window_s: int,
-                 prefix: str = "cb:admin:ratelimit:") -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        limit: int,
+        window_s: int,
+        prefix: str = "cb:admin:ratelimit:",
+    ) -> None:
         self.limit = limit
         self.window_s = window_s
         self.prefix = prefix
@@ -48,5 +54,4 @@ class RateLimiter:
         except RedisError as exc:
             raise StoreError(f"rate limit: Redis error: {exc}") from exc
         allowed, count, ttl_ms = (int(x) for x in res)
-        return Decision(bool(allowed), max(0, self.limit - count),
-                        max(1, math.ceil(ttl_ms / 1000)))
+        return Decision(bool(allowed), max(0, self.limit - count), max(1, math.ceil(ttl_ms / 1000)))

@@ -64,8 +64,11 @@ def _masked(record: VersionRecord) -> tuple[Document, Any]:
     try:
         stored = decode_body(record.body)
     except InvalidDocument as exc:  # stored by something that bypassed validation
-        raise CorruptRecord(f"version {record.version}: stored document is invalid: {exc}",
-                            epoch=record.epoch, version=record.version) from None
+        raise CorruptRecord(
+            f"version {record.version}: stored document is invalid: {exc}",
+            epoch=record.epoch,
+            version=record.version,
+        ) from None
     return stored, to_builtins(mask_secrets(stored))
 
 
@@ -76,8 +79,12 @@ def _published(ctx: Ctx, result: PublishResult, kind: Kind) -> Response:
     ctx.audit_fields.update(version=result.version, outcome_detail=result.outcome)
     path = f"/v1/namespaces/{ctx.namespace}/versions/{result.version}"
     return JSON(
-        {"version": result.version, "epoch": result.epoch, "sha256": result.sha256,
-         "outcome": result.outcome},
+        {
+            "version": result.version,
+            "epoch": result.epoch,
+            "sha256": result.sha256,
+            "outcome": result.outcome,
+        },
         status_code=201 if result.created else 200,
         headers={"ETag": f'"{result.version}"', "Location": path},
     )
@@ -92,16 +99,21 @@ async def _encrypt(ctx: Ctx, doc: Document) -> Document:
         return doc
     box = ctx.svc.box
     if box is None:
-        raise ApiError(422, "invalid_secret", "this admin has no CONFIGBUS_SECRET_KEYS, so it "
-                       "cannot store secrets",
-                       issues=[Issue(p, "cannot encrypt: no secret keys configured")
-                               for p in plaintext])
+        raise ApiError(
+            422,
+            "invalid_secret",
+            "this admin has no CONFIGBUS_SECRET_KEYS, so it cannot store secrets",
+            issues=[Issue(p, "cannot encrypt: no secret keys configured") for p in plaintext],
+        )
     _, record = await ctx.run(lambda: ctx.store.fetch_head())
     stored: dict[str, str] = {}
     if record is not None:
         with contextlib.suppress(InvalidDocument):
-            stored = {p: s.encrypted for p, s in secrets_of(decode_body(record.body))
-                      if s.encrypted is not None}
+            stored = {
+                p: s.encrypted
+                for p, s in secrets_of(decode_body(record.body))
+                if s.encrypted is not None
+            }
 
     def keep_or_encrypt(s: Secret, path: str) -> Secret:
         if s.secret is None:
@@ -133,8 +145,10 @@ async def get_config(ctx: Ctx) -> Response:
         raise ApiError(404, "no_document", f"nothing published in namespace {ctx.namespace!r}")
     _, masked = _masked(record)
     ctx.audit_fields["version"] = record.version
-    return JSON({"namespace": ctx.namespace, **_meta(record.meta), "document": masked},
-                headers={"ETag": f'"{record.version}"'})
+    return JSON(
+        {"namespace": ctx.namespace, **_meta(record.meta), "document": masked},
+        headers={"ETag": f'"{record.version}"'},
+    )
 
 
 @endpoint("publish", "publish")
@@ -142,9 +156,16 @@ async def put_config(ctx: Ctx) -> Response:
     req = await ctx.json(PublishRequest)
     expected, key = ctx.if_match(), ctx.idempotency_key()
     body = canonical(await _encrypt(ctx, await _prepare(ctx, req.document)))
-    result = await ctx.run(lambda: ctx.store.publish(
-        body, expected_version=expected, idempotency_key=key, author=ctx.token.name,
-        message=req.message, kind="publish"))
+    result = await ctx.run(
+        lambda: ctx.store.publish(
+            body,
+            expected_version=expected,
+            idempotency_key=key,
+            author=ctx.token.name,
+            message=req.message,
+            kind="publish",
+        )
+    )
     return _published(ctx, result, "publish")
 
 
@@ -156,17 +177,26 @@ async def patch_config(ctx: Ctx) -> Response:
     for attempt in range(PATCH_RETRIES):
         _, record = await ctx.run(lambda: ctx.store.fetch_head())
         if record is None:
-            raise ApiError(404, "no_document",
-                           f"nothing published in namespace {ctx.namespace!r}; PUT a document "
-                           "first")
+            raise ApiError(
+                404,
+                "no_document",
+                f"nothing published in namespace {ctx.namespace!r}; PUT a document first",
+            )
         stored, masked = _masked(record)
         doc = unmask_secrets(to_document(merge_patch(masked, patch)), stored)
         body = canonical(await _encrypt(ctx, doc))
         try:
-            result = await ctx.run(partial(
-                ctx.store.publish, body,
-                expected_version=record.version if expected is None else expected,
-                idempotency_key=key, author=ctx.token.name, message=message, kind="patch"))
+            result = await ctx.run(
+                partial(
+                    ctx.store.publish,
+                    body,
+                    expected_version=record.version if expected is None else expected,
+                    idempotency_key=key,
+                    author=ctx.token.name,
+                    message=message,
+                    kind="patch",
+                )
+            )
         except VersionConflict:
             # Without If-Match the caller asked to patch whatever is current: re-read, retry.
             if expected is not None or attempt == PATCH_RETRIES - 1:
@@ -205,8 +235,10 @@ async def get_version(ctx: Ctx) -> Response:
     record = await ctx.run(lambda: ctx.store.get(n))
     _, masked = _masked(record)
     ctx.audit_fields["version"] = n
-    return JSON({"namespace": ctx.namespace, **_meta(record.meta), "document": masked},
-                headers={"ETag": f'"{n}"'})
+    return JSON(
+        {"namespace": ctx.namespace, **_meta(record.meta), "document": masked},
+        headers={"ETag": f'"{n}"'},
+    )
 
 
 @endpoint("diff", "read")
@@ -219,11 +251,14 @@ async def diff(ctx: Ctx) -> Response:
     _, da = _masked(ra)
     _, db = _masked(rb)
     ctx.audit_fields.update({"from": a, "to": b})
-    return JSON({
-        "from": a, "to": b,
-        "unified": unified(da, db, from_name=f"version {a}", to_name=f"version {b}"),
-        "changes": [msgspec.to_builtins(c) for c in changed_paths(da, db)],
-    })
+    return JSON(
+        {
+            "from": a,
+            "to": b,
+            "unified": unified(da, db, from_name=f"version {a}", to_name=f"version {b}"),
+            "changes": [msgspec.to_builtins(c) for c in changed_paths(da, db)],
+        }
+    )
 
 
 @endpoint("rollback", "rollback")
@@ -231,9 +266,15 @@ async def rollback(ctx: Ctx) -> Response:
     req = await ctx.json(RollbackRequest)
     expected, key = ctx.if_match(), ctx.idempotency_key()
     ctx.audit_fields["to_version"] = req.to_version
-    result = await ctx.run(lambda: ctx.store.rollback(
-        req.to_version, expected_version=expected, idempotency_key=key,
-        author=ctx.token.name, message=req.message))
+    result = await ctx.run(
+        lambda: ctx.store.rollback(
+            req.to_version,
+            expected_version=expected,
+            idempotency_key=key,
+            author=ctx.token.name,
+            message=req.message,
+        )
+    )
     return _published(ctx, result, "rollback")
 
 
@@ -247,19 +288,32 @@ async def replicas(ctx: Ctx) -> Response:
         st = info.status
         if info.alive:
             per_version[st.version] += 1
-        rows.append({
-            "replica_id": st.replica_id, "state": st.state, "version": st.version,
-            "epoch": st.epoch, "sha256": st.sha256, "applied_at": st.applied_at,
-            "stale": st.stale, "rejected_version": st.rejected_version, "reason": st.reason,
-            "last_seen": info.last_seen, "alive": info.alive,
-            "on_head": st.version == head.version and st.epoch == head.epoch,
-        })
+        rows.append(
+            {
+                "replica_id": st.replica_id,
+                "state": st.state,
+                "version": st.version,
+                "epoch": st.epoch,
+                "sha256": st.sha256,
+                "applied_at": st.applied_at,
+                "stale": st.stale,
+                "rejected_version": st.rejected_version,
+                "reason": st.reason,
+                "last_seen": info.last_seen,
+                "alive": info.alive,
+                "on_head": st.version == head.version and st.epoch == head.epoch,
+            }
+        )
     alive = [r for r in rows if r["alive"]]
     summary = {
-        "head": head.version, "epoch": head.epoch,
-        "total": len(rows), "alive": len(alive), "dead": len(rows) - len(alive),
-        "rejected": sum(1 for r in alive if r["rejected_version"] is not None
-                        or r["state"] == "rejected"),
+        "head": head.version,
+        "epoch": head.epoch,
+        "total": len(rows),
+        "alive": len(alive),
+        "dead": len(rows) - len(alive),
+        "rejected": sum(
+            1 for r in alive if r["rejected_version"] is not None or r["state"] == "rejected"
+        ),
         "per_version": {str(v): c for v, c in sorted(per_version.items())},
         "all_on_head": bool(alive) and all(r["on_head"] for r in alive),
     }
@@ -297,19 +351,25 @@ async def import_(ctx: Ctx) -> Response:
     if data.head == 0 or not data.records or data.epoch is None:
         raise ApiError(422, "invalid_export", "the export holds no versions")
     if data.head not in {r.version for r in data.records}:
-        raise ApiError(422, "invalid_export", f"head version {data.head} is missing from the "
-                                              "export")
+        raise ApiError(
+            422, "invalid_export", f"head version {data.head} is missing from the export"
+        )
     for r in data.records:
         if r.version < 1:
             raise ApiError(422, "invalid_export", f"version {r.version} is not positive")
         if sha256_hex(r.body) != r.sha256:
-            raise ApiError(422, "invalid_export",
-                           f"version {r.version}: body does not match its sha256")
+            raise ApiError(
+                422, "invalid_export", f"version {r.version}: body does not match its sha256"
+            )
     current = await ctx.run(lambda: ctx.store.head())
     if current.version:
-        raise ApiError(409, "not_empty", f"namespace {ctx.namespace!r} already has version "
-                       f"{current.version}; import only re-seeds an empty store",
-                       current_version=current.version)
+        raise ApiError(
+            409,
+            "not_empty",
+            f"namespace {ctx.namespace!r} already has version "
+            f"{current.version}; import only re-seeds an empty store",
+            current_version=current.version,
+        )
     try:
         head = await ctx.run(lambda: ctx.store.import_(data, actor=ctx.token.name))
     except StoreError as exc:
@@ -331,7 +391,13 @@ async def rotate(ctx: Ctx) -> Response:
         raise ApiError(404, "no_document", f"nothing published in namespace {ctx.namespace!r}")
     stored, _ = _masked(record)
     body = canonical(reencrypt_secrets(stored, box))
-    result = await ctx.run(lambda: ctx.store.publish(
-        body, expected_version=record.version, author=ctx.token.name,
-        message=req.message or "re-encrypt secrets with the newest key", kind="rotate"))
+    result = await ctx.run(
+        lambda: ctx.store.publish(
+            body,
+            expected_version=record.version,
+            author=ctx.token.name,
+            message=req.message or "re-encrypt secrets with the newest key",
+            kind="rotate",
+        )
+    )
     return _published(ctx, result, "rotate")

@@ -60,7 +60,7 @@ def parse_token(line: str, where: str) -> Token:
     if role not in ROLES:
         raise SettingsError(f"{where}: role {role!r} is not one of {', '.join(ROLES)}")
     if secret.startswith("sha256:"):
-        digest = secret[len("sha256:"):].lower()
+        digest = secret[len("sha256:") :].lower()
         if not _HEX64.fullmatch(digest):
             raise SettingsError(f"{where}: 'sha256:' must be followed by 64 hex digits")
     else:
@@ -106,7 +106,10 @@ class AdminSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_env(
-        cls, env: Mapping[str, str] | None = None, *, bus: BusSettings | None = None,
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        bus: BusSettings | None = None,
         **overrides: object,
     ) -> AdminSettings:
         """Read CONFIGBUS_* and CONFIGBUS_ADMIN_* variables; non-None overrides win."""
@@ -118,17 +121,22 @@ class AdminSettings(msgspec.Struct, frozen=True, kw_only=True):
             "bus": bus or BusSettings.from_env(e),
             "tokens": tuple(tokens),
             "max_body_bytes": _int(e, "CONFIGBUS_ADMIN_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
-            "max_import_bytes": _int(e, "CONFIGBUS_ADMIN_MAX_IMPORT_BYTES",
-                                     DEFAULT_MAX_IMPORT_BYTES),
+            "max_import_bytes": _int(
+                e, "CONFIGBUS_ADMIN_MAX_IMPORT_BYTES", DEFAULT_MAX_IMPORT_BYTES
+            ),
             "publish_limit": _int(e, "CONFIGBUS_ADMIN_PUBLISH_LIMIT", DEFAULT_PUBLISH_LIMIT),
-            "publish_window_s": _int(e, "CONFIGBUS_ADMIN_PUBLISH_WINDOW_S",
-                                     DEFAULT_PUBLISH_WINDOW_S),
-            "breaker_failures": _int(e, "CONFIGBUS_ADMIN_BREAKER_FAILURES",
-                                     DEFAULT_BREAKER_FAILURES),
-            "breaker_reset_s": _float(e, "CONFIGBUS_ADMIN_BREAKER_RESET_S",
-                                      DEFAULT_BREAKER_RESET_S),
-            "redis_timeout_s": _float(e, "CONFIGBUS_ADMIN_REDIS_TIMEOUT_S",
-                                      DEFAULT_REDIS_TIMEOUT_S),
+            "publish_window_s": _int(
+                e, "CONFIGBUS_ADMIN_PUBLISH_WINDOW_S", DEFAULT_PUBLISH_WINDOW_S
+            ),
+            "breaker_failures": _int(
+                e, "CONFIGBUS_ADMIN_BREAKER_FAILURES", DEFAULT_BREAKER_FAILURES
+            ),
+            "breaker_reset_s": _float(
+                e, "CONFIGBUS_ADMIN_BREAKER_RESET_S", DEFAULT_BREAKER_RESET_S
+            ),
+            "redis_timeout_s": _float(
+                e, "CONFIGBUS_ADMIN_REDIS_TIMEOUT_S", DEFAULT_REDIS_TIMEOUT_S
+            ),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
@@ -148,11 +156,13 @@ class AdminSettings(msgspec.Struct, frozen=True, kw_only=True):
         digests = [t.sha256 for t in self.tokens]
         if len(set(digests)) != len(digests):
             raise SettingsError("admin tokens: two entries share the same token")
-        for name, value in (("CONFIGBUS_ADMIN_MAX_BODY_BYTES", self.max_body_bytes),
-                            ("CONFIGBUS_ADMIN_MAX_IMPORT_BYTES", self.max_import_bytes),
-                            ("CONFIGBUS_ADMIN_PUBLISH_LIMIT", self.publish_limit),
-                            ("CONFIGBUS_ADMIN_PUBLISH_WINDOW_S", self.publish_window_s),
-                            ("CONFIGBUS_ADMIN_BREAKER_FAILURES", self.breaker_failures)):
+        for name, value in (
+            ("CONFIGBUS_ADMIN_MAX_BODY_BYTES", self.max_body_bytes),
+            ("CONFIGBUS_ADMIN_MAX_IMPORT_BYTES", self.max_import_bytes),
+            ("CONFIGBUS_ADMIN_PUBLISH_LIMIT", self.publish_limit),
+            ("CONFIGBUS_ADMIN_PUBLISH_WINDOW_S", self.publish_window_s),
+            ("CONFIGBUS_ADMIN_BREAKER_FAILURES", self.breaker_failures),
+        ):
             if value < 1:
                 raise SettingsError(f"{name}: must be at least 1")
         if self.breaker_reset_s <= 0:

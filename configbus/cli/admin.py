@@ -8,7 +8,8 @@ import logging
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "admin", help="run the admin service",
+        "admin",
+        help="run the admin service",
         description="Run the admin HTTP service. Reads CONFIGBUS_REDIS_URL, "
         "CONFIGBUS_SECRET_KEYS, CONFIGBUS_ADMIN_TOKENS ('name:role:token,...', roles viewer, "
         "publisher, sre, admin; a token may be 'sha256:<hex>') or "
@@ -18,12 +19,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", type=int, default=8700)
     p.add_argument("--redis-url", help="overrides CONFIGBUS_REDIS_URL")
     p.add_argument("--tokens-file", help="overrides CONFIGBUS_ADMIN_TOKENS_FILE")
-    p.add_argument("--publish-limit", type=int,
-                   help="write requests per token per window (CONFIGBUS_ADMIN_PUBLISH_LIMIT)")
-    p.add_argument("--publish-window", type=int,
-                   help="rate limit window in seconds (CONFIGBUS_ADMIN_PUBLISH_WINDOW_S)")
-    p.add_argument("--log-level", default="info",
-                   choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--publish-limit",
+        type=int,
+        help="write requests per token per window (CONFIGBUS_ADMIN_PUBLISH_LIMIT)",
+    )
+    p.add_argument(
+        "--publish-window",
+        type=int,
+        help="rate limit window in seconds (CONFIGBUS_ADMIN_PUBLISH_WINDOW_S)",
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
 
@@ -40,15 +46,19 @@ def run(args: argparse.Namespace) -> int:
     if args.tokens_file:
         env["CONFIGBUS_ADMIN_TOKENS_FILE"] = args.tokens_file
     bus = BusSettings.from_env(env, redis_url=args.redis_url)
-    settings = AdminSettings.from_env(env, bus=bus, publish_limit=args.publish_limit,
-                                      publish_window_s=args.publish_window)
+    settings = AdminSettings.from_env(
+        env, bus=bus, publish_limit=args.publish_limit, publish_window_s=args.publish_window
+    )
     app = create_app(settings)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("admin").info(
         "admin service on http://%s:%d, %d token(s), secret keys: %s",
-        args.host, args.port, len(settings.tokens),
-        "yes" if bus.secret_keys else "none (documents with secrets will be refused)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                lifespan="on")
+        args.host,
+        args.port,
+        len(settings.tokens),
+        "yes" if bus.secret_keys else "none (documents with secrets will be refused)",
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, lifespan="on")
     return 0

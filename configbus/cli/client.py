@@ -34,21 +34,31 @@ Command = Callable[[argparse.Namespace], int]
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def add(name: str, fn: Command, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
-        p.add_argument("--admin-url", default=os.environ.get("CONFIGBUS_ADMIN_URL"),
-                       help="admin service URL (CONFIGBUS_ADMIN_URL)")
-        p.add_argument("--token", default=os.environ.get("CONFIGBUS_ADMIN_TOKEN"),
-                       help="bearer token (CONFIGBUS_ADMIN_TOKEN)")
-        p.add_argument("--namespace", "-n",
-                       default=os.environ.get("CONFIGBUS_NAMESPACE", "default"),
-                       help="namespace (CONFIGBUS_NAMESPACE, default 'default')")
+        p.add_argument(
+            "--admin-url",
+            default=os.environ.get("CONFIGBUS_ADMIN_URL"),
+            help="admin service URL (CONFIGBUS_ADMIN_URL)",
+        )
+        p.add_argument(
+            "--token",
+            default=os.environ.get("CONFIGBUS_ADMIN_TOKEN"),
+            help="bearer token (CONFIGBUS_ADMIN_TOKEN)",
+        )
+        p.add_argument(
+            "--namespace",
+            "-n",
+            default=os.environ.get("CONFIGBUS_NAMESPACE", "default"),
+            help="namespace (CONFIGBUS_NAMESPACE, default 'default')",
+        )
         p.add_argument("--json", action="store_true", help="print JSON for scripts")
         p.set_defaults(func=lambda args: _run(fn, args))
         return p
 
     def writes(p: argparse.ArgumentParser) -> None:
         p.add_argument("-m", "--message", required=True, help="why (kept in history)")
-        p.add_argument("--if-match", type=int, metavar="N",
-                       help="refuse unless N is the current version")
+        p.add_argument(
+            "--if-match", type=int, metavar="N", help="refuse unless N is the current version"
+        )
         p.add_argument("--idempotency-key", help="a retry with the same key is not repeated")
 
     p = add("publish", cmd_publish, "publish a document file (JSON, YAML or TOML)")
@@ -56,8 +66,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     writes(p)
     p = add("get", cmd_get, "print the current document (secrets masked)")
     p.add_argument("--version", type=int, help="a past version instead of head")
-    p.add_argument("-o", "--output",
-                   help="write the document to this file (YAML for .yaml/.yml, else JSON)")
+    p.add_argument(
+        "-o", "--output", help="write the document to this file (YAML for .yaml/.yml, else JSON)"
+    )
     p = add("patch", cmd_patch, "publish a JSON merge patch (RFC 7396) of the current document")
     p.add_argument("file")
     writes(p)
@@ -74,14 +85,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("version", type=int)
     writes(p)
     add("status", cmd_status, "rollout status: replicas per version, rejected and dead ones")
-    p = add("watch", cmd_watch, "follow a rollout until every live replica runs head; exit 0 "
-            "converged, 1 a replica rejected head, 2 timeout, 3 admin unreachable")
+    p = add(
+        "watch",
+        cmd_watch,
+        "follow a rollout until every live replica runs head; exit 0 "
+        "converged, 1 a replica rejected head, 2 timeout, 3 admin unreachable",
+    )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
     p.add_argument("--interval", type=float, default=0.5, help="poll interval in seconds")
-    p.add_argument("--min-replicas", type=int, default=1,
-                   help="live replicas needed to call it converged (default 1)")
-    p = add("rotate-secrets", cmd_rotate, "re-encrypt every secret with the newest key "
-            "(a new version)")
+    p.add_argument(
+        "--min-replicas",
+        type=int,
+        default=1,
+        help="live replicas needed to call it converged (default 1)",
+    )
+    p = add(
+        "rotate-secrets", cmd_rotate, "re-encrypt every secret with the newest key (a new version)"
+    )
     p.add_argument("-m", "--message", default="", help="why (kept in history)")
     p = add("audit", cmd_audit, "recent audit entries, newest first")
     p.add_argument("--count", type=int, default=30)
@@ -113,8 +133,11 @@ def _fail(args: argparse.Namespace, exc: Exception) -> None:
         return
     print(f"configbus {args.command}: {exc}", file=sys.stderr)
     if isinstance(exc, AdminApiError) and exc.code == "version_conflict":
-        print(f"  the current version is {exc.current_version}: review it (configbus diff) "
-              f"and retry with --if-match {exc.current_version}", file=sys.stderr)
+        print(
+            f"  the current version is {exc.current_version}: review it (configbus diff) "
+            f"and retry with --if-match {exc.current_version}",
+            file=sys.stderr,
+        )
 
 
 def _client(args: argparse.Namespace) -> AdminClient:
@@ -153,23 +176,29 @@ def _published(args: argparse.Namespace, res: dict[str, Any], what: str) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     data = _read(args.file)
     with _client(args) as c:
-        res = c.publish(data, message=args.message, if_match=args.if_match,
-                        idempotency_key=args.idempotency_key)
+        res = c.publish(
+            data, message=args.message, if_match=args.if_match, idempotency_key=args.idempotency_key
+        )
     return _published(args, res, "published")
 
 
 def cmd_patch(args: argparse.Namespace) -> int:
     data = _read(args.file)
     with _client(args) as c:
-        res = c.patch(data, message=args.message, if_match=args.if_match,
-                      idempotency_key=args.idempotency_key)
+        res = c.patch(
+            data, message=args.message, if_match=args.if_match, idempotency_key=args.idempotency_key
+        )
     return _published(args, res, "patched")
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     with _client(args) as c:
-        res = c.rollback(args.version, message=args.message, if_match=args.if_match,
-                         idempotency_key=args.idempotency_key)
+        res = c.rollback(
+            args.version,
+            message=args.message,
+            if_match=args.if_match,
+            idempotency_key=args.idempotency_key,
+        )
     return _published(args, res, f"rolled back to the body of version {args.version}")
 
 
@@ -187,8 +216,11 @@ def cmd_get(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     if not args.json:
-        print(f"# namespace {res['namespace']} version {res['version']} ({res['kind']} by "
-              f"{res['author']}): {res['message']}", file=sys.stderr)
+        print(
+            f"# namespace {res['namespace']} version {res['version']} ({res['kind']} by "
+            f"{res['author']}): {res['message']}",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
@@ -217,14 +249,16 @@ def _ago(ts: float | None) -> str:
     if not ts:
         return "-"
     s = max(0.0, time.time() - ts)
-    return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago" if s < 7200 else \
-        f"{s / 3600:.0f}h ago"
+    return (
+        f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago" if s < 7200 else f"{s / 3600:.0f}h ago"
+    )
 
 
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -256,9 +290,11 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def format_status(res: dict[str, Any]) -> str:
     s = res["summary"]
-    lines = [f"head: version {s['head']} (epoch {s['epoch'] or '-'})  "
-             f"replicas: {s['alive']} live, {s['dead']} dead, {s['rejected']} rejecting  "
-             + ("all live replicas on head" if s["all_on_head"] else "NOT all on head")]
+    lines = [
+        f"head: version {s['head']} (epoch {s['epoch'] or '-'})  "
+        f"replicas: {s['alive']} live, {s['dead']} dead, {s['rejected']} rejecting  "
+        + ("all live replicas on head" if s["all_on_head"] else "NOT all on head")
+    ]
     if s["per_version"]:
         rows = [["VERSION", "LIVE REPLICAS"]]
         for v, n in sorted(s["per_version"].items(), key=lambda kv: -int(kv[0])):
@@ -276,8 +312,15 @@ def format_status(res: dict[str, Any]) -> str:
                 notes.append(f"rejected: {r['reason'] or '?'}")
             if r["stale"]:
                 notes.append("stale (serving a local copy)")
-            rows.append([r["replica_id"], r["state"], str(r["version"]), _ago(r["last_seen"]),
-                         "; ".join(notes)])
+            rows.append(
+                [
+                    r["replica_id"],
+                    r["state"],
+                    str(r["version"]),
+                    _ago(r["last_seen"]),
+                    "; ".join(notes),
+                ]
+            )
         lines += ["", _table(rows)]
     else:
         lines.append("no replica has reported")
@@ -315,9 +358,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 _fail(args, exc)
                 return WATCH_UNREACHABLE
             s = res["summary"]
-            spread = ", ".join(f"version {v}: {n} live"
-                               for v, n in sorted(s["per_version"].items(),
-                                                  key=lambda kv: int(kv[0])))
+            spread = ", ".join(
+                f"version {v}: {n} live"
+                for v, n in sorted(s["per_version"].items(), key=lambda kv: int(kv[0]))
+            )
             line = f"head {s['head']}: " + (spread or "no live replicas")
             if not args.json and line != last:
                 print(line, flush=True)
@@ -328,8 +372,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     _print_json({"result": "rejected", **res})
                 else:
                     for r in bad:
-                        print(f"replica {r['replica_id']} rejected version {s['head']}: "
-                              f"{r['reason']}", file=sys.stderr)
+                        print(
+                            f"replica {r['replica_id']} rejected version {s['head']}: "
+                            f"{r['reason']}",
+                            file=sys.stderr,
+                        )
                 return WATCH_REJECTED
             if s["all_on_head"] and s["alive"] >= args.min_replicas:
                 if args.json:
@@ -341,8 +388,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 if args.json:
                     _print_json({"result": "timeout", **res})
                 else:
-                    print(f"timeout after {args.timeout:g}s: not every live replica runs "
-                          f"version {s['head']}\n" + format_status(res), file=sys.stderr)
+                    print(
+                        f"timeout after {args.timeout:g}s: not every live replica runs "
+                        f"version {s['head']}\n" + format_status(res),
+                        file=sys.stderr,
+                    )
                 return WATCH_TIMEOUT
             time.sleep(args.interval)
 
@@ -374,8 +424,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     text = json.dumps(res, indent=2, sort_keys=True) + "\n"
     if args.output:
         Path(args.output).write_text(text)
-        print(f"exported {len(res['records'])} version(s), head {res['head']}, to "
-              f"{args.output}", file=sys.stderr)
+        print(
+            f"exported {len(res['records'])} version(s), head {res['head']}, to {args.output}",
+            file=sys.stderr,
+        )
     else:
         sys.stdout.write(text)
     return EXIT_OK
