@@ -4,6 +4,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -218,32 +219,27 @@ async def test_publish_rate_limit_429(redis_server: RedisServer, namespace: str)
 
 @pytest.mark.slow
 def test_rate_limit_is_shared_by_two_admin_instances(
-    own_redis: RedisServer, namespace: str
+    own_redis: RedisServer, namespace: str, tmp_path: Path
 ) -> None:
+    tokens_file = tmp_path / "tokens"
+    tokens_file.write_text("# name:role:token\n" + TOKENS_ENV.replace(",", "\n") + "\n")
     env = {
-        "CONFIGBUS_ADMIN_TOKENS": TOKENS_ENV,
-        "CONFIGBUS_REDIS_URL": own_redis.url,
         "CONFIGBUS_SECRET_KEYS": SECRET_KEY,
         "CONFIGBUS_ADMIN_PUBLISH_LIMIT": "4",
         "CONFIGBUS_ADMIN_PUBLISH_WINDOW_S": "60",
     }
+    # One instance configured by environment, the other by flags and a tokens file.
+    configs = [
+        ([], {**env, "CONFIGBUS_ADMIN_TOKENS": TOKENS_ENV, "CONFIGBUS_REDIS_URL": own_redis.url}),
+        (["--tokens-file", str(tokens_file), "--redis-url", own_redis.url], env),
+    ]
     services, urls = [], []
     try:
-        for _ in range(2):
+        for flags, svc_env in configs:
             port = free_port()
+            args = ["admin", "--port", str(port), "--log-level", "warning", *flags]
             svc = Service(
-                [
-                    sys.executable,
-                    "-m",
-                    "configbus",
-                    "admin",
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                ],
-                env=env,
-                name="admin",
+                [sys.executable, "-m", "configbus", *args], env=svc_env, name="admin"
             ).start()
             services.append(svc)
             urls.append(f"http://127.0.0.1:{port}")
