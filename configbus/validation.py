@@ -154,29 +154,37 @@ def _unique(section: str, names: Iterable[str], what: str = "name") -> list[Issu
 
 
 def _fallback_cycles(doc: Document) -> list[Issue]:
+    """Each fallback cycle once, in linear time (three-colour depth-first search)."""
     graph = {m.name: [f for f in m.fallbacks if f != m.name] for m in doc.models}
     index = {m.name: i for i, m in enumerate(doc.models)}
-    reported: set[frozenset[str]] = set()
+    done: set[str] = set()
     issues = []
-
-    def walk(node: str, stack: list[str]) -> None:
-        for nxt in graph.get(node, ()):
-            if nxt in stack:
-                cycle = [*stack[stack.index(nxt) :], nxt]
-                key = frozenset(cycle)
-                if key not in reported:
-                    reported.add(key)
-                    issues.append(
-                        Issue(
-                            f"models[{index[cycle[0]]}].fallbacks",
-                            "fallback cycle: " + " -> ".join(cycle),
-                        )
+    for root in graph:
+        if root in done:
+            continue
+        path: list[str] = [root]
+        on_path = {root}
+        stack = [iter(graph[root])]
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                stack.pop()
+                node = path.pop()
+                on_path.discard(node)
+                done.add(node)
+                continue
+            if nxt in on_path:
+                cycle = [*path[path.index(nxt) :], nxt]
+                issues.append(
+                    Issue(
+                        f"models[{index[cycle[0]]}].fallbacks",
+                        "fallback cycle: " + " -> ".join(cycle),
                     )
-            elif nxt in graph:
-                walk(nxt, [*stack, nxt])
-
-    for name in graph:
-        walk(name, [name])
+                )
+            elif nxt in graph and nxt not in done:
+                path.append(nxt)
+                on_path.add(nxt)
+                stack.append(iter(graph[nxt]))
     return issues
 
 
