@@ -237,7 +237,7 @@ def test_rate_limit_is_shared_by_two_admin_instances(
     try:
         for flags, svc_env in configs:
             port = free_port()
-            args = ["admin", "--port", str(port), "--log-level", "warning", *flags]
+            args = ["admin", "--port", str(port), "--log-level", "debug", *flags]
             svc = Service(
                 [sys.executable, "-m", "configbus", *args], env=svc_env, name="admin"
             ).start()
@@ -271,3 +271,4 @@ def test_rate_limit_is_shared_by_two_admin_instances(
             svc.stop()
         for svc in services:
             assert "Traceback" not in svc.output(), svc.output()
+            assert "sk-upstream-secret-a" not in svc.output()
