@@ -58,11 +58,18 @@ def cpu_seconds(pid: int) -> float:
 
 def wrk(url: str, script: Path, conns: int, duration: float, pid: int) -> dict[str, Any]:
     # Short warm-up (pools, JIT-free but caches), then the measured run.
-    subprocess.run(["wrk", "-t1", f"-c{conns}", "-d1s", "-s", str(script), url],
-                   capture_output=True, check=True)
+    subprocess.run(
+        ["wrk", "-t1", f"-c{conns}", "-d1s", "-s", str(script), url],
+        capture_output=True,
+        check=True,
+    )
     cpu0 = cpu_seconds(pid)
-    out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "5s",
-                          "-s", str(script), url], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "5s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     cpu = cpu_seconds(pid) - cpu0
     res = json.loads(out.stdout.strip().splitlines()[-1])
     n = res["requests"]
@@ -84,13 +91,31 @@ def bench_data(upstream: str, rev: int) -> dict[str, Any]:
     from configbus.testing import key_sha256
 
     return {
-        "providers": [{"name": "up", "type": "openai", "base_url": upstream + "/v1",
-                       "api_key": {"secret": "sk-bench"}, "max_retries": 1,
-                       "pool": {"max_connections": 256}}],
-        "models": [{"name": "m", "deployments": [{"provider": "up", "model": "mock"}],
-                    "params": {"temperature": 0.5}}],
-        "clients": [{"name": "bench", "key_sha256": key_sha256(SAMPLE_CLIENT_KEY),
-                     "models": ["*"], "rate_limit": {"rpm": 10_000_000}}],
+        "providers": [
+            {
+                "name": "up",
+                "type": "openai",
+                "base_url": upstream + "/v1",
+                "api_key": {"secret": "sk-bench"},
+                "max_retries": 1,
+                "pool": {"max_connections": 256},
+            }
+        ],
+        "models": [
+            {
+                "name": "m",
+                "deployments": [{"provider": "up", "model": "mock"}],
+                "params": {"temperature": 0.5},
+            }
+        ],
+        "clients": [
+            {
+                "name": "bench",
+                "key_sha256": key_sha256(SAMPLE_CLIENT_KEY),
+                "models": ["*"],
+                "rate_limit": {"rpm": 10_000_000},
+            }
+        ],
         "metadata": {"rev": rev},
     }
 
@@ -152,10 +177,15 @@ def main() -> int:
     mock_url = f"http://127.0.0.1:{mport}"
     mock = Service(configbus_cmd("mock-upstream", "--port", str(mport), "--name", "A"))
     passthrough = Service([py, str(ROOT / "bench" / "passthrough.py"), mock_url, str(pport)])
-    replica = Service(configbus_cmd("proxy", "--port", str(rport)),
-                      env={"CONFIGBUS_REDIS_URL": redis.url, "CONFIGBUS_NAMESPACE": NAMESPACE,
-                           "CONFIGBUS_SECRET_KEYS": SECRET_KEY,
-                           "CONFIGBUS_REPLICA_ID": "bench"})
+    replica = Service(
+        configbus_cmd("proxy", "--port", str(rport)),
+        env={
+            "CONFIGBUS_REDIS_URL": redis.url,
+            "CONFIGBUS_NAMESPACE": NAMESPACE,
+            "CONFIGBUS_SECRET_KEYS": SECRET_KEY,
+            "CONFIGBUS_REPLICA_ID": "bench",
+        },
+    )
     results: dict[str, Any] = {"duration_s": args.duration, "cpus": os.cpu_count()}
     try:
         for s in (mock, passthrough, replica):
@@ -178,8 +208,10 @@ def main() -> int:
         }
         for name, (base, svc) in targets.items():
             assert svc.proc is not None
-            results[name] = {f"c{c}": wrk(base + "/v1/chat/completions", script, c,
-                                          args.duration, svc.proc.pid) for c in conc}
+            results[name] = {
+                f"c{c}": wrk(base + "/v1/chat/completions", script, c, args.duration, svc.proc.pid)
+                for c in conc
+            }
         assert replica.proc is not None
         # Reloads vs none, interleaved in rounds so both see the same machine noise; the
         # comparison uses the median p99 of each side.
@@ -205,9 +237,11 @@ def main() -> int:
             }
         results["replica_reloading_every_100ms"] = reload
         results["redis_alive_at_end"] = redis.proc is not None and redis.proc.poll() is None
-        status = json.loads(subprocess.run(
-            ["curl", "-s", f"http://127.0.0.1:{rport}/status"], capture_output=True,
-            text=True).stdout)
+        status = json.loads(
+            subprocess.run(
+                ["curl", "-s", f"http://127.0.0.1:{rport}/status"], capture_output=True, text=True
+            ).stdout
+        )
         results["replica_final_version"] = status.get("version")
 
         d, p, rp = results["direct"], results["passthrough"], results["replica"]

@@ -37,8 +37,9 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content
-                       if isinstance(p, dict) and p.get("type") == "text")
+        return "".join(
+            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
+        )
     return ""
 
 
@@ -56,8 +57,12 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
             url = part.get("image_url", {}).get("url", "")
             if url.startswith("data:") and ";base64," in url:
                 media, data = url[5:].split(";base64,", 1)
-                out.append({"type": "image", "source": {"type": "base64", "media_type": media,
-                                                        "data": data}})
+                out.append(
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": media, "data": data},
+                    }
+                )
             else:
                 out.append({"type": "image", "source": {"type": "url", "url": url}})
     return out
@@ -73,10 +78,16 @@ def to_anthropic(req: dict[str, Any], model: str) -> dict[str, Any]:
             system.append(_text_of(m.get("content")))
             continue
         if role == "tool":
-            block = {"type": "tool_result", "tool_use_id": m.get("tool_call_id", ""),
-                     "content": _text_of(m.get("content"))}
-            if messages and messages[-1]["role"] == "user" and isinstance(
-                    messages[-1]["content"], list):
+            block = {
+                "type": "tool_result",
+                "tool_use_id": m.get("tool_call_id", ""),
+                "content": _text_of(m.get("content")),
+            }
+            if (
+                messages
+                and messages[-1]["role"] == "user"
+                and isinstance(messages[-1]["content"], list)
+            ):
                 messages[-1]["content"].append(block)
             else:
                 messages.append({"role": "user", "content": [block]})
@@ -86,15 +97,20 @@ def to_anthropic(req: dict[str, Any], model: str) -> dict[str, Any]:
             for call in m.get("tool_calls") or ():
                 fn = call.get("function", {})
                 args = fn.get("arguments") or "{}"
-                blocks.append({"type": "tool_use", "id": call.get("id", ""),
-                               "name": fn.get("name", ""),
-                               "input": _decode(args) if isinstance(args, str) else args})
-        messages.append({"role": "assistant" if role == "assistant" else "user",
-                         "content": blocks})
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": call.get("id", ""),
+                        "name": fn.get("name", ""),
+                        "input": _decode(args) if isinstance(args, str) else args,
+                    }
+                )
+        messages.append({"role": "assistant" if role == "assistant" else "user", "content": blocks})
     out: dict[str, Any] = {
         "model": model,
         "messages": messages,
-        "max_tokens": req.get("max_completion_tokens") or req.get("max_tokens")
+        "max_tokens": req.get("max_completion_tokens")
+        or req.get("max_tokens")
         or DEFAULT_MAX_TOKENS,
     }
     if system:
@@ -109,11 +125,16 @@ def to_anthropic(req: dict[str, Any], model: str) -> dict[str, Any]:
         out["stream"] = True
     tools = req.get("tools")
     if tools:
-        out["tools"] = [{"name": t["function"]["name"],
-                         "description": t["function"].get("description", ""),
-                         "input_schema": t["function"].get("parameters")
-                         or {"type": "object", "properties": {}}}
-                        for t in tools if t.get("type") == "function"]
+        out["tools"] = [
+            {
+                "name": t["function"]["name"],
+                "description": t["function"].get("description", ""),
+                "input_schema": t["function"].get("parameters")
+                or {"type": "object", "properties": {}},
+            }
+            for t in tools
+            if t.get("type") == "function"
+        ]
         choice = req.get("tool_choice")
         if choice == "required":
             out["tool_choice"] = {"type": "any"}
@@ -135,9 +156,16 @@ def from_anthropic(resp: dict[str, Any]) -> dict[str, Any]:
         if block.get("type") == "text":
             text.append(block.get("text", ""))
         elif block.get("type") == "tool_use":
-            calls.append({"id": block.get("id", ""), "type": "function",
-                          "function": {"name": block.get("name", ""),
-                                       "arguments": _encode(block.get("input", {})).decode()}})
+            calls.append(
+                {
+                    "id": block.get("id", ""),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name", ""),
+                        "arguments": _encode(block.get("input", {})).decode(),
+                    },
+                }
+            )
     message: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text else None}
     if calls:
         message["tool_calls"] = calls
@@ -148,8 +176,13 @@ def from_anthropic(resp: dict[str, Any]) -> dict[str, Any]:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": resp.get("model", ""),
-        "choices": [{"index": 0, "message": message,
-                     "finish_reason": FINISH_REASONS.get(resp.get("stop_reason") or "", "stop")}],
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": FINISH_REASONS.get(resp.get("stop_reason") or "", "stop"),
+            }
+        ],
         "usage": {"prompt_tokens": pin, "completion_tokens": pout, "total_tokens": pin + pout},
     }
 
@@ -171,8 +204,12 @@ class StreamTranslator:
 
     def __init__(self) -> None:
         self._buf = b""
-        self._base: dict[str, Any] = {"id": "", "object": "chat.completion.chunk",
-                                      "created": int(time.time()), "model": ""}
+        self._base: dict[str, Any] = {
+            "id": "",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": "",
+        }
         self._tools: dict[int, int] = {}  # content block index -> tool_calls index
         self._usage: dict[str, int] = {}
         self.done = False
@@ -184,7 +221,7 @@ class StreamTranslator:
             end = self._buf.find(b"\n\n")
             if end < 0:
                 break
-            event, self._buf = self._buf[:end], self._buf[end + 2:]
+            event, self._buf = self._buf[:end], self._buf[end + 2 :]
             for line in event.split(b"\n"):
                 if line.startswith(b"data:"):
                     chunk = self._event(_decode(line[5:].strip()))
@@ -192,8 +229,9 @@ class StreamTranslator:
                         out.append(chunk)
         return b"".join(out)
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None,
-               usage: dict[str, int] | None = None) -> bytes:
+    def _chunk(
+        self, delta: dict[str, Any], finish: str | None = None, usage: dict[str, int] | None = None
+    ) -> bytes:
         body = {**self._base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
         if usage is not None:
             body["usage"] = usage
@@ -211,9 +249,18 @@ class StreamTranslator:
             block = ev.get("content_block", {})
             if block.get("type") == "tool_use":
                 i = self._tools[ev.get("index", 0)] = len(self._tools)
-                return self._chunk({"tool_calls": [{
-                    "index": i, "id": block.get("id", ""), "type": "function",
-                    "function": {"name": block.get("name", ""), "arguments": ""}}]})
+                return self._chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": i,
+                                "id": block.get("id", ""),
+                                "type": "function",
+                                "function": {"name": block.get("name", ""), "arguments": ""},
+                            }
+                        ]
+                    }
+                )
             if block.get("text"):
                 return self._chunk({"content": block["text"]})
             return b""
@@ -223,24 +270,44 @@ class StreamTranslator:
                 return self._chunk({"content": delta.get("text", "")})
             if delta.get("type") == "input_json_delta":
                 i = self._tools.get(ev.get("index", 0), 0)
-                return self._chunk({"tool_calls": [{
-                    "index": i, "function": {"arguments": delta.get("partial_json", "")}}]})
+                return self._chunk(
+                    {
+                        "tool_calls": [
+                            {"index": i, "function": {"arguments": delta.get("partial_json", "")}}
+                        ]
+                    }
+                )
             return b""
         if kind == "message_delta":
             out_tokens = (ev.get("usage") or {}).get("output_tokens", 0)
             pin = self._usage.get("prompt_tokens", 0)
             reason = (ev.get("delta") or {}).get("stop_reason") or "end_turn"
-            return self._chunk({}, FINISH_REASONS.get(reason, "stop"),
-                               {"prompt_tokens": pin, "completion_tokens": out_tokens,
-                                "total_tokens": pin + out_tokens})
+            return self._chunk(
+                {},
+                FINISH_REASONS.get(reason, "stop"),
+                {
+                    "prompt_tokens": pin,
+                    "completion_tokens": out_tokens,
+                    "total_tokens": pin + out_tokens,
+                },
+            )
         if kind == "message_stop":
             self.done = True
             return b"data: [DONE]\n\n"
         if kind == "error":
             err = ev.get("error") or {}
             self.done = True
-            return (b"data: " + _encode({"error": {
-                "message": err.get("message", "upstream error"),
-                "type": err.get("type", "upstream_error"), "code": None}})
-                + b"\n\ndata: [DONE]\n\n")
+            return (
+                b"data: "
+                + _encode(
+                    {
+                        "error": {
+                            "message": err.get("message", "upstream error"),
+                            "type": err.get("type", "upstream_error"),
+                            "code": None,
+                        }
+                    }
+                )
+                + b"\n\ndata: [DONE]\n\n"
+            )
         return b""  # ping, content_block_stop

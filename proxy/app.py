@@ -69,8 +69,9 @@ def make_decoder(keys: tuple[str, ...]) -> Any:
         if box is not None:
             return decrypt_secrets(doc, box)
         if secrets_of(doc):
-            raise SecretError("document holds encrypted secrets but CONFIGBUS_SECRET_KEYS "
-                              "is not set")
+            raise SecretError(
+                "document holds encrypted secrets but CONFIGBUS_SECRET_KEYS is not set"
+            )
         return doc
 
     return decode
@@ -94,15 +95,24 @@ class ProxyApp(Starlette):
     """Starlette, with the one hot endpoint dispatched before routing and middleware."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] == "http" and scope["path"] == CHAT_PATH
-                and scope["method"] == "POST" and "state" in scope):
+        if (
+            scope["type"] == "http"
+            and scope["path"] == CHAT_PATH
+            and scope["method"] == "POST"
+            and "state" in scope
+        ):
             handler: ChatHandler = scope["state"]["chat"]
             try:
                 await handler(scope, receive, send)
             except Exception:
                 log.exception("unhandled error on %s", CHAT_PATH)
-                await send({"type": "http.response.start", "status": 500,
-                            "headers": [(b"content-type", b"application/json")]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
                 await send({"type": "http.response.body", "body": _INTERNAL})
             return
         await super().__call__(scope, receive, send)
@@ -119,15 +129,28 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
         metrics = ProxyMetrics(registry)
         builder = Builder(on_breaker=metrics.breaker)
         redis = connect(bus.redis_url)
-        limiter_redis = connect(bus.redis_url, socket_timeout_s=LIMITER_SOCKET_TIMEOUT_S,
-                                connect_timeout_s=LIMITER_CONNECT_TIMEOUT_S, retries=0)
+        limiter_redis = connect(
+            bus.redis_url,
+            socket_timeout_s=LIMITER_SOCKET_TIMEOUT_S,
+            connect_timeout_s=LIMITER_CONNECT_TIMEOUT_S,
+            retries=0,
+        )
         watcher: Watcher[Document, Runtime] = Watcher(
-            Store(redis, bus.namespace), decode=make_decoder(bus.secret_keys),
-            build=builder.build, settings=bus, registry=registry)
+            Store(redis, bus.namespace),
+            decode=make_decoder(bus.secret_keys),
+            build=builder.build,
+            settings=bus,
+            registry=registry,
+        )
         watcher.add_listener(_on_swap)
         limiter = FleetLimiter(limiter_redis, bus.namespace)
-        chat = ChatHandler(current=lambda: watcher.current, limiter=limiter, metrics=metrics,
-                           max_body_bytes=ps.max_body_bytes, retry_backoff_s=ps.retry_backoff_s)
+        chat = ChatHandler(
+            current=lambda: watcher.current,
+            limiter=limiter,
+            metrics=metrics,
+            max_body_bytes=ps.max_body_bytes,
+            retry_backoff_s=ps.retry_backoff_s,
+        )
         await watcher.start()
         if ps.gc_freeze:
             # Startup objects (modules, app, first snapshot) never become garbage; moving them
@@ -137,14 +160,21 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
             gc.freeze()
             gc.set_threshold(GC_THRESHOLD0, *gc.get_threshold()[1:])
         try:
-            yield State(settings=ps, watcher=watcher, limiter=limiter, metrics=metrics,
-                        registry=registry, chat=chat)
+            yield State(
+                settings=ps,
+                watcher=watcher,
+                limiter=limiter,
+                metrics=metrics,
+                registry=registry,
+                chat=chat,
+            )
         finally:
             await watcher.stop()
             cur = watcher.current
             if cur is not None:
                 cur.value.retire()
             await builder.aclose()
+            await limiter.aclose()
             await limiter_redis.aclose()
             await redis.aclose()
 
@@ -164,10 +194,15 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
     async def ready(request: Request) -> Response:
         applied = request.state.watcher.current
         if applied is None:
-            return Response(b'{"status":"not ready","reason":"no configuration applied"}',
-                            503, media_type="application/json")
-        return Response(_encode({"status": "ready", "version": applied.version,
-                                 "stale": applied.stale}), media_type="application/json")
+            return Response(
+                b'{"status":"not ready","reason":"no configuration applied"}',
+                503,
+                media_type="application/json",
+            )
+        return Response(
+            _encode({"status": "ready", "version": applied.version, "stale": applied.stale}),
+            media_type="application/json",
+        )
 
     async def status(request: Request) -> Response:
         watcher: Watcher[Document, Runtime] = request.state.watcher
@@ -188,7 +223,8 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
         if applied is not None:
             body["providers"] = {
                 name: {"breaker": p.breaker.state.name.lower(), "owners": p.owners}
-                for name, p in applied.value.providers.items()}
+                for name, p in applied.value.providers.items()
+            }
         return Response(_encode(body), media_type="application/json")
 
     async def metrics(request: Request) -> Response:
@@ -198,8 +234,11 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path, exc_info=exc)
-        return Response(errors.error_body("internal error", "server_error", "internal_error"),
-                        500, media_type="application/json")
+        return Response(
+            errors.error_body("internal error", "server_error", "internal_error"),
+            500,
+            media_type="application/json",
+        )
 
     return ProxyApp(
         routes=[

@@ -26,9 +26,13 @@ class BreakerState(enum.IntEnum):
 
 
 class Breaker:
-    def __init__(self, config: CircuitBreaker, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 on_change: Callable[[BreakerState], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: CircuitBreaker,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[BreakerState], None] | None = None,
+    ) -> None:
         self.config = config
         self._clock = clock
         self._on_change = on_change

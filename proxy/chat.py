@@ -99,8 +99,9 @@ Headers = list[tuple[bytes, bytes]]
 class RelayResponse(StreamingResponse):
     """A streaming response that runs `on_close` once it is done, however it ends."""
 
-    def __init__(self, content: AsyncIterator[bytes], *, headers: Headers,
-                 on_close: Callable[[], None]) -> None:
+    def __init__(
+        self, content: AsyncIterator[bytes], *, headers: Headers, on_close: Callable[[], None]
+    ) -> None:
         super().__init__(content, 200, media_type="text/event-stream")
         # Our headers, raw, replacing the JSON content type of the non-stream path.
         self.raw_headers = [*self.raw_headers, *headers[1:]]
@@ -130,9 +131,13 @@ async def _relay(resp: aiohttp.ClientResponse, provider: ProviderRuntime) -> Asy
     except (TimeoutError, aiohttp.ClientError) as exc:
         # Too late to retry: the client already has part of the answer. Say so in-band.
         log.warning("stream from %s broke: %r", provider.name, exc)
-        yield (b"data: " + errors.error_body(f"upstream {provider.name} stream broke",
-                                             "upstream_error", "stream_interrupted")
-               + b"\n\ndata: [DONE]\n\n")
+        yield (
+            b"data: "
+            + errors.error_body(
+                f"upstream {provider.name} stream broke", "upstream_error", "stream_interrupted"
+            )
+            + b"\n\ndata: [DONE]\n\n"
+        )
     finally:
         resp.release()
 
@@ -144,8 +149,15 @@ class ChatHandler:
     """The endpoint as a bare ASGI app: the hot path skips the framework's routing and
     middleware layers (the app dispatches to it first). State comes from the lifespan."""
 
-    def __init__(self, *, current: Callable[[], Any], limiter: FleetLimiter,
-                 metrics: ProxyMetrics, max_body_bytes: int, retry_backoff_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        current: Callable[[], Any],
+        limiter: FleetLimiter,
+        metrics: ProxyMetrics,
+        max_body_bytes: int,
+        retry_backoff_s: float,
+    ) -> None:
         self._current = current
         self._limiter = limiter
         self._metrics = metrics
@@ -185,15 +197,16 @@ class ChatHandler:
                 if not verdict.allowed:
                     raise errors.rate_limited(
                         f"rate limit of {client.rpm} requests per minute reached for "
-                        f"client '{client.name}'", verdict.headers())
+                        f"client '{client.name}'",
+                        verdict.headers(),
+                    )
                 headers += rl_headers
             result = await self._forward(rt, model, req, headers)
             if isinstance(result, RelayResponse):
                 held = False  # the stream releases the snapshot when it ends
                 await result(scope, receive, send)
             else:
-                await send({"type": "http.response.start", "status": result[0],
-                            "headers": headers})
+                await send({"type": "http.response.start", "status": result[0], "headers": headers})
                 await send({"type": "http.response.body", "body": result[1]})
         except ProxyError as exc:
             self._metrics.request(model_label, "none", exc.status)
@@ -202,8 +215,9 @@ class ChatHandler:
             if held:
                 rt.release()
 
-    async def _forward(self, rt: Runtime, model: str, req: dict[str, Any],
-                       headers: Headers) -> tuple[int, bytes] | RelayResponse:
+    async def _forward(
+        self, rt: Runtime, model: str, req: dict[str, Any], headers: Headers
+    ) -> tuple[int, bytes] | RelayResponse:
         stream = req.get("stream") is True
         metrics = self._metrics
         last: ProxyError | None = None
@@ -218,15 +232,17 @@ class ChatHandler:
             else:
                 merged = req
                 merged["model"] = target.model
-            payload = _encode(anthropic.to_anthropic(merged, target.model)
-                              if p.type == "anthropic" else merged)
+            payload = _encode(
+                anthropic.to_anthropic(merged, target.model) if p.type == "anthropic" else merged
+            )
             for attempt in range(p.max_retries + 1):
                 if attempt:
                     delay = min(self._backoff * (1 << (attempt - 1)), self._backoff * 8)
                     await asyncio.sleep(delay * (0.5 + random.random()))
                 if not p.breaker.allow():
-                    last = last or errors.unavailable(f"provider {p.name}: circuit open",
-                                                      "circuit_open")
+                    last = last or errors.unavailable(
+                        f"provider {p.name}: circuit open", "circuit_open"
+                    )
                     metrics.attempt(p.name, "circuit_open")
                     break
                 t0 = time.perf_counter()
@@ -270,14 +286,15 @@ class ChatHandler:
                             data = _encode(anthropic.from_anthropic(_decode(data)))
                         except (msgspec.DecodeError, AttributeError, TypeError):
                             raise errors.bad_gateway(
-                                f"provider {p.name} sent an unreadable answer") from None
+                                f"provider {p.name} sent an unreadable answer"
+                            ) from None
                 return status, data
         if last is None and limited:
-            raise errors.rate_limited(f"every provider of model '{model}' is at its rate limit",
-                                      {"retry-after": "1"})
+            raise errors.rate_limited(
+                f"every provider of model '{model}' is at its rate limit", {"retry-after": "1"}
+            )
         if last is None:
-            raise errors.unavailable(f"model '{model}' has no enabled deployment",
-                                     "no_deployment")
+            raise errors.unavailable(f"model '{model}' has no enabled deployment", "no_deployment")
         raise last
 
 

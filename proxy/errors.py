@@ -1,15 +1,15 @@
 """Errors a client sees, in OpenAI's error-body shape: ``{"error": {"message", "type", "code"}}``.
 
-    ProxyError              any answer that is not a success; carries status, type, code
-    ├── (400) bad_request   the body is not a chat completion request
-    ├── (401) unauthorized  no key, or a key that matches no enabled client
-    ├── (403) forbidden     the client may not use that model
-    ├── (404) model_not_found
-    ├── (413) too_large     the body is over the limit
-    ├── (429) rate_limited  a client or provider rate limit; carries Retry-After
-    ├── (502) bad_gateway   every upstream failed
-    ├── (503) unavailable   no config yet, or every upstream's breaker is open
-    └── (504) timeout       the upstream timed out
+ProxyError              any answer that is not a success; carries status, type, code
+├── (400) bad_request   the body is not a chat completion request
+├── (401) unauthorized  no key, or a key that matches no enabled client
+├── (403) forbidden     the client may not use that model
+├── (404) model_not_found
+├── (413) too_large     the body is over the limit
+├── (429) rate_limited  a client or provider rate limit; carries Retry-After
+├── (502) bad_gateway   every upstream failed
+├── (503) unavailable   no config yet, or every upstream's breaker is open
+└── (504) timeout       the upstream timed out
 """
 
 from __future__ import annotations
@@ -33,8 +33,14 @@ class ErrorEnvelope(msgspec.Struct, frozen=True):
 class ProxyError(Exception):
     """An answer that is not a success; `response()` renders it."""
 
-    def __init__(self, status: int, message: str, type_: str, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -46,8 +52,9 @@ class ProxyError(Exception):
         return error_body(self.message, self.type, self.code)
 
     def response(self) -> Response:
-        return Response(self.body(), self.status, headers=self.headers,
-                        media_type="application/json")
+        return Response(
+            self.body(), self.status, headers=self.headers, media_type="application/json"
+        )
 
 
 def error_body(message: str, type_: str, code: str | None = None) -> bytes:
@@ -63,18 +70,24 @@ def unauthorized(message: str = "invalid or missing API key") -> ProxyError:
 
 
 def forbidden(model: str) -> ProxyError:
-    return ProxyError(403, f"this key may not use model '{model}'", "permission_error",
-                      "model_not_allowed")
+    return ProxyError(
+        403, f"this key may not use model '{model}'", "permission_error", "model_not_allowed"
+    )
 
 
 def model_not_found(model: str) -> ProxyError:
-    return ProxyError(404, f"model '{model}' does not exist", "invalid_request_error",
-                      "model_not_found")
+    return ProxyError(
+        404, f"model '{model}' does not exist", "invalid_request_error", "model_not_found"
+    )
 
 
 def too_large(limit: int) -> ProxyError:
-    return ProxyError(413, f"request body is larger than {limit} bytes",
-                      "invalid_request_error", "request_too_large")
+    return ProxyError(
+        413,
+        f"request body is larger than {limit} bytes",
+        "invalid_request_error",
+        "request_too_large",
+    )
 
 
 def rate_limited(message: str, headers: dict[str, str]) -> ProxyError:

@@ -54,8 +54,10 @@ class Verdict:
         self.reset_s = reset_s
 
     def header_list(self) -> list[tuple[bytes, bytes]]:
-        h = [(b"x-ratelimit-limit", str(self.limit).encode()),
-             (b"x-ratelimit-remaining", str(self.remaining).encode())]
+        h = [
+            (b"x-ratelimit-limit", str(self.limit).encode()),
+            (b"x-ratelimit-remaining", str(self.remaining).encode()),
+        ]
         if not self.allowed:
             h.append((b"retry-after", str(max(1, math.ceil(self.reset_s))).encode()))
         return h
@@ -70,8 +72,9 @@ class Verdict:
 class LocalWindow:
     """Fixed-window counters per key, in this process only."""
 
-    def __init__(self, window_s: float = WINDOW_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, window_s: float = WINDOW_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.window_s = window_s
         self._clock = clock
         self._windows: dict[str, list[float]] = {}  # key -> [window_end, count]
@@ -88,25 +91,38 @@ class LocalWindow:
         return Verdict(n <= limit, limit, max(0, limit - n), w[0] - now)
 
 
+Pending = list[tuple[str, "asyncio.Future[tuple[int, int]]"]]
+
+
 class FleetLimiter:
     """Per-client limits shared by every replica of a namespace, through Redis.
 
-    Hits that arrive in the same event-loop turn go out together as one script call (one
-    round trip for all of them): under load that is one Redis call per batch instead of
-    one per request, and never more than one round trip for any request.
+    It talks over one dedicated connection (made from the client's pool settings, so AUTH,
+    TLS and unix sockets work) with at most one script call in flight: hits that arrive
+    while a call is out go together in the next call. At low load a hit costs one round
+    trip with no extra hop; under load one call serves a whole batch.
     """
 
-    def __init__(self, redis: aioredis.Redis, namespace: str, *,
-                 window_s: float = WINDOW_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        namespace: str,
+        *,
+        window_s: float = WINDOW_S,
+        timeout_s: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.redis = redis
         self.prefix = f"cb:{{{namespace}}}:rl:client:"
         self.window_ms = int(window_s * 1000)
+        self.timeout_s = timeout_s
         self.local = LocalWindow(window_s, clock)
         self._clock = clock
         self._sha: str | None = None
         self._down_until = 0.0
-        self._pending: list[tuple[str, int, asyncio.Future[tuple[int, int]]]] = []
+        self._pending: Pending = []
+        self._sending = False
+        self._conn: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -116,46 +132,80 @@ class FleetLimiter:
     async def hit(self, client: str, limit: int) -> Verdict:
         if self._clock() < self._down_until:
             return self.local.hit(client, limit)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[tuple[int, int]] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._flush)
-        self._pending.append((client, limit, fut))
+        fut: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        self._pending.append((self.prefix + client, fut))
+        if not self._sending:
+            await self._pump()
         n, ttl_ms = await fut
         if n < 0:  # Redis failed for this batch
             return self.local.hit(client, limit)
         return Verdict(n <= limit, limit, max(0, limit - n), ttl_ms / 1000)
 
-    def _flush(self) -> None:
+    async def _pump(self) -> None:
+        """Send one batch; hand any hits that queued meanwhile to a task of their own."""
+        self._sending = True
         batch, self._pending = self._pending, []
-        t = asyncio.get_running_loop().create_task(self._send(batch))
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
-
-    async def _send(self, batch: list[tuple[str, int, asyncio.Future[tuple[int, int]]]]) -> None:
-        keys = [self.prefix + client for client, _, _ in batch]
         try:
-            res = await self._call(keys)
-        except (RedisError, OSError) as exc:
-            if not self.degraded:
-                log.warning("rate limiter: Redis unreachable (%s); limiting locally", exc)
-            self._down_until = self._clock() + REDIS_RETRY_AFTER_S
-            res = [-1, 0] * len(batch)
-        except BaseException as exc:
-            for _, _, fut in batch:
+            await self._send(batch)
+        finally:
+            for _, fut in batch:  # only left undone if we were cancelled mid-call
                 if not fut.done():
-                    fut.set_exception(exc)
+                    fut.set_result((-1, 0))
+            self._sending = False
+            if self._pending:
+                self._sending = True
+                t = asyncio.get_running_loop().create_task(self._pump_later())
+                self._tasks.add(t)
+                t.add_done_callback(self._tasks.discard)
+
+    async def _pump_later(self) -> None:
+        self._sending = False
+        await self._pump()
+
+    async def _send(self, batch: Pending) -> None:
+        try:
+            res = await self._call([key for key, _ in batch])
+        except (RedisError, OSError, TimeoutError) as exc:
+            await self._reset()
+            if not self.degraded:
+                log.warning("rate limiter: Redis unreachable (%r); limiting locally", exc)
+            self._down_until = self._clock() + REDIS_RETRY_AFTER_S
+            return
+        except BaseException:
+            await self._reset()  # a reply may still be on its way: the stream is unusable
             raise
-        for i, (_, _, fut) in enumerate(batch):
+        for i, (_, fut) in enumerate(batch):
             if not fut.done():
                 fut.set_result((int(res[2 * i]), int(res[2 * i + 1])))
 
+    async def _command(self, *args: Any) -> Any:
+        conn = self._conn
+        if conn is None:
+            pool = self.redis.connection_pool
+            # Timeouts are applied per call below; no per-write wait_for inside redis-py.
+            conn = self._conn = pool.connection_class(
+                **{**pool.connection_kwargs, "socket_timeout": None}
+            )
+        await conn.send_packed_command(conn.pack_command(*args), check_health=False)
+        return await conn.read_response(timeout=self.timeout_s)
+
     async def _call(self, keys: list[str]) -> Any:
         if self._sha is None:
-            self._sha = await self.redis.script_load(_SCRIPT)
+            self._sha = await self._command("SCRIPT", "LOAD", _SCRIPT)
         try:
-            return await self.redis.evalsha(self._sha, len(keys), *keys, self.window_ms)
+            return await self._command("EVALSHA", self._sha, len(keys), *keys, self.window_ms)
         except NoScriptError:
             # Redis restarted empty: load the script again (one extra round trip, once).
-            self._sha = await self.redis.script_load(_SCRIPT)
-            return await self.redis.evalsha(self._sha, len(keys), *keys, self.window_ms)
+            self._sha = await self._command("SCRIPT", "LOAD", _SCRIPT)
+            return await self._command("EVALSHA", self._sha, len(keys), *keys, self.window_ms)
+
+    async def _reset(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.disconnect(nowait=True)
+            except Exception:  # already broken; nothing more to do
+                log.debug("rate limiter: disconnect failed", exc_info=True)
+
+    async def aclose(self) -> None:
+        await self._reset()

@@ -4,29 +4,57 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                   10.0, 30.0)
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 
 
 class ProxyMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._requests = Counter(
-            "configbus_proxy_requests", "Chat completion requests by public model, provider "
-            "that served (or 'none') and status", ["model", "provider", "status"],
-            registry=registry)
+            "configbus_proxy_requests",
+            "Chat completion requests by public model, provider that served (or 'none') and status",
+            ["model", "provider", "status"],
+            registry=registry,
+        )
         self._latency = Histogram(
-            "configbus_proxy_upstream_seconds", "Upstream latency to response headers",
-            ["provider"], buckets=LATENCY_BUCKETS, registry=registry)
+            "configbus_proxy_upstream_seconds",
+            "Upstream latency to response headers",
+            ["provider"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
         self._attempts = Counter(
-            "configbus_proxy_upstream_attempts", "Upstream attempts by provider and outcome",
-            ["provider", "outcome"], registry=registry)
+            "configbus_proxy_upstream_attempts",
+            "Upstream attempts by provider and outcome",
+            ["provider", "outcome"],
+            registry=registry,
+        )
         self._breaker = Gauge(
-            "configbus_proxy_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open",
-            ["provider"], registry=registry)
+            "configbus_proxy_breaker_state",
+            "Circuit breaker: 0 closed, 1 half-open, 2 open",
+            ["provider"],
+            registry=registry,
+        )
         self.rate_limit_degraded = Gauge(
-            "configbus_proxy_rate_limit_local", "1 while client limits are local (Redis down)",
-            registry=registry)
+            "configbus_proxy_rate_limit_local",
+            "1 while client limits are local (Redis down)",
+            registry=registry,
+        )
         # Label children cached: `labels()` does a lock and a dict build on every call.
         self._req_children: dict[tuple[str, str, int], Counter] = {}
         self._lat_children: dict[str, Histogram] = {}

@@ -35,9 +35,16 @@ class Route(Generic[P]):
 
     __slots__ = ("_cum", "_total", "fallbacks", "name", "params", "strategy", "targets")
 
-    def __init__(self, name: str, targets: Sequence[Target[P]], weights: Sequence[int], *,
-                 strategy: Literal["weighted", "ordered"] = "weighted",
-                 fallbacks: Sequence[str] = (), params: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        targets: Sequence[Target[P]],
+        weights: Sequence[int],
+        *,
+        strategy: Literal["weighted", "ordered"] = "weighted",
+        fallbacks: Sequence[str] = (),
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
         self.name = name
         self.targets = tuple(targets)
         self.strategy = strategy
@@ -56,11 +63,12 @@ class Route(Generic[P]):
             i = len(t) - 1
         if i == 0:
             return t
-        return (t[i], *t[:i], *t[i + 1:])
+        return (t[i], *t[:i], *t[i + 1 :])
 
 
-def plan(routes: Mapping[str, Route[P]], model: str,
-         rand: Callable[[], float] = random.random) -> Iterator[tuple[Route[P], Target[P]]]:
+def plan(
+    routes: Mapping[str, Route[P]], model: str, rand: Callable[[], float] = random.random
+) -> Iterator[tuple[Route[P], Target[P]]]:
     """Every (route, deployment) to try for `model`: its own, then each fallback's."""
     route = routes[model]
     for target in route.order(rand):

@@ -40,9 +40,14 @@ class ClientRuntime:
 class Runtime:
     """One config version, ready to serve."""
 
-    def __init__(self, doc: Document, providers: dict[str, ProviderRuntime],
-                 routes: dict[str, Route[ProviderRuntime]], clients: dict[str, ClientRuntime],
-                 closing: set[asyncio.Task[Any]]) -> None:
+    def __init__(
+        self,
+        doc: Document,
+        providers: dict[str, ProviderRuntime],
+        routes: dict[str, Route[ProviderRuntime]],
+        clients: dict[str, ClientRuntime],
+        closing: set[asyncio.Task[Any]],
+    ) -> None:
         self.doc = doc
         self.providers = providers
         self.routes = routes
@@ -76,16 +81,27 @@ class Runtime:
             p.disown(self._closing)
 
     def models_body(self, client: ClientRuntime) -> bytes:
-        return _encode({"object": "list", "data": [
-            {"id": m, "object": "model", "created": 0, "owned_by": "configbus"}
-            for m in self.model_names if client.may_use(m)]})
+        return _encode(
+            {
+                "object": "list",
+                "data": [
+                    {"id": m, "object": "model", "created": 0, "owned_by": "configbus"}
+                    for m in self.model_names
+                    if client.may_use(m)
+                ],
+            }
+        )
 
 
 class Builder:
     """Builds runtime snapshots; the watcher calls `build(doc, previous)`."""
 
-    def __init__(self, *, on_breaker: Callable[[str, BreakerState], None] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        on_breaker: Callable[[str, BreakerState], None] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.on_breaker = on_breaker
         self.env = env
         self.closing: set[asyncio.Task[Any]] = set()
@@ -98,17 +114,30 @@ class Builder:
             if not p.enabled:
                 continue
             rl = p.rate_limit or default_rpm
-            fresh = ProviderRuntime(p, p.circuit_breaker or doc.circuit_breaker,
-                                    rl.rpm if rl else None, on_breaker=self.on_breaker,
-                                    env=self.env)
+            fresh = ProviderRuntime(
+                p,
+                p.circuit_breaker or doc.circuit_breaker,
+                rl.rpm if rl else None,
+                on_breaker=self.on_breaker,
+                env=self.env,
+            )
             kept = old.get(p.name)
             providers[p.name] = kept if kept is not None and kept.same_settings(fresh) else fresh
         routes: dict[str, Route[ProviderRuntime]] = {}
         for m in doc.models:
-            pairs = [(Target(providers[d.provider], d.model), d.weight)
-                     for d in m.deployments if d.provider in providers]
-            routes[m.name] = Route(m.name, [t for t, _ in pairs], [w for _, w in pairs],
-                                   strategy=m.strategy, fallbacks=m.fallbacks, params=m.params)
+            pairs = [
+                (Target(providers[d.provider], d.model), d.weight)
+                for d in m.deployments
+                if d.provider in providers
+            ]
+            routes[m.name] = Route(
+                m.name,
+                [t for t, _ in pairs],
+                [w for _, w in pairs],
+                strategy=m.strategy,
+                fallbacks=m.fallbacks,
+                params=m.params,
+            )
         client_default = doc.rate_limits.client_default
         clients: dict[str, ClientRuntime] = {}
         for c in doc.clients:

@@ -31,8 +31,9 @@ class ProxySettings(msgspec.Struct, frozen=True, kw_only=True):
         try:
             max_body = int(raw) if raw else DEFAULT_MAX_BODY_BYTES
         except ValueError:
-            raise SettingsError(f"CONFIGBUS_PROXY_MAX_BODY_BYTES: {raw!r} is not an integer"
-                                ) from None
+            raise SettingsError(
+                f"CONFIGBUS_PROXY_MAX_BODY_BYTES: {raw!r} is not an integer"
+            ) from None
         if max_body < 1:
             raise SettingsError("CONFIGBUS_PROXY_MAX_BODY_BYTES: must be at least 1")
         return cls(bus=BusSettings.from_env(env, **overrides), max_body_bytes=max_body)

@@ -24,9 +24,15 @@ log = logging.getLogger("proxy.upstream")
 
 
 class ProviderRuntime:
-    def __init__(self, provider: Provider, breaker: CircuitBreaker, rpm: int | None,
-                 *, on_breaker: Callable[[str, BreakerState], None] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        provider: Provider,
+        breaker: CircuitBreaker,
+        rpm: int | None,
+        *,
+        on_breaker: Callable[[str, BreakerState], None] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.provider = provider
         self.name = provider.name
         self.name_bytes = provider.name.encode()
@@ -51,14 +57,16 @@ class ProviderRuntime:
                 headers["authorization"] = f"Bearer {api_key}"
         headers.update({k.lower(): v for k, v in provider.headers.items()})
         self.headers = headers
-        self.timeout = aiohttp.ClientTimeout(total=provider.timeout_s,
-                                             sock_connect=provider.connect_timeout_s)
+        self.timeout = aiohttp.ClientTimeout(
+            total=provider.timeout_s, sock_connect=provider.connect_timeout_s
+        )
         # A stream may last long; bound the wait for each read instead of the whole.
-        self.stream_timeout = aiohttp.ClientTimeout(total=None,
-                                                    sock_connect=provider.connect_timeout_s,
-                                                    sock_read=provider.timeout_s)
+        self.stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=provider.connect_timeout_s, sock_read=provider.timeout_s
+        )
         self.breaker = Breaker(
-            breaker, on_change=(lambda s: on_breaker(self.name, s)) if on_breaker else None)
+            breaker, on_change=(lambda s: on_breaker(self.name, s)) if on_breaker else None
+        )
         self.limiter = LocalWindow() if rpm else None
         self.owners = 0
         self._session: aiohttp.ClientSession | None = None
@@ -79,18 +87,27 @@ class ProviderRuntime:
             if self.closed:
                 raise RuntimeError(f"provider {self.name}: pool already closed")
             pool = self.provider.pool
-            connector = aiohttp.TCPConnector(limit=pool.max_connections, limit_per_host=0,
-                                             keepalive_timeout=pool.keepalive_timeout_s,
-                                             ttl_dns_cache=300)
+            connector = aiohttp.TCPConnector(
+                limit=pool.max_connections,
+                limit_per_host=0,
+                keepalive_timeout=pool.keepalive_timeout_s,
+                ttl_dns_cache=300,
+            )
             s = self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",),
-                raise_for_status=False)
+                connector=connector,
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+                raise_for_status=False,
+            )
         return s
 
     async def post(self, body: bytes, *, stream: bool) -> aiohttp.ClientResponse:
         return await self.session.post(
-            self.url, data=body, headers=self.headers,
-            timeout=self.stream_timeout if stream else self.timeout)
+            self.url,
+            data=body,
+            headers=self.headers,
+            timeout=self.stream_timeout if stream else self.timeout,
+        )
 
     def own(self) -> None:
         self.owners += 1

@@ -14,10 +14,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--redis-url", help="env CONFIGBUS_REDIS_URL")
     p.add_argument("--namespace", help="env CONFIGBUS_NAMESPACE")
     p.add_argument("--replica-id", help="env CONFIGBUS_REPLICA_ID (default: host-pid)")
-    p.add_argument("--snapshot-path", type=Path, help="last-known-good file; "
-                   "env CONFIGBUS_SNAPSHOT_PATH")
-    p.add_argument("--reconcile-interval", type=float, dest="reconcile_interval_s",
-                   help="seconds; env CONFIGBUS_RECONCILE_INTERVAL_S")
+    p.add_argument(
+        "--snapshot-path", type=Path, help="last-known-good file; env CONFIGBUS_SNAPSHOT_PATH"
+    )
+    p.add_argument(
+        "--reconcile-interval",
+        type=float,
+        dest="reconcile_interval_s",
+        help="seconds; env CONFIGBUS_RECONCILE_INTERVAL_S",
+    )
     p.add_argument("--log-level", default="warning", help="uvicorn's log level")
     p.set_defaults(func=_run)
 
@@ -31,11 +36,25 @@ def _run(args: argparse.Namespace) -> int:
     from proxy.settings import ProxySettings
 
     settings = ProxySettings.from_env(
-        redis_url=args.redis_url, namespace=args.namespace, replica_id=args.replica_id,
-        snapshot_path=args.snapshot_path, reconcile_interval_s=args.reconcile_interval_s)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(functools.partial(create_app, settings), factory=True, host=args.host,
-                port=args.port, loop="uvloop", http="httptools", lifespan="on",
-                access_log=False, log_level=args.log_level, timeout_graceful_shutdown=5)
+        redis_url=args.redis_url,
+        namespace=args.namespace,
+        replica_id=args.replica_id,
+        snapshot_path=args.snapshot_path,
+        reconcile_interval_s=args.reconcile_interval_s,
+    )
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        functools.partial(create_app, settings),
+        factory=True,
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=5,
+    )
     return 0

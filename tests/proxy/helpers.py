@@ -28,8 +28,10 @@ class Mock:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.service = Service(configbus_cmd("mock-upstream", "--port", str(self.port),
-                                             "--name", name), name=f"mock-{name}")
+        self.service = Service(
+            configbus_cmd("mock-upstream", "--port", str(self.port), "--name", name),
+            name=f"mock-{name}",
+        )
 
     def start(self) -> Mock:
         self.service.start()
@@ -46,17 +48,25 @@ class Mock:
 
 
 class Replica:
-    def __init__(self, redis_url: str, namespace: str, *, replica_id: str,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, redis_url: str, namespace: str, *, replica_id: str, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.service = Service(
             configbus_cmd("proxy", "--port", str(self.port)),
-            env={"CONFIGBUS_REDIS_URL": redis_url, "CONFIGBUS_NAMESPACE": namespace,
-                 "CONFIGBUS_SECRET_KEYS": SECRET_KEY, "CONFIGBUS_REPLICA_ID": replica_id,
-                 "CONFIGBUS_RECONCILE_INTERVAL_S": "1", "CONFIGBUS_HEARTBEAT_INTERVAL_S": "1",
-                 "UPSTREAM_B_KEY": "sk-upstream-b", **(env or {})},
-            name=replica_id)
+            env={
+                "CONFIGBUS_REDIS_URL": redis_url,
+                "CONFIGBUS_NAMESPACE": namespace,
+                "CONFIGBUS_SECRET_KEYS": SECRET_KEY,
+                "CONFIGBUS_REPLICA_ID": replica_id,
+                "CONFIGBUS_RECONCILE_INTERVAL_S": "1",
+                "CONFIGBUS_HEARTBEAT_INTERVAL_S": "1",
+                "UPSTREAM_B_KEY": "sk-upstream-b",
+                **(env or {}),
+            },
+            name=replica_id,
+        )
 
     def start(self) -> Replica:
         self.service.start()
@@ -112,7 +122,11 @@ def publish(redis_url: str, namespace: str, data: dict[str, Any]) -> int:
     return asyncio.run(go())
 
 
-def chat(client: httpx.Client, url: str, *, key: str = SAMPLE_CLIENT_KEY,
-         **body: Any) -> httpx.Response:
-    return client.post(url + "/v1/chat/completions", json={**CHAT, **body},
-                       headers={"authorization": f"Bearer {key}"})
+def chat(
+    client: httpx.Client, url: str, *, key: str = SAMPLE_CLIENT_KEY, **body: Any
+) -> httpx.Response:
+    return client.post(
+        url + "/v1/chat/completions",
+        json={**CHAT, **body},
+        headers={"authorization": f"Bearer {key}"},
+    )

@@ -12,11 +12,17 @@ class Clock:
         return self.now
 
 
-def make(threshold: int = 3, recovery: float = 10.0, probes: int = 1) -> tuple[Breaker, Clock,
-                                                                               list[BreakerState]]:
+def make(
+    threshold: int = 3, recovery: float = 10.0, probes: int = 1
+) -> tuple[Breaker, Clock, list[BreakerState]]:
     clock, changes = Clock(), []
-    b = Breaker(CircuitBreaker(failure_threshold=threshold, recovery_timeout_s=recovery,
-                               half_open_max_calls=probes), clock=clock, on_change=changes.append)
+    b = Breaker(
+        CircuitBreaker(
+            failure_threshold=threshold, recovery_timeout_s=recovery, half_open_max_calls=probes
+        ),
+        clock=clock,
+        on_change=changes.append,
+    )
     return b, clock, changes
 
 

@@ -36,14 +36,16 @@ class Fleet:
 
     def publish(self, data: dict[str, Any]) -> int:
         v = publish(self.redis_url, self.namespace, data)
-        wait_for(lambda: all(r.version() == v for r in self.replicas), timeout=5,
-                 what=f"every replica on version {v}")
+        wait_for(
+            lambda: all(r.version() == v for r in self.replicas),
+            timeout=5,
+            what=f"every replica on version {v}",
+        )
         return v
 
     def reset(self) -> None:
         for m in (self.a, self.b):
-            m.control(fail_rate=0.0, status=500, latency_ms=0, stream_chunks=3,
-                      chunk_delay_ms=0)
+            m.control(fail_rate=0.0, status=500, latency_ms=0, stream_chunks=3, chunk_delay_ms=0)
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +68,9 @@ def served_by(resp: httpx.Response) -> str:
     return content.removeprefix("served by ")
 
 
-def test_switch_upstream_on_every_replica_without_failures(fleet: Fleet,
-                                                           http: httpx.Client) -> None:
+def test_switch_upstream_on_every_replica_without_failures(
+    fleet: Fleet, http: httpx.Client
+) -> None:
     fleet.publish(data_for(fleet.a, fleet.b, model_to="a"))
     for r in fleet.replicas:
         assert served_by(chat(http, r.url)) == "A"
@@ -96,8 +99,12 @@ def test_switch_upstream_on_every_replica_without_failures(fleet: Fleet,
         t0 = time.monotonic()
         publish(fleet.redis_url, fleet.namespace, data_for(fleet.a, fleet.b, model_to="b"))
         for r in fleet.replicas:
-            wait_for(lambda r=r: served_by(chat(http, r.url)) == "B", timeout=1.0,  # type: ignore[misc]
-                     interval=0.01, what=f"{r.url} serving from B")
+            wait_for(
+                lambda r=r: served_by(chat(http, r.url)) == "B",
+                timeout=1.0,  # type: ignore[misc]
+                interval=0.01,
+                what=f"{r.url} serving from B",
+            )
         switched = time.monotonic() - t0
         before = sent[0]
         wait_for(lambda: sent[0] > before + 30, timeout=5)
@@ -112,7 +119,8 @@ def test_switch_upstream_on_every_replica_without_failures(fleet: Fleet,
 
 
 def test_stream_started_before_reload_finishes_on_the_old_upstream(
-        fleet: Fleet, http: httpx.Client) -> None:
+    fleet: Fleet, http: httpx.Client
+) -> None:
     fleet.publish(data_for(fleet.a, fleet.b, model_to="a"))
     fleet.a.control(stream_chunks=6, chunk_delay_ms=100)
     replica = fleet.replicas[0]
@@ -121,8 +129,9 @@ def test_stream_started_before_reload_finishes_on_the_old_upstream(
     new = data_for(fleet.a, fleet.b, model_to="b")
     new["providers"][0]["timeout_s"] = 9
     text = []
-    with http.stream("POST", replica.url + "/v1/chat/completions",
-                     json={**CHAT, "stream": True}, headers=AUTH) as resp:
+    with http.stream(
+        "POST", replica.url + "/v1/chat/completions", json={**CHAT, "stream": True}, headers=AUTH
+    ) as resp:
         assert resp.status_code == 200
         assert resp.headers["x-configbus-provider"] == "upstream-a"
         lines = resp.iter_lines()
@@ -136,19 +145,20 @@ def test_stream_started_before_reload_finishes_on_the_old_upstream(
     assert text[-1] == "data: [DONE]"
     import json
 
-    content = "".join(json.loads(t[6:])["choices"][0]["delta"].get("content", "")
-                      for t in text[:-1])
+    content = "".join(
+        json.loads(t[6:])["choices"][0]["delta"].get("content", "") for t in text[:-1]
+    )
     assert content == "served by A"
     status = http.get(replica.url + "/status").json()
     assert status["version"] == v2
 
 
 def test_breaker_opens_falls_back_and_closes_after_a_half_open_probe(
-        fleet: Fleet, http: httpx.Client) -> None:
+    fleet: Fleet, http: httpx.Client
+) -> None:
     data = data_for(fleet.a, fleet.b, model_to="a")
     data["providers"][0]["max_retries"] = 0
-    data["providers"][0]["circuit_breaker"] = {"failure_threshold": 3,
-                                               "recovery_timeout_s": 0.5}
+    data["providers"][0]["circuit_breaker"] = {"failure_threshold": 3, "recovery_timeout_s": 0.5}
     fleet.publish(data)
     replica = fleet.replicas[0]
     fleet.a.control(fail_rate=1.0, status=500)
@@ -164,17 +174,23 @@ def test_breaker_opens_falls_back_and_closes_after_a_half_open_probe(
     assert 'configbus_proxy_breaker_state{provider="upstream-a"} 2.0' in metrics
 
     fleet.a.control(fail_rate=0.0)
-    wait_for(lambda: served_by(chat(http, replica.url)) == "A", timeout=5,
-             interval=0.05, what="A back after a half-open probe")
-    assert http.get(replica.url + "/status").json()["providers"]["upstream-a"][
-        "breaker"] == "closed"
+    wait_for(
+        lambda: served_by(chat(http, replica.url)) == "A",
+        timeout=5,
+        interval=0.05,
+        what="A back after a half-open probe",
+    )
+    assert (
+        http.get(replica.url + "/status").json()["providers"]["upstream-a"]["breaker"] == "closed"
+    )
     assert served_by(chat(http, replica.url)) == "A"
 
 
 def test_client_rpm_is_enforced_across_replicas(fleet: Fleet, http: httpx.Client) -> None:
     key = f"sk-limited-{time.monotonic_ns()}"
-    data = with_client(data_for(fleet.a, fleet.b), f"limited-{time.monotonic_ns()}", key,
-                       rate_limit={"rpm": 5})
+    data = with_client(
+        data_for(fleet.a, fleet.b), f"limited-{time.monotonic_ns()}", key, rate_limit={"rpm": 5}
+    )
     fleet.publish(data)
     codes, after = [], []
     for i in range(12):
@@ -227,14 +243,17 @@ def test_error_answers_have_openai_shape(fleet: Fleet, http: httpx.Client) -> No
 
 
 def test_models_status_and_readiness(fleet: Fleet, http: httpx.Client) -> None:
-    v = fleet.publish(with_client(data_for(fleet.a, fleet.b), "narrow2", "sk-n2",
-                                  models=["m"]))
+    v = fleet.publish(with_client(data_for(fleet.a, fleet.b), "narrow2", "sk-n2", models=["m"]))
     r = fleet.replicas[2]
     assert http.get(r.url + "/health/ready").status_code == 200
     ids = [m["id"] for m in http.get(r.url + "/v1/models", headers=AUTH).json()["data"]]
     assert ids == ["m", "m-backup"]
-    ids = [m["id"] for m in http.get(
-        r.url + "/v1/models", headers={"authorization": "Bearer sk-n2"}).json()["data"]]
+    ids = [
+        m["id"]
+        for m in http.get(r.url + "/v1/models", headers={"authorization": "Bearer sk-n2"}).json()[
+            "data"
+        ]
+    ]
     assert ids == ["m"]
     st = http.get(r.url + "/status").json()
     assert st["replica_id"] == "r2" and st["namespace"] == "fleet" and st["version"] == v
@@ -246,16 +265,31 @@ def test_models_status_and_readiness(fleet: Fleet, http: httpx.Client) -> None:
 
 def test_anthropic_provider_stream_and_non_stream(fleet: Fleet, http: httpx.Client) -> None:
     data = data_for(fleet.a, fleet.b)
-    data["providers"].append({"name": "claude", "type": "anthropic",
-                              "base_url": fleet.a.url + "/v1", "api_key_env": "UPSTREAM_B_KEY"})
-    data["models"].append({"name": "c", "deployments": [{"provider": "claude",
-                                                         "model": "claude-mock"}],
-                           "params": {"max_tokens": 77}})
+    data["providers"].append(
+        {
+            "name": "claude",
+            "type": "anthropic",
+            "base_url": fleet.a.url + "/v1",
+            "api_key_env": "UPSTREAM_B_KEY",
+        }
+    )
+    data["models"].append(
+        {
+            "name": "c",
+            "deployments": [{"provider": "claude", "model": "claude-mock"}],
+            "params": {"max_tokens": 77},
+        }
+    )
     fleet.publish(data)
     url = fleet.replicas[0].url
-    resp = http.post(url + "/v1/chat/completions", headers=AUTH, json={
-        "model": "c", "messages": [{"role": "system", "content": "sys"},
-                                   {"role": "user", "content": "hi"}]})
+    resp = http.post(
+        url + "/v1/chat/completions",
+        headers=AUTH,
+        json={
+            "model": "c",
+            "messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}],
+        },
+    )
     assert served_by(resp) == "A"
     body = resp.json()
     assert body["object"] == "chat.completion" and body["model"] == "claude-mock"
@@ -264,9 +298,11 @@ def test_anthropic_provider_stream_and_non_stream(fleet: Fleet, http: httpx.Clie
     assert seen["last_request"]["system"] == "sys"
     assert seen["last_request"]["max_tokens"] == 77
     assert seen["last_headers"]["x-api-key"] == "sk-upstream-b"
-    resp = http.post(url + "/v1/chat/completions", headers=AUTH,
-                     json={"model": "c", "stream": True,
-                           "messages": [{"role": "user", "content": "hi"}]})
+    resp = http.post(
+        url + "/v1/chat/completions",
+        headers=AUTH,
+        json={"model": "c", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+    )
     import json
 
     datas = [line[6:] for line in resp.text.split("\n") if line.startswith("data: ")]

@@ -12,7 +12,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_not_ready_until_a_config_arrives_then_log_level_applies_live(
-        redis_server: RedisServer, namespace: str) -> None:
+    redis_server: RedisServer, namespace: str
+) -> None:
     a, b = Mock("A"), Mock("B")
     replica = Replica(redis_server.url, namespace, replica_id="lonely")
     with running(a, b, replica), httpx.Client(timeout=5) as http:
@@ -31,12 +32,14 @@ def test_not_ready_until_a_config_arrives_then_log_level_applies_live(
         assert st["version"] == v and st["log_level"] == "DEBUG"
         data["logging"] = {"level": "ERROR"}
         publish(redis_server.url, namespace, data)
-        wait_for(lambda: http.get(replica.url + "/status").json()["log_level"] == "ERROR",
-                 timeout=5)
+        wait_for(
+            lambda: http.get(replica.url + "/status").json()["log_level"] == "ERROR", timeout=5
+        )
 
 
-def test_redis_down_keeps_serving_and_limits_locally(own_redis: RedisServer,
-                                                     namespace: str) -> None:
+def test_redis_down_keeps_serving_and_limits_locally(
+    own_redis: RedisServer, namespace: str
+) -> None:
     a, b = Mock("A"), Mock("B")
     replica = Replica(own_redis.url, namespace, replica_id="solo")
     with running(a, b, replica), httpx.Client(timeout=5) as http:

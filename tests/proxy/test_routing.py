@@ -7,11 +7,17 @@ import pytest
 from proxy.routing import Route, Target, plan
 
 
-def route(name: str, weights: list[int], strategy: str = "weighted",
-          fallbacks: tuple[str, ...] = ()) -> Route[str]:
+def route(
+    name: str, weights: list[int], strategy: str = "weighted", fallbacks: tuple[str, ...] = ()
+) -> Route[str]:
     targets = [Target(f"{name}-p{i}", f"{name}-model{i}") for i in range(len(weights))]
-    return Route(name, targets, weights, strategy=strategy,  # type: ignore[arg-type]
-                 fallbacks=fallbacks)
+    return Route(
+        name,
+        targets,
+        weights,
+        strategy=strategy,  # type: ignore[arg-type]
+        fallbacks=fallbacks,
+    )
 
 
 def providers(r: Route[str], x: float) -> list[str]:
@@ -51,11 +57,18 @@ def test_ordered_ignores_weights() -> None:
 
 
 def test_plan_tries_own_deployments_then_fallbacks_in_order() -> None:
-    routes = {"m": route("m", [1, 1], "ordered", fallbacks=("f1", "gone", "f2")),
-              "f1": route("f1", [1]), "f2": route("f2", [1])}
+    routes = {
+        "m": route("m", [1, 1], "ordered", fallbacks=("f1", "gone", "f2")),
+        "f1": route("f1", [1]),
+        "f2": route("f2", [1]),
+    }
     got = [(r.name, t.provider, t.model) for r, t in plan(routes, "m", lambda: 0.0)]
-    assert got == [("m", "m-p0", "m-model0"), ("m", "m-p1", "m-model1"),
-                   ("f1", "f1-p0", "f1-model0"), ("f2", "f2-p0", "f2-model0")]
+    assert got == [
+        ("m", "m-p0", "m-model0"),
+        ("m", "m-p1", "m-model1"),
+        ("f1", "f1-p0", "f1-model0"),
+        ("f2", "f2-p0", "f2-model0"),
+    ]
 
 
 def test_route_without_deployments_goes_straight_to_fallbacks() -> None:

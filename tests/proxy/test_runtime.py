@@ -9,8 +9,10 @@ from proxy.runtime import Builder
 
 
 def with_provider_timeout(doc, name: str, timeout: float):  # type: ignore[no-untyped-def]
-    providers = [msgspec.structs.replace(p, timeout_s=timeout) if p.name == name else p
-                 for p in doc.providers]
+    providers = [
+        msgspec.structs.replace(p, timeout_s=timeout) if p.name == name else p
+        for p in doc.providers
+    ]
     return msgspec.structs.replace(doc, providers=providers)
 
 
@@ -57,8 +59,9 @@ async def test_retired_snapshot_closes_replaced_pools_after_last_request() -> No
 async def test_clients_by_hash_enabled_only_with_default_rpm() -> None:
     doc = sample_document()
     c0 = doc.clients[0]
-    extra = msgspec.structs.replace(c0, name="off", key_sha256="0" * 64, enabled=False,
-                                    rate_limit=None)
+    extra = msgspec.structs.replace(
+        c0, name="off", key_sha256="0" * 64, enabled=False, rate_limit=None
+    )
     doc = msgspec.structs.replace(doc, clients=[c0, extra])
     rt = Builder(env={}).build(doc, None)
     assert list(rt.clients) == [c0.key_sha256]
