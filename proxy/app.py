@@ -22,16 +22,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from configbus.codec import decode_body
 from configbus.connection import connect
-from configbus.crypto import SecretBox, decrypt_secrets, secrets_of
 from configbus.document import Document
-from configbus.errors import SecretError
 from configbus.settings import BusSettings
 from configbus.store import Store
 from configbus.watcher import Applied, Watcher
 from proxy import errors
 from proxy.chat import ChatHandler, authenticate
+from proxy.decode import make_decoder
 from proxy.errors import ProxyError
 from proxy.limits import FleetLimiter
 from proxy.metrics import ProxyMetrics
@@ -58,23 +56,6 @@ class State(TypedDict):
     metrics: ProxyMetrics
     registry: CollectorRegistry
     chat: ChatHandler
-
-
-def make_decoder(keys: tuple[str, ...]) -> Any:
-    """bytes → Document with provider secrets decrypted (refused when no keys are set)."""
-    box = SecretBox(keys) if keys else None
-
-    def decode(body: bytes) -> Document:
-        doc = decode_body(body)
-        if box is not None:
-            return decrypt_secrets(doc, box)
-        if secrets_of(doc):
-            raise SecretError(
-                "document holds encrypted secrets but CONFIGBUS_SECRET_KEYS is not set"
-            )
-        return doc
-
-    return decode
 
 
 def _on_swap(new: Applied[Runtime], old: Applied[Runtime] | None) -> None:

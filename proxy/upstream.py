@@ -93,8 +93,12 @@ class ProviderRuntime:
                 keepalive_timeout=pool.keepalive_timeout_s,
                 ttl_dns_cache=300,
             )
+            # Headers and the non-stream timeout are session defaults: nothing to merge or
+            # pass per request.
             s = self._session = aiohttp.ClientSession(
                 connector=connector,
+                headers=self.headers,
+                timeout=self.timeout,
                 auto_decompress=True,
                 skip_auto_headers=("User-Agent",),
                 raise_for_status=False,
@@ -102,12 +106,9 @@ class ProviderRuntime:
         return s
 
     async def post(self, body: bytes, *, stream: bool) -> aiohttp.ClientResponse:
-        return await self.session.post(
-            self.url,
-            data=body,
-            headers=self.headers,
-            timeout=self.stream_timeout if stream else self.timeout,
-        )
+        if stream:
+            return await self.session.post(self.url, data=body, timeout=self.stream_timeout)
+        return await self.session.post(self.url, data=body)
 
     def own(self) -> None:
         self.owners += 1

@@ -298,6 +298,7 @@ def test_anthropic_provider_stream_and_non_stream(fleet: Fleet, http: httpx.Clie
     assert seen["last_request"]["system"] == "sys"
     assert seen["last_request"]["max_tokens"] == 77
     assert seen["last_headers"]["x-api-key"] == "sk-upstream-b"
+    assert seen["last_headers"]["content-type"] == "application/json"
     resp = http.post(
         url + "/v1/chat/completions",
         headers=AUTH,
