@@ -122,7 +122,12 @@ class Builder:
                 env=self.env,
             )
             kept = old.get(p.name)
-            providers[p.name] = kept if kept is not None and kept.same_settings(fresh) else fresh
+            if kept is not None and kept.same_settings(fresh):
+                providers[p.name] = kept
+            else:
+                providers[p.name] = fresh
+                if self.on_breaker is not None:  # export the new breaker's state from the start
+                    self.on_breaker(p.name, fresh.breaker.state)
         routes: dict[str, Route[ProviderRuntime]] = {}
         for m in doc.models:
             pairs = [

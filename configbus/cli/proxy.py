@@ -56,5 +56,6 @@ def _run(args: argparse.Namespace) -> int:
         access_log=False,
         log_level=args.log_level,
         timeout_graceful_shutdown=5,
+        proxy_headers=False,
     )
     return 0
