@@ -263,6 +263,9 @@ class ChatHandler:
                     metrics.attempt(p.name, "error")
                     last = errors.bad_gateway(f"provider {p.name}: {type(exc).__name__}")
                     continue
+                except BaseException:
+                    p.breaker.release()  # cancelled: no verdict; free a half-open probe slot
+                    raise
                 metrics.latency(p.name, time.perf_counter() - t0)
                 if status >= 500 or status == 429:
                     if status == 429:

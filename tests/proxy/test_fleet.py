@@ -99,12 +99,11 @@ def test_switch_upstream_on_every_replica_without_failures(
         t0 = time.monotonic()
         publish(fleet.redis_url, fleet.namespace, data_for(fleet.a, fleet.b, model_to="b"))
         for r in fleet.replicas:
-            wait_for(
-                lambda r=r: served_by(chat(http, r.url)) == "B",
-                timeout=1.0,  # type: ignore[misc]
-                interval=0.01,
-                what=f"{r.url} serving from B",
-            )
+
+            def on_b(url: str = r.url) -> bool:
+                return served_by(chat(http, url)) == "B"
+
+            wait_for(on_b, timeout=1.0, interval=0.01, what=f"{r.url} serving from B")
         switched = time.monotonic() - t0
         before = sent[0]
         wait_for(lambda: sent[0] > before + 30, timeout=5)
