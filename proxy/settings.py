@@ -25,7 +25,14 @@ class ProxySettings(msgspec.Struct, frozen=True, kw_only=True):
     gc_freeze: bool = True
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ProxySettings:
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        max_body_bytes: int | None = None,
+        **overrides: object,
+    ) -> ProxySettings:
+        """Bus settings from CONFIGBUS_* (see BusSettings), plus the proxy's own; flags win."""
         e = os.environ if env is None else env
         raw = e.get("CONFIGBUS_PROXY_MAX_BODY_BYTES", "")
         try:
@@ -34,6 +41,8 @@ class ProxySettings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError(
                 f"CONFIGBUS_PROXY_MAX_BODY_BYTES: {raw!r} is not an integer"
             ) from None
+        if max_body_bytes is not None:
+            max_body = max_body_bytes
         if max_body < 1:
             raise SettingsError("CONFIGBUS_PROXY_MAX_BODY_BYTES: must be at least 1")
         return cls(bus=BusSettings.from_env(env, **overrides), max_body_bytes=max_body)

@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         dest="reconcile_interval_s",
         help="seconds; env CONFIGBUS_RECONCILE_INTERVAL_S",
     )
+    p.add_argument(
+        "--max-body-bytes", type=int, help="413 above this; env CONFIGBUS_PROXY_MAX_BODY_BYTES"
+    )
     p.add_argument("--log-level", default="warning", help="uvicorn's log level")
     p.set_defaults(func=_run)
 
@@ -41,6 +44,7 @@ def _run(args: argparse.Namespace) -> int:
         replica_id=args.replica_id,
         snapshot_path=args.snapshot_path,
         reconcile_interval_s=args.reconcile_interval_s,
+        max_body_bytes=args.max_body_bytes,
     )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -22,7 +22,7 @@ from tests.proxy.helpers import (
     running,
     with_client,
 )
-from tests.support import RedisServer, wait_for
+from tests.support import RedisServer, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -310,3 +310,32 @@ def test_anthropic_provider_stream_and_non_stream(fleet: Fleet, http: httpx.Clie
     chunks = [json.loads(d) for d in datas[:-1]]
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == "served by A"
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_dead_upstream_retries_then_falls_back_and_provider_rpm_spills_over(
+    fleet: Fleet, http: httpx.Client
+) -> None:
+    data = data_for(fleet.a, fleet.b)
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    data["providers"].append({"name": "dead", "base_url": dead, "max_retries": 2})
+    data["providers"][1]["rate_limit"] = {"rpm": 2}  # upstream-b
+    data["models"].append(
+        {
+            "name": "d",
+            "strategy": "ordered",
+            "deployments": [
+                {"provider": "dead", "model": "x"},
+                {"provider": "upstream-b", "model": "mock-b"},
+                {"provider": "upstream-a", "model": "mock-a"},
+            ],
+        }
+    )
+    fleet.publish(data)
+    url = fleet.replicas[2].url
+    got = [served_by(chat(http, url, model="d")) for _ in range(4)]
+    assert got == ["B", "B", "A", "A"]  # B's own rpm of 2, then the next deployment
+    metrics = http.get(url + "/metrics").text
+    assert 'configbus_proxy_upstream_attempts_total{outcome="error",provider="dead"}' in metrics
+    resp = chat(http, url, model="m-backup")  # only B, which is at its limit
+    assert resp.status_code == 429
+    assert resp.headers["retry-after"] == "1"
