@@ -663,6 +663,15 @@ def test_k8s_container_matches_code(c: Container, monkeypatch: pytest.MonkeyPatc
         )
         check_path(run, get.get("path", "/"), kind, f"{c.where} {probe_name}.httpGet.path")
 
+    annotations = c.obj.body["spec"]["template"].get("metadata", {}).get("annotations", {})
+    if "prometheus.io/port" in annotations:
+        where = f"{c.obj} spec.template.metadata.annotations"
+        assert int(annotations["prometheus.io/port"]) == run.port, (
+            f"{where}.prometheus.io/port: not the port `configbus {run.command}` listens on "
+            f"({run.port})"
+        )
+        check_path(run, annotations.get("prometheus.io/path", "/metrics"), "", where)
+
     # Settings the process builds (snapshot path from env or flag).
     snap = run.args.snapshot_path if run.command == "proxy" else None
     snap = snap or (env.get("CONFIGBUS_SNAPSHOT_PATH") if run.command == "proxy" else None)
