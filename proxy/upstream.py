@@ -100,7 +100,10 @@ class ProviderRuntime:
                 headers=self.headers,
                 timeout=self.timeout,
                 auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
+                # Bodies travel as they are (no gzip round trip on the hot path), and no
+                # upstream cookie is kept: a proxy must not mix its clients' state.
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                cookie_jar=aiohttp.DummyCookieJar(),
                 raise_for_status=False,
             )
         return s
