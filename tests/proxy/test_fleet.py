@@ -127,6 +127,8 @@ def test_stream_started_before_reload_finishes_on_the_old_upstream(
     # while the stream still uses it.
     new = data_for(fleet.a, fleet.b, model_to="b")
     new["providers"][0]["timeout_s"] = 9
+    closing = "closing pool of provider upstream-a"
+    closed_before = replica.service.output().count(closing)
     text = []
     with http.stream(
         "POST", replica.url + "/v1/chat/completions", json={**CHAT, "stream": True}, headers=AUTH
@@ -150,6 +152,12 @@ def test_stream_started_before_reload_finishes_on_the_old_upstream(
     assert content == "served by A"
     status = http.get(replica.url + "/status").json()
     assert status["version"] == v2
+    # The replaced pool of A closed once the stream, its last user, was done.
+    wait_for(
+        lambda: replica.service.output().count(closing) > closed_before,
+        timeout=5,
+        what="old pool of upstream-a closed",
+    )
 
 
 def test_breaker_opens_falls_back_and_closes_after_a_half_open_probe(
