@@ -128,7 +128,7 @@ async def _relay(resp: aiohttp.ClientResponse, provider: ProviderRuntime) -> Asy
                 out = translator.feed(chunk)
                 if out:
                     yield out
-    except (TimeoutError, aiohttp.ClientError) as exc:
+    except (TimeoutError, aiohttp.ClientError, msgspec.DecodeError) as exc:
         # Too late to retry: the client already has part of the answer. Say so in-band.
         log.warning("stream from %s broke: %r", provider.name, exc)
         yield (

@@ -246,3 +246,10 @@ def test_error_body_is_translated_to_openai_shape() -> None:
     assert msgspec.json.decode(error_to_openai(502, b"<html>")) == {
         "error": {"message": "upstream answered 502", "type": "upstream_error", "code": None}
     }
+
+
+def test_stream_with_garbage_data_raises_decode_error_for_the_relay() -> None:
+    import pytest
+
+    with pytest.raises(msgspec.DecodeError):
+        StreamTranslator().feed(b"event: x\ndata: {not json\n\n")
