@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -59,3 +61,29 @@ def test_redis_down_keeps_serving_and_limits_locally(
         st = http.get(replica.url + "/status").json()
         assert st["rate_limits_local"] is True and st["version"] == v
         assert http.get(replica.url + "/health/ready").status_code == 200
+
+
+def test_redis_down_at_start_serves_the_last_known_good_file_marked_stale(
+    own_redis: RedisServer, namespace: str, tmp_path: Path
+) -> None:
+    a, b = Mock("A"), Mock("B")
+    snap = str(tmp_path / "lkg.json")
+    first = Replica(
+        own_redis.url, namespace, replica_id="r-lkg", env={"CONFIGBUS_SNAPSHOT_PATH": snap}
+    )
+    with running(a, b, first), httpx.Client(timeout=5) as http:
+        v = publish(own_redis.url, namespace, data_for(a, b))
+        wait_for(lambda: first.version() == v, timeout=5)
+        wait_for(lambda: Path(snap).exists(), timeout=5)
+        own_redis.stop(hard=True)
+        first.service.stop()
+        again = Replica(
+            own_redis.url, namespace, replica_id="r-lkg", env={"CONFIGBUS_SNAPSHOT_PATH": snap}
+        )
+        with running(again):
+            assert http.get(again.url + "/health/ready").status_code == 200
+            st = http.get(again.url + "/status").json()
+            assert st["version"] == v and st["stale"] is True
+            resp = http.post(again.url + "/v1/chat/completions", json=CHAT, headers=AUTH)
+            assert resp.status_code == 200
+            assert resp.json()["choices"][0]["message"]["content"] == "served by A"
