@@ -248,6 +248,20 @@ def test_error_answers_have_openai_shape(fleet: Fleet, http: httpx.Client) -> No
     assert resp.status_code == 502
     assert resp.json()["error"]["code"] == "bad_gateway"
 
+    slow = copy.deepcopy(data)
+    slow["providers"][1].update(timeout_s=0.2, max_retries=1)
+    fleet.publish(slow)
+    fleet.b.control(fail_rate=0.0, latency_ms=1000)
+    before = fleet.b.stats()["requests"]
+    resp = http.post(url, json={**CHAT, "model": "m-backup"}, headers=AUTH)
+    assert resp.status_code == 504
+    assert resp.json()["error"] == {
+        "message": "provider upstream-b timed out",
+        "type": "timeout_error",
+        "code": "upstream_timeout",
+    }
+    assert fleet.b.stats()["requests"] - before == 2  # the first try and one retry
+
 
 def test_models_status_and_readiness(fleet: Fleet, http: httpx.Client) -> None:
     v = fleet.publish(with_client(data_for(fleet.a, fleet.b), "narrow2", "sk-n2", models=["m"]))
