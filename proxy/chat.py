@@ -12,7 +12,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import aiohttp
@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from configbus.watcher import Applied
 from proxy import anthropic, errors
 from proxy.errors import ProxyError
 from proxy.limits import FleetLimiter
@@ -100,7 +101,11 @@ class RelayResponse(StreamingResponse):
     """A streaming response that runs `on_close` once it is done, however it ends."""
 
     def __init__(
-        self, content: AsyncIterator[bytes], *, headers: Headers, on_close: Callable[[], None]
+        self,
+        content: AsyncGenerator[bytes, None],
+        *,
+        headers: Headers,
+        on_close: Callable[[], None],
     ) -> None:
         super().__init__(content, 200, media_type="text/event-stream")
         # Our headers, raw, replacing the JSON content type of the non-stream path.
@@ -113,12 +118,14 @@ class RelayResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             try:
-                await self._content.aclose()  # type: ignore[attr-defined]
+                await self._content.aclose()
             finally:
                 self._on_close()
 
 
-async def _relay(resp: aiohttp.ClientResponse, provider: ProviderRuntime) -> AsyncIterator[bytes]:
+async def _relay(
+    resp: aiohttp.ClientResponse, provider: ProviderRuntime
+) -> AsyncGenerator[bytes, None]:
     translator = anthropic.StreamTranslator() if provider.type == "anthropic" else None
     try:
         async for chunk in resp.content.iter_any():
@@ -152,7 +159,7 @@ class ChatHandler:
     def __init__(
         self,
         *,
-        current: Callable[[], Any],
+        current: Callable[[], Applied[Runtime] | None],
         limiter: FleetLimiter,
         metrics: ProxyMetrics,
         max_body_bytes: int,

@@ -64,13 +64,17 @@ class ProviderRuntime:
         self.stream_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=provider.connect_timeout_s, sock_read=provider.timeout_s
         )
-        self.breaker = Breaker(
-            breaker, on_change=(lambda s: on_breaker(self.name, s)) if on_breaker else None
-        )
+        self._on_breaker = on_breaker
+        self.breaker = Breaker(breaker, on_change=self._breaker_changed)
         self.limiter = LocalWindow() if rpm else None
         self.owners = 0
         self._session: aiohttp.ClientSession | None = None
         self.closed = False
+
+    def _breaker_changed(self, state: BreakerState) -> None:
+        log.warning("provider %s: circuit %s", self.name, state.name.lower().replace("_", "-"))
+        if self._on_breaker is not None:
+            self._on_breaker(self.name, state)
 
     def same_settings(self, other: ProviderRuntime) -> bool:
         return self.identity == other.identity
