@@ -154,6 +154,9 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
             cur = watcher.current
             if cur is not None:
                 cur.value.retire()
+                # Requests still running after uvicorn's graceful period lose their pools.
+                for p in list(cur.value.providers.values()):
+                    await p.aclose()
             await builder.aclose()
             await limiter.aclose()
             await limiter_redis.aclose()

@@ -131,5 +131,12 @@ class ProviderRuntime:
                 closing.add(t)
                 t.add_done_callback(closing.discard)
 
+    async def aclose(self) -> None:
+        """Close the pool now, whoever still owns it (process shutdown)."""
+        self.closed = True
+        s, self._session = self._session, None
+        if s is not None:
+            await s.close()
+
     def __repr__(self) -> str:
         return f"ProviderRuntime({self.name!r}, {self.type}, owners={self.owners})"
