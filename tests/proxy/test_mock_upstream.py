@@ -42,11 +42,11 @@ async def test_control_sets_failures_at_run_time() -> None:
 
 async def test_anthropic_stream_translates_to_the_same_text() -> None:
     async with client() as c:
-        await c.post("/_control", json={"stream_chunks": 5})
+        await c.post("/_control", json={"stream_chunks": 11})
         r = await c.post("/v1/messages", json={"model": "claude", "messages": [], "stream": True})
         out = StreamTranslator().feed(r.content).decode()
         assert out.endswith("data: [DONE]\n\n")
         datas = [line[6:] for line in out.split("\n") if line.startswith("data: {")]
         pieces = [json.loads(d)["choices"][0]["delta"].get("content", "") for d in datas]
-        assert len(pieces) == 7  # role, 5 pieces, finish
+        assert len(pieces) == 13  # role, 11 one-letter pieces, finish
         assert "".join(pieces) == "served by Z"
