@@ -361,3 +361,17 @@ def test_dead_upstream_retries_then_falls_back_and_provider_rpm_spills_over(
     resp = chat(http, url, model="m-backup")  # only B, which is at its limit
     assert resp.status_code == 429
     assert resp.headers["retry-after"] == "1"
+
+
+def test_params_are_defaults_under_the_request_and_model_is_the_deployments(
+    fleet: Fleet, http: httpx.Client
+) -> None:
+    fleet.publish(data_for(fleet.a, fleet.b))  # model m has params {"temperature": 0.2}
+    url = fleet.replicas[0].url
+    assert served_by(chat(http, url)) == "A"
+    seen = fleet.a.stats()["last_request"]
+    assert seen["model"] == "mock-a" and seen["temperature"] == 0.2
+    assert fleet.a.stats()["last_headers"]["authorization"] == "Bearer sk-upstream-secret-a"
+    assert served_by(chat(http, url, temperature=0.9, top_p=0.5)) == "A"
+    seen = fleet.a.stats()["last_request"]
+    assert (seen["temperature"], seen["top_p"]) == (0.9, 0.5)
