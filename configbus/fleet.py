@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import msgspec
 from configbus.codec import canonical, parse
 from configbus.connection import connect
 from configbus.crypto import SecretBox, encrypt_secrets, generate_key
+from configbus.embedded import start_embedded_redis
 from configbus.localredis import LocalRedis, free_port, ping
 from configbus.store import Store
 from configbus.validation import to_document
@@ -110,11 +110,8 @@ def _redis(fleet_env: dict[str, str]) -> tuple[str, str, LocalRedis | None, Any]
     if shutil.which("redis-server"):
         local = LocalRedis().start()
         return local.url, f"redis-server on port {local.port}, started by configbus up", local, None
-    from fakeredis import TcpFakeServer
-
     port = free_port()
-    server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
-    threading.Thread(target=server.serve_forever, daemon=True, name="fakeredis").start()
+    server = start_embedded_redis(port)
     url = f"redis://127.0.0.1:{port}/0"
     return url, f"embedded fakeredis on port {port} (no redis-server found)", None, server
 

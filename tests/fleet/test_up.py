@@ -31,10 +31,14 @@ def pid_alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
+def fleet(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
     run_dir = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONFIGBUS_")}
     env["CONFIGBUS_RECONCILE_INTERVAL_S"] = "0.5"
+    if getattr(request, "param", None) == "no-redis-server":
+        env["PATH"] = str(Path(sys.executable).parent)  # hides redis-server (and bash tools)
     proc = subprocess.Popen(
         [sys.executable, "-m", "configbus", "up", "--port-base", "0", "--run-dir", str(run_dir)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -112,3 +116,22 @@ def test_tour_as_printed_then_ctrl_c_leaves_no_process(
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 0
     wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=10, what="children gone")
+
+
+@pytest.mark.parametrize("fleet", ["no-redis-server"], indirect=True)
+def test_up_without_redis_server_uses_the_embedded_fallback(
+    fleet: tuple[subprocess.Popen[str], str, Path],
+) -> None:
+    _, out, _ = fleet
+    assert "embedded fakeredis" in out
+    commands = [m[1] for m in re.finditer(r"^  \$ (.+)$", out, re.M)]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for assignment in commands[0].removeprefix("export ").split():
+        key, value = assignment.split("=", 1)
+        env[key] = value
+    r = run(commands[2], env)  # publish
+    assert r.returncode == 0 and "version 2" in r.stdout, r.stdout + r.stderr
+    r = run(commands[3], env)  # watch
+    assert r.returncode == 0 and "run version 2" in r.stdout, r.stdout + r.stderr
+    r = run(commands[5], env)  # rollback
+    assert r.returncode == 0 and "version 3" in r.stdout, r.stdout + r.stderr
