@@ -4,7 +4,6 @@ its Redis calls go through `ctx.run` (the circuit breaker)."""
 from __future__ import annotations
 
 import contextlib
-import hmac
 from collections import Counter
 from functools import partial
 from typing import Annotated, Any
@@ -18,18 +17,17 @@ from admin.http import JSON, ApiError, Ctx, endpoint, is_uint
 from admin.merge import merge_patch
 from configbus.codec import canonical, decode_body, sha256_hex, to_builtins
 from configbus.crypto import (
-    map_secrets,
+    encrypt_secrets,
     mask_secrets,
     reencrypt_secrets,
     secrets_of,
     unmask_secrets,
 )
-from configbus.document import Document, Secret
+from configbus.document import Document
 from configbus.errors import (
     CorruptRecord,
     InvalidDocument,
     Issue,
-    SecretError,
     StoreError,
     VersionConflict,
 )
@@ -106,26 +104,11 @@ async def _encrypt(ctx: Ctx, doc: Document) -> Document:
             issues=[Issue(p, "cannot encrypt: no secret keys configured") for p in plaintext],
         )
     _, record = await ctx.run(lambda: ctx.store.fetch_head())
-    stored: dict[str, str] = {}
+    previous = None
     if record is not None:
         with contextlib.suppress(InvalidDocument):
-            stored = {
-                p: s.encrypted
-                for p, s in secrets_of(decode_body(record.body))
-                if s.encrypted is not None
-            }
-
-    def keep_or_encrypt(s: Secret, path: str) -> Secret:
-        if s.secret is None:
-            return s
-        token = stored.get(path)
-        if token is not None:
-            with contextlib.suppress(SecretError):
-                if hmac.compare_digest(box.decrypt(token, path).encode(), s.secret.encode()):
-                    return Secret(encrypted=token)
-        return Secret(encrypted=box.encrypt(s.secret))
-
-    return map_secrets(doc, keep_or_encrypt)
+            previous = decode_body(record.body)
+    return encrypt_secrets(doc, box, previous=previous)
 
 
 async def _prepare(ctx: Ctx, data: Any) -> Document:

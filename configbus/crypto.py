@@ -11,6 +11,7 @@ service with its own schema gets the same treatment.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -112,13 +113,26 @@ def secrets_of(value: Any) -> list[tuple[str, Secret]]:
     return found
 
 
-def encrypt_secrets(doc: T, box: SecretBox) -> T:
-    """Plaintext secrets → Fernet tokens. Already-encrypted ones stay as they are."""
+def encrypt_secrets(doc: T, box: SecretBox, *, previous: Any = None) -> T:
+    """Plaintext secrets → Fernet tokens. Already-encrypted ones stay as they are.
+
+    With `previous` (the stored document), a plaintext equal to the secret stored at the same
+    path keeps its stored token: Fernet's random IV would otherwise make re-publishing the
+    same file a new version, and an idempotent retry a mismatch.
+    """
+    stored = {path: s.encrypted for path, s in secrets_of(previous) if s.encrypted is not None}
 
     def enc(s: Secret, path: str) -> Secret:
-        if s.secret is not None:
-            return Secret(encrypted=box.encrypt(s.secret))
-        return s
+        if s.secret is None:
+            return s
+        token = stored.get(path)
+        if token is not None:
+            try:
+                if hmac.compare_digest(box.decrypt(token, path).encode(), s.secret.encode()):
+                    return Secret(encrypted=token)
+            except SecretError:
+                pass  # stored under a key we no longer hold: encrypt afresh
+        return Secret(encrypted=box.encrypt(s.secret))
 
     return map_secrets(doc, enc)
 

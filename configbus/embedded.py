@@ -31,7 +31,7 @@ def start_embedded_redis(port: int) -> Any:
                 except ResponseError as exc:
                     return exc  # sent as an error reply; the connection stays open
 
-            client.read_response = read_response
+            client.read_response = read_response  # type: ignore[method-assign,assignment]
 
     server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
     server.RequestHandlerClass = Handler

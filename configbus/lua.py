@@ -127,7 +127,7 @@ for _ = 1, n do
   for j = 1, count do fields[j] = ARGV[i + j] end
   local version
   for j = 1, count, 2 do if fields[j] == 'version' then version = fields[j + 1] end end
-  redis.call('HSET', prefix .. version, unpack(fields))
+  redis.call('HSET', prefix .. version, (table.unpack or unpack)(fields))
   redis.call('ZADD', KEYS[4], version, version)
   if tonumber(version) > maxv then maxv = tonumber(version) end
   i = i + count + 1

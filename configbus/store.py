@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Awaitable
-from typing import Any, Literal, TypeVar
+from collections.abc import Awaitable, Mapping
+from typing import Any, Literal
 
 import msgspec
 import redis.asyncio as aioredis
@@ -39,7 +39,6 @@ DEFAULT_AUDIT_MAXLEN = 10_000
 DEFAULT_REPLICA_TTL_S = 15.0
 
 Kind = Literal["publish", "patch", "rollback", "rotate", "import"]
-T = TypeVar("T")
 
 
 class Keys:
@@ -157,7 +156,7 @@ def _s(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def parse_record(fields: dict[bytes, bytes], where: str) -> VersionRecord:
+def parse_record(fields: Mapping[Any, Any], where: str) -> VersionRecord:
     """Build a record from a Redis hash; anything malformed is a CorruptRecord naming the key."""
     try:
         f = {_s(k): v for k, v in fields.items()}
@@ -181,7 +180,8 @@ def parse_record(fields: dict[bytes, bytes], where: str) -> VersionRecord:
         raise CorruptRecord(f"{where}: unreadable record ({exc})") from None
 
 
-async def _guard(op: Awaitable[T], what: str) -> T:
+async def _guard(op: Awaitable[Any], what: str) -> Any:
+    # redis-py's reply types are unions of everything RESP can carry: callers know the shape.
     try:
         return await op
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -234,7 +234,7 @@ class Store:
         k = self.keys
         sha = sha256_hex(body)
         idem_key = k.idem_prefix + (idempotency_key or "")
-        args = [
+        args: list[Any] = [
             "" if expected_version is None else str(expected_version),
             body,
             sha,
@@ -349,7 +349,12 @@ class Store:
 
     async def audit(self, action: str, actor: str, outcome: str, **fields: Any) -> str:
         """Append one entry to the audit stream. Callers pass no secrets."""
-        entry = {"ts": f"{time.time():.6f}", "action": action, "actor": actor, "outcome": outcome}
+        entry: dict[Any, Any] = {
+            "ts": f"{time.time():.6f}",
+            "action": action,
+            "actor": actor,
+            "outcome": outcome,
+        }
         entry.update({k: "" if v is None else str(v) for k, v in fields.items()})
         res = await _guard(
             self.redis.xadd(self.keys.audit, entry, maxlen=self.audit_maxlen, approximate=True),
@@ -361,6 +366,8 @@ class Store:
         self, *, count: int = 100, before: str | None = None
     ) -> list[AuditEntry]:
         """Audit entries, newest first; `before` is an entry id to page from."""
+        if before is not None and not before.strip("0-"):
+            return []  # nothing is older than 0-0 (and Redis refuses "(0-0")
         hi = "+" if before is None else f"({before}"
         rows = await _guard(
             self.redis.xrevrange(self.keys.audit, max=hi, min="-", count=count), "read audit"

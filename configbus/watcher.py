@@ -381,7 +381,7 @@ class Watcher(Generic[T, R]):
             finally:
                 self.subscribed = False
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _subscribe(self) -> PubSub:
         async for attempt in AsyncRetrying(
@@ -395,7 +395,7 @@ class Watcher(Generic[T, R]):
                     await pubsub.subscribe(self.store.keys.changes)
                 except BaseException:
                     with contextlib.suppress(Exception):
-                        await pubsub.aclose()
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
                     raise
                 return pubsub
         raise AssertionError("unreachable: retries never stop")  # pragma: no cover

@@ -66,3 +66,13 @@ def test_bad_keys_are_settings_errors() -> None:
         SecretBox([generate_key(), "short"])
     with pytest.raises(SettingsError, match="at least one"):
         SecretBox([])
+
+
+def test_same_plaintext_keeps_the_stored_token_so_republishing_is_a_noop() -> None:
+    box = SecretBox([generate_key()])
+    stored = encrypt_secrets(sample_document(), box)
+    again = encrypt_secrets(sample_document(), box, previous=stored)
+    assert canonical(again) == canonical(stored)
+    changed = encrypt_secrets(sample_document(api_key="sk-new-key"), box, previous=stored)
+    assert canonical(changed) != canonical(stored)
+    assert decrypt_secrets(changed, box) == sample_document(api_key="sk-new-key")
