@@ -62,6 +62,16 @@ def test_redis_down_keeps_serving_and_limits_locally(
         assert st["rate_limits_local"] is True and st["version"] == v
         assert http.get(replica.url + "/health/ready").status_code == 200
 
+        # Redis comes back empty (scripts gone, new window): fleet limits resume.
+        own_redis.restart(empty=True)
+        wait_for(
+            lambda: http.post(url, json=CHAT, headers=capped).status_code == 200,
+            timeout=5,
+            interval=0.2,
+            what="the fleet limiter back on Redis",
+        )
+        assert http.get(replica.url + "/status").json()["rate_limits_local"] is False
+
 
 def test_redis_down_at_start_serves_the_last_known_good_file_marked_stale(
     own_redis: RedisServer, namespace: str, tmp_path: Path
