@@ -1,0 +1,169 @@
+"""The configuration reference in the README, generated from the schema.
+
+    python -m configbus.reference            # print the reference (markdown)
+    python -m configbus.reference --write    # rewrite it in README.md between the markers
+
+A test fails when the README's copy differs from what the schema says, and when a field has
+no description here, so the reference cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from configbus import document as d
+from configbus.document import PATTERN_HELP
+
+START, END = "<!-- reference:start -->", "<!-- reference:end -->"
+
+SECTIONS: list[type[msgspec.Struct]] = [
+    d.Document, d.Provider, d.Secret, d.Pool, d.RateLimit, d.CircuitBreaker,
+    d.Model, d.Deployment, d.Client, d.RateLimits, d.Logging,
+]  # fmt: skip
+
+DESCRIPTIONS: dict[str, str] = {
+    "Document.providers": "Upstream LLM APIs the replicas call.",
+    "Document.models": "Public model names clients ask for, and where they go.",
+    "Document.clients": "Who may call the replicas: bearer keys stored as sha256 hashes.",
+    "Document.rate_limits": "Defaults for clients and providers without a `rate_limit`.",
+    "Document.circuit_breaker": "Breaker settings for providers without their own.",
+    "Document.logging": "Replica log level, applied live on every replica.",
+    "Document.metadata": "Free key/value notes (owner, ticket...). Not interpreted.",
+    "Provider.name": "Unique name, referenced by `models[].deployments[].provider`.",
+    "Provider.type": "`openai`: any OpenAI-compatible API (OpenAI, OpenRouter, vLLM, Ollama, "
+    "llama.cpp, Together, Groq...). `anthropic`: the Messages API.",
+    "Provider.base_url": "API root, e.g. `https://api.openai.com/v1`.",
+    "Provider.api_key": "The upstream key as a secret: encrypted before it reaches Redis.",
+    "Provider.api_key_env": "Or: the name of an environment variable of the replica holding it.",
+    "Provider.timeout_s": "Whole-request timeout (first byte for streams).",
+    "Provider.connect_timeout_s": "TCP + TLS connect timeout.",
+    "Provider.max_retries": "Retries on connect errors, timeouts, 429 and 5xx "
+    "(never after a stream started).",
+    "Provider.headers": "Extra HTTP headers sent upstream.",
+    "Provider.rate_limit": "Requests per minute this replica sends to the provider.",
+    "Provider.circuit_breaker": "Overrides the document's `circuit_breaker`.",
+    "Provider.pool": "Connection pool of this provider (kept across reloads while unchanged).",
+    "Provider.enabled": "`false` takes the provider out of routing without deleting it.",
+    "Secret.secret": "Plaintext; accepted on input only.",
+    "Secret.encrypted": "A Fernet token: the stored form.",
+    "Secret.masked": "What the admin API shows; send it back unchanged to keep the secret.",
+    "Pool.max_connections": "Open connections to the provider at most.",
+    "Pool.keepalive_timeout_s": "Idle connections close after this long.",
+    "RateLimit.rpm": "Requests per minute.",
+    "CircuitBreaker.failure_threshold": "Consecutive failures that open the breaker.",
+    "CircuitBreaker.recovery_timeout_s": "Time open before half-open probes are let through.",
+    "CircuitBreaker.half_open_max_calls": "Probes allowed at once while half-open.",
+    "Model.name": "The name clients put in `model`.",
+    "Model.deployments": "Where the model runs (at least one).",
+    "Model.strategy": "`weighted`: pick by weight, then try the others; "
+    "`ordered`: always in the listed order.",
+    "Model.fallbacks": "Other public model names, tried in order when every deployment fails.",
+    "Model.params": "Default request parameters, under the request's own values.",
+    "Deployment.provider": "A `providers[].name`.",
+    "Deployment.model": "The model name sent to that provider.",
+    "Deployment.weight": "Share of traffic under `weighted` (0 drains it).",
+    "Client.name": "Unique name, shown in logs and metrics.",
+    "Client.key_sha256": "sha256 (hex) of the client's bearer key; the key itself is never stored.",
+    "Client.models": "Public model names this client may use; `*` for all.",
+    "Client.rate_limit": "Requests per minute across the whole fleet.",
+    "Client.enabled": "`false` makes the key answer 401 everywhere.",
+    "RateLimits.client_default": "For clients without `rate_limit`.",
+    "RateLimits.provider_default": "For providers without `rate_limit`.",
+    "Logging.level": "DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+}
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        base, *metas = typing.get_args(tp)
+        name = _type_name(base)
+        for meta in metas:
+            if isinstance(meta, msgspec.Meta):
+                bounds = [
+                    f"{op} {getattr(meta, attr)}"
+                    for attr, op in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"))
+                    if getattr(meta, attr) is not None
+                ]
+                if meta.min_length:
+                    bounds.append(f"at least {meta.min_length}")
+                if bounds:
+                    name += f" ({', '.join(bounds)})"
+                if meta.pattern in PATTERN_HELP:
+                    name += f": {PATTERN_HELP[meta.pattern]}"
+        return name
+    if origin is typing.Literal:
+        return " \\| ".join(f"`{a}`" for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " \\| ".join(_type_name(a) for a in args)
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        k, v = typing.get_args(tp)
+        return f"map {_type_name(k)} → {_type_name(v)}"
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return f"[{tp.__name__}](#{tp.__name__.lower()})"
+    if tp is typing.Any:
+        return "any"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _default(f: msgspec.structs.FieldInfo) -> str:
+    if f.required:
+        return "required"
+    value = f.default_factory() if f.default is msgspec.NODEFAULT else f.default
+    if value is None:
+        return "—"
+    if isinstance(value, msgspec.Struct):
+        return "defaults"
+    return f"`{msgspec.json.encode(value).decode()}`"
+
+
+def missing_descriptions() -> list[str]:
+    return [
+        f"{s.__name__}.{f.encode_name}"
+        for s in SECTIONS
+        for f in msgspec.structs.fields(s)
+        if f"{s.__name__}.{f.encode_name}" not in DESCRIPTIONS
+    ]
+
+
+def render() -> str:
+    out = []
+    for struct in SECTIONS:
+        out.append(f"#### {struct.__name__}\n")
+        out.append("| field | type | default | meaning |\n|---|---|---|---|")
+        for f in msgspec.structs.fields(struct):
+            key = f"{struct.__name__}.{f.encode_name}"
+            out.append(
+                f"| `{f.encode_name}` | {_type_name(f.type)} | {_default(f)} | "
+                f"{DESCRIPTIONS.get(key, '')} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def splice(readme: str) -> str:
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{render()}\n{END}{tail}"
+
+
+def main() -> int:
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    if "--write" in sys.argv:
+        readme.write_text(splice(readme.read_text()))
+    else:
+        print(render())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
