@@ -375,3 +375,54 @@ def test_params_are_defaults_under_the_request_and_model_is_the_deployments(
     assert served_by(chat(http, url, temperature=0.9, top_p=0.5)) == "A"
     seen = fleet.a.stats()["last_request"]
     assert (seen["temperature"], seen["top_p"]) == (0.9, 0.5)
+
+
+def test_pool_replaced_at_every_reload_under_load_loses_no_request(
+    fleet: Fleet, http: httpx.Client
+) -> None:
+    base = data_for(fleet.a, fleet.b)
+    fleet.publish(base)
+    targets = [r.url for r in fleet.replicas[:2]]
+    closing = "closing pool of provider upstream-a"
+    closed_before = fleet.replicas[0].service.output().count(closing)
+    failures: list[str] = []
+    done = [0]
+    stop = threading.Event()
+
+    def loop(stream: bool) -> None:
+        with httpx.Client(timeout=5) as c:
+            while not stop.is_set():
+                for url in targets:
+                    try:
+                        resp = chat(c, url, stream=stream)
+                        ok = resp.status_code == 200 and (
+                            resp.text.rstrip().endswith("data: [DONE]")
+                            if stream
+                            else served_by(resp) == "A"
+                        )
+                        if not ok:
+                            failures.append(f"{url}: {resp.status_code} {resp.text[:200]}")
+                    except (httpx.HTTPError, AssertionError) as exc:
+                        failures.append(f"{url}: {exc!r}")
+                    done[0] += 1
+
+    threads = [threading.Thread(target=loop, args=(s,)) for s in (False, True, False)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(30):
+            data = copy.deepcopy(base)
+            # A provider setting changes every time: every version gets a new pool for A.
+            data["providers"][0]["timeout_s"] = 10 + i % 2 + i / 1000
+            publish(fleet.redis_url, fleet.namespace, data)
+            time.sleep(0.05)  # pacing of the publisher, not a sync point
+        v = publish(fleet.redis_url, fleet.namespace, base)
+        wait_for(lambda: all(r.version() == v for r in fleet.replicas), timeout=5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert done[0] > 50
+    assert failures == []
+    closed = fleet.replicas[0].service.output().count(closing) - closed_before
+    assert closed >= 10, closed  # pools really were replaced (bursts may coalesce)
