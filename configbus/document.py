@@ -40,8 +40,11 @@ class Base(
     frozen=True,
     kw_only=True,
     omit_defaults=True,
+    gc=False,
 ):
-    """Strict base: unknown fields are errors, values are immutable, defaults are omitted."""
+    """Strict base: unknown fields are errors, values are immutable, defaults are omitted.
+    A document is a tree (no reference cycles), so the garbage collector need not track it:
+    decoding is faster and a large document does not lengthen GC pauses on the hot path."""
 
 
 class Secret(Base, frozen=True, kw_only=True):

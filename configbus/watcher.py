@@ -108,6 +108,7 @@ class Watcher(Generic[T, R]):
         self._listeners: list[Callable[[Applied[R], Applied[R] | None], None]] = []
         self._rejected: tuple[str, int, str] | None = None  # epoch, version, reason
         self._wake = asyncio.Event()
+        self._report_wake = asyncio.Event()
         self._changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
         self._state = WatcherState.NEW
@@ -166,7 +167,7 @@ class Watcher(Generic[T, R]):
             asyncio.create_task(self._sync_worker(), name="configbus-sync"),
             asyncio.create_task(self._listen(), name="configbus-listen"),
             asyncio.create_task(self._reconcile(), name="configbus-reconcile"),
-            asyncio.create_task(self._heartbeat(), name="configbus-heartbeat"),
+            asyncio.create_task(self._reporter(), name="configbus-reporter"),
         ]
         self.trigger()
 
@@ -293,14 +294,14 @@ class Watcher(Generic[T, R]):
                 await asyncio.to_thread(write_snapshot, path, record)
             except OSError as exc:
                 log.error("cannot write last-known-good file %s: %s", path, exc)
-        await self._report()
+        self._report_wake.set()
 
     async def _reject(self, epoch: str | None, version: int | None, reason: str) -> SyncOutcome:
         self.metrics.rejects.inc()
         if epoch is not None and version is not None:
             self._rejected = (epoch, version, reason)
         log.error("rejected version %s: %s", version, reason)
-        await self._report()
+        self._report_wake.set()
         return SyncOutcome.REJECTED
 
     def _set_stale(self, stale: bool) -> None:
@@ -357,9 +358,14 @@ class Watcher(Generic[T, R]):
             await asyncio.sleep(interval * random.uniform(0.8, 1.0))
             self.trigger()
 
-    async def _heartbeat(self) -> None:
+    async def _reporter(self) -> None:
+        # One task sends every status report, always the latest state: reports never
+        # reorder, a burst of changes coalesces, and the sync worker never waits on them.
         while self._running:
-            await asyncio.sleep(self.settings.heartbeat_interval_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.heartbeat_interval_s):
+                    await self._report_wake.wait()
+            self._report_wake.clear()
             await self._report()
 
     async def _listen(self) -> None:
