@@ -10,12 +10,14 @@ service with its own schema gets the same treatment.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
+import msgspec.inspect
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from configbus.document import Secret
@@ -82,16 +84,46 @@ def map_secrets(value: T, fn: Callable[[Secret, str], Secret], path: str = "") -
     return _map(value, fn, path)  # type: ignore[no-any-return]
 
 
+@functools.cache
+def _secret_fields(cls: type[msgspec.Struct]) -> tuple[tuple[str, str], ...]:
+    """(attribute, JSON name) of the fields of `cls` whose type can hold a Secret: the walk
+    visits only those, so a large document costs what its secrets cost, not its size."""
+    return tuple(
+        (f.name, f.encode_name)
+        for f in msgspec.inspect.type_info(cls).fields  # type: ignore[attr-defined]
+        if _can_hold_secret(f.type, frozenset())
+    )
+
+
+def _can_hold_secret(t: Any, seen: frozenset[type]) -> bool:
+    mi = msgspec.inspect
+    if isinstance(t, mi.StructType):
+        if t.cls is Secret:
+            return True
+        if t.cls in seen:
+            return False
+        return any(_can_hold_secret(f.type, seen | {t.cls}) for f in t.fields)
+    if isinstance(t, mi.UnionType):
+        return any(_can_hold_secret(x, seen) for x in t.types)
+    if isinstance(t, mi.ListType | mi.SetType | mi.FrozenSetType | mi.VarTupleType):
+        return _can_hold_secret(t.item_type, seen)
+    if isinstance(t, mi.DictType):
+        return _can_hold_secret(t.value_type, seen)
+    if isinstance(t, mi.TupleType):
+        return any(_can_hold_secret(x, seen) for x in t.item_types)
+    return False
+
+
 def _map(value: Any, fn: Callable[[Secret, str], Secret], path: str) -> Any:
     if isinstance(value, Secret):
         return fn(value, path)
     if isinstance(value, msgspec.Struct):
         changes = {}
-        for f in msgspec.structs.fields(value):
-            old = getattr(value, f.name)
-            new = _map(old, fn, f"{path}.{f.encode_name}" if path else f.encode_name)
+        for name, json_name in _secret_fields(type(value)):
+            old = getattr(value, name)
+            new = _map(old, fn, f"{path}.{json_name}" if path else json_name)
             if new is not old:
-                changes[f.name] = new
+                changes[name] = new
         return msgspec.structs.replace(value, **changes) if changes else value
     if isinstance(value, list):
         items = [_map(v, fn, f"{path}[{i}]") for i, v in enumerate(value)]

@@ -23,13 +23,14 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from configbus.connection import connect
+from configbus.crypto import SecretBox
 from configbus.document import Document
+from configbus.llm import document_decoder
 from configbus.settings import BusSettings
 from configbus.store import Store
 from configbus.watcher import Applied, Watcher
 from proxy import errors
 from proxy.chat import ChatHandler, authenticate
-from proxy.decode import make_decoder
 from proxy.errors import ProxyError
 from proxy.limits import FleetLimiter
 from proxy.metrics import ProxyMetrics
@@ -118,7 +119,7 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
         )
         watcher: Watcher[Document, Runtime] = Watcher(
             Store(redis, bus.namespace),
-            decode=make_decoder(bus.secret_keys),
+            decode=document_decoder(SecretBox(bus.secret_keys) if bus.secret_keys else None),
             build=builder.build,
             settings=bus,
             registry=registry,
