@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 from pathlib import Path
+
+from configbus.errors import SettingsError
+
+# As long as the default provider `timeout_s`: a request in flight at SIGTERM may finish.
+DEFAULT_GRACEFUL_TIMEOUT_S = 30.0
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise SettingsError(f"{name}: {raw!r} is not a number") from None
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,6 +39,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--max-body-bytes", type=int, help="413 above this; env CONFIGBUS_PROXY_MAX_BODY_BYTES"
+    )
+    p.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=_env_float("CONFIGBUS_PROXY_GRACEFUL_TIMEOUT_S", DEFAULT_GRACEFUL_TIMEOUT_S),
+        help="on SIGTERM, seconds to let requests in flight finish (streams included) before "
+        f"they are cut; env CONFIGBUS_PROXY_GRACEFUL_TIMEOUT_S (default "
+        f"{DEFAULT_GRACEFUL_TIMEOUT_S:g}, the default provider timeout)",
     )
     p.add_argument("--log-level", default="warning", help="uvicorn's log level")
     p.set_defaults(func=_run)
@@ -59,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         lifespan="on",
         access_log=False,
         log_level=args.log_level,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=args.graceful_timeout,
         proxy_headers=False,
     )
     return 0

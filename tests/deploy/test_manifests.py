@@ -746,10 +746,10 @@ def test_k8s_placeholders_are_refused(c: Container, monkeypatch: pytest.MonkeyPa
         monkeypatch.setenv(name, env[name])
     if args.command == "proxy":
         # The proxy checks its keys when the app starts (lifespan), not when it is built.
-        from proxy.app import make_decoder
+        from configbus.crypto import SecretBox
 
         with pytest.raises(ConfigBusError):
-            make_decoder(tuple(env.get("CONFIGBUS_SECRET_KEYS", "").split(",")))
+            SecretBox.from_string(env.get("CONFIGBUS_SECRET_KEYS", ""))
         return
     with pytest.raises(ConfigBusError):
         args.func(args)
