@@ -187,7 +187,13 @@ class FleetLimiter:
                 **{**pool.connection_kwargs, "socket_timeout": None}
             )
         await conn.send_packed_command(conn.pack_command(*args), check_health=False)
-        return await conn.read_response(timeout=self.timeout_s)
+        reply = await conn.read_response(timeout=self.timeout_s)
+        if reply is None:
+            # redis-py answers None (not an error) when a caller-given read timeout expires,
+            # and keeps the connection: the late reply would be read as the next call's.
+            # Our replies are never nil, so None means "timed out"; _send drops the stream.
+            raise TimeoutError(f"no reply from Redis in {self.timeout_s}s")
+        return reply
 
     async def _call(self, keys: list[str]) -> Any:
         if self._sha is None:

@@ -5,7 +5,7 @@ import pytest
 
 from configbus.connection import connect
 from proxy.limits import FleetLimiter, LocalWindow
-from tests.support import free_port
+from tests.support import RedisServer, free_port
 
 
 class Clock:
@@ -86,3 +86,30 @@ async def test_hits_queued_behind_a_call_in_flight_share_the_next_call() -> None
     assert sum(r.allowed for r in results) == 6  # 3 for a, 3 for b
     assert [r.remaining for r in results[:6]] == [2, 2, 1, 1, 0, 0]
     await redis.aclose()
+
+
+@pytest.mark.slow
+async def test_fleet_limiter_survives_a_paused_redis_and_keeps_replies_in_step(
+    own_redis: RedisServer,
+) -> None:
+    """Found by the chaos soak: a read timeout made redis-py return None, which the limiter
+    indexed (TypeError: a 500 to the client) while the late reply stayed on the connection,
+    to be read as the answer to the next call."""
+    redis = connect(own_redis.url, retries=0)
+    lim = FleetLimiter(redis, "ns", timeout_s=0.2)
+    try:
+        assert (await lim.hit("team", 100)).remaining == 99
+        own_redis.pause()
+        try:
+            paused = await lim.hit("team", 100)  # local window, no exception
+        finally:
+            own_redis.resume()
+        assert paused.allowed and lim.degraded
+        lim._down_until = 0.0  # retry Redis now instead of after the pause
+        # Redis may or may not have run the paused call once it woke up (its client had
+        # gone): this hit is the 2nd or the 3rd, never an answer meant for another call.
+        assert (await lim.hit("team", 100)).remaining in (97, 98)
+        assert (await lim.hit("other", 100)).remaining == 99
+    finally:
+        await lim.aclose()
+        await redis.aclose()
