@@ -3,7 +3,6 @@ its Redis calls go through `ctx.run` (the circuit breaker)."""
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from functools import partial
 from typing import Annotated, Any
@@ -88,6 +87,23 @@ def _published(ctx: Ctx, result: PublishResult, kind: Kind) -> Response:
     )
 
 
+async def _head_document(ctx: Ctx) -> Document | None:
+    """The head's stored document, or None when there is none or it cannot be trusted. A
+    corrupt or invalid head (written by something that bypassed the admin) must not stop an
+    admin from publishing the fix: its secrets are simply not reused."""
+    try:
+        _, record = await ctx.run(lambda: ctx.store.fetch_head())
+    except CorruptRecord:
+        return None
+    if record is None:
+        return None
+    try:
+        record.verify()
+        return decode_body(record.body)
+    except (CorruptRecord, InvalidDocument):
+        return None
+
+
 async def _encrypt(ctx: Ctx, doc: Document) -> Document:
     """Encrypt plaintext secrets. A secret equal to the one stored at the same path keeps its
     stored ciphertext, so re-sending the same file is a no-op (and an idempotent retry)
@@ -103,21 +119,14 @@ async def _encrypt(ctx: Ctx, doc: Document) -> Document:
             "this admin has no CONFIGBUS_SECRET_KEYS, so it cannot store secrets",
             issues=[Issue(p, "cannot encrypt: no secret keys configured") for p in plaintext],
         )
-    _, record = await ctx.run(lambda: ctx.store.fetch_head())
-    previous = None
-    if record is not None:
-        with contextlib.suppress(InvalidDocument):
-            previous = decode_body(record.body)
-    return encrypt_secrets(doc, box, previous=previous)
+    return encrypt_secrets(doc, box, previous=await _head_document(ctx))
 
 
 async def _prepare(ctx: Ctx, data: Any) -> Document:
     """Validate, and put the stored ciphertext back where a masked secret came back unchanged."""
     doc = to_document(data)
     if any(s.masked is not None for _, s in secrets_of(doc)):
-        _, record = await ctx.run(lambda: ctx.store.fetch_head())
-        stored = decode_body(record.body) if record is not None else None
-        doc = unmask_secrets(doc, stored)
+        doc = unmask_secrets(doc, await _head_document(ctx))
     return doc
 
 

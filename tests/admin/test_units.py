@@ -8,8 +8,10 @@ import pytest
 from admin.diff import ChangedPath, changed_paths, unified
 from admin.merge import merge_patch
 from configbus.client import AdminApiError, AdminClient
+from configbus.codec import decode_body, sha256_hex
+from configbus.crypto import SecretBox, decrypt_secrets
 from configbus.testing import sample_data
-from tests.admin.helpers import app_for, auth, client
+from tests.admin.helpers import SECRET_KEY, app_for, auth, client
 from tests.support import RedisServer
 
 
@@ -135,3 +137,49 @@ async def test_corrupt_record_is_a_json_500_and_audited(
         assert r.status_code == 400
         entries = (await c.get(f"{base}/audit", headers=auth("viewer"))).json()["entries"]
         assert [e["outcome"] for e in entries[:2]] == ["invalid_json", "corrupt_record"]
+
+
+@pytest.mark.parametrize("damage", ["checksum", "unreadable", "invalid"])
+async def test_a_fix_can_be_published_over_a_corrupt_or_invalid_head(
+    redis_server: RedisServer, namespace: str, damage: str
+) -> None:
+    """Found by the chaos soak: publishing reads head to reuse its secrets' ciphertext, and a
+    head written by something that bypassed the admin made every publish a 500, so the
+    broken head could not be replaced."""
+    async with client(app_for(redis_server.url)) as c:
+        base = f"/v1/namespaces/{namespace}"
+        r = await c.put(f"{base}/config", headers=auth("admin"), json={"document": sample_data()})
+        assert r.status_code == 201
+        masked = (await c.get(f"{base}/config", headers=auth("viewer"))).json()["document"]
+        key, raw = f"cb:{{{namespace}}}:v:1", redis_server.client()
+        if damage == "checksum":
+            raw.hset(key, "body", raw.hget(key, "body") + b" ")  # type: ignore[operator]
+        elif damage == "unreadable":
+            raw.hdel(key, "created_at")
+        else:
+            bad = b'{"providers": 3}'
+            raw.hset(key, mapping={"body": bad, "sha256": sha256_hex(bad)})
+
+        data = sample_data()
+        data["metadata"] = {"owner": "fixed"}
+        r = await c.put(
+            f"{base}/config",
+            headers={**auth("admin"), "If-Match": "1"},
+            json={"document": data, "message": "fix"},
+        )
+        assert r.status_code == 201, r.text
+        body = raw.hget(f"cb:{{{namespace}}}:v:2", "body")
+        assert isinstance(body, bytes)
+        doc = decrypt_secrets(decode_body(body), SecretBox([SECRET_KEY]))
+        assert doc.providers[0].api_key is not None
+        assert doc.providers[0].api_key.secret == "sk-upstream-secret-a"
+
+        # A masked secret cannot be resolved against an untrusted head: 422, not 500.
+        raw.hdel(f"cb:{{{namespace}}}:v:2", "created_at")
+        r = await c.put(
+            f"{base}/config",
+            headers={**auth("admin"), "If-Match": "2"},
+            json={"document": masked},
+        )
+        assert r.status_code == 422, r.text
+        assert "send the secret itself" in r.text
