@@ -98,6 +98,11 @@ async def worker(url: str, count: int) -> None:
     for w in watchers:
         await w.stop()
         await w.store.redis.aclose()
+    if os.environ.get("BENCH_CPU"):
+        import resource
+
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        print(f"worker cpu user={ru.ru_utime:.2f}s sys={ru.ru_stime:.2f}s", file=sys.stderr)
 
 
 # -- parent -----------------------------------------------------------------------------

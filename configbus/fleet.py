@@ -89,7 +89,7 @@ class Fleet:
                 c.proc.wait()
         self.children.clear()
         if self.local_redis is not None:
-            self.local_redis.stop()
+            self.local_redis.cleanup()
             self.local_redis = None
         if self.embedded is not None:
             self.embedded.shutdown()

@@ -63,19 +63,27 @@ class LocalRedis:
             time.sleep(0.02)
         return self
 
-    def stop(self) -> None:
+    def stop(self, *, hard: bool = False) -> None:
+        """Stop the process (SIGKILL when `hard`); its data directory stays for a restart."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+            if hard:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+    def cleanup(self) -> None:
+        """Stop, and remove the data directory."""
+        self.stop(hard=True)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> LocalRedis:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.cleanup()

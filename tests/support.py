@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,14 +16,11 @@ from typing import TypeVar
 import httpx
 import redis
 
+from configbus.localredis import LocalRedis, ping
+from configbus.localredis import free_port as free_port  # re-exported for the tests
+
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(
@@ -48,66 +44,29 @@ def wait_for(
         time.sleep(interval)
 
 
-class RedisServer:
-    """A redis-server process this test session owns, on a free loopback port."""
+class RedisServer(LocalRedis):
+    """A redis-server this test session owns, with the faults tests inject."""
 
     def __init__(self, *, port: int | None = None, appendonly: bool = False) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
+        if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server not found on PATH (make test installs it)")
-        self.binary = binary
-        self.port = port or free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="cb-redis-"))
-        self.appendonly = appendonly
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(port=port, appendonly=appendonly)
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        args = [
-            self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes" if self.appendonly else "no",
-            "--dir",
-            str(self.dir),
-            "--daemonize",
-            "no",
-            "--protected-mode",
-            "no",
-            "--loglevel",
-            "warning",
-        ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self.ping, timeout=10, what=f"redis-server on port {self.port}")
+    def start(self, timeout_s: float = 10.0) -> RedisServer:
+        super().start(timeout_s)
         return self
 
     def ping(self) -> bool:
-        r = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
-        try:
-            return bool(r.ping())
-        finally:
-            r.close()
+        return ping(self.url)
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port)
 
     def stop(self, *, hard: bool = False) -> None:
         """Stop our process (SIGKILL when `hard`), resuming it first if paused."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.send_signal(signal.SIGKILL if hard else signal.SIGTERM)
-            self.proc.wait(timeout=10)
-        self.proc = None
+        super().stop(hard=hard)
 
     def restart(self, *, empty: bool = True) -> None:
         self.stop(hard=True)
@@ -123,10 +82,6 @@ class RedisServer:
     def resume(self) -> None:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGCONT)
-
-    def cleanup(self) -> None:
-        self.stop(hard=True)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Service:
