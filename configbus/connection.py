@@ -19,7 +19,7 @@ DEFAULT_CONNECT_TIMEOUT_S = 1.0
 def connect(
     url: str,
     *,
-    socket_timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S,
+    socket_timeout_s: float | None = DEFAULT_SOCKET_TIMEOUT_S,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     retries: int = 1,
     health_check_interval_s: int = 0,
