@@ -12,6 +12,7 @@ from pathlib import Path
 
 import msgspec
 
+from configbus.crypto import SecretBox
 from configbus.errors import SettingsError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -71,6 +72,8 @@ class BusSettings(msgspec.Struct, frozen=True, kw_only=True):
                 f"CONFIGBUS_NAMESPACE: {self.namespace!r} must be non-empty, without '{{}}:' "
                 "or spaces"
             )
+        if self.secret_keys:
+            SecretBox(self.secret_keys)  # raises SettingsError naming the bad key
         if self.reconcile_interval_s <= 0:
             raise SettingsError("CONFIGBUS_RECONCILE_INTERVAL_S: must be above 0")
         if self.heartbeat_interval_s <= 0:
