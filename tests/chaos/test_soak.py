@@ -1,0 +1,74 @@
+"""The chaos soak, short: `bench/chaos.py --minutes 1` against a real fleet, checked on its
+JSON summary. Every fault kind runs at least once; the 10-minute run is `make chaos`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_one_minute_soak_keeps_every_invariant(tmp_path: Path) -> None:
+    out = tmp_path / "summary.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "chaos.py"),
+            "--minutes",
+            "1",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--json-out",
+            str(out),
+        ],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert out.exists(), f"no summary (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+    summary = json.loads(out.read_text())
+    assert "error" not in summary, summary["error"]
+    context = json.dumps(
+        {k: summary[k] for k in ("requests", "versions", "replicas", "faults")}, indent=1
+    )[-6000:]
+    failed = [name for name, ok in summary["checks"].items() if not ok]
+    assert not failed, f"checks failed: {failed}\n{context}"
+
+    req, versions = summary["requests"], summary["versions"]
+    assert req["sent"] > 1000 and req["failed"] == 0
+    assert req["failed_by_cause"] == {
+        "config": 0,
+        "redis_or_internal": 0,
+        "transport": 0,
+        "upstream": 0,
+        "rate_limit": 0,
+    }
+    assert req["answered_by_fallback"] > 0  # the upstream fault was routed to the fallback
+    assert versions["published"] >= 30 and versions["epochs"] >= 2
+    assert not versions["lost"] and not versions["doubled"] and not versions["neither"]
+    assert summary["replicas"]["violation_count"] == 0
+    kinds = set(summary["faults"]["per_kind"])
+    assert kinds >= {
+        "redis_kill_with_data",
+        "redis_restart_empty",
+        "redis_pause",
+        "pubsub_kill",
+        "replica_restart",
+        "invalid_document",
+        "corrupt_record",
+        "two_admins",
+        "upstream_fail",
+    }
+    for fault in summary["faults"]["log"]:
+        if fault["kind"] != "upstream_fail":
+            assert fault["back_on_head_s"] is not None and fault["back_on_head_s"] <= 2.0, fault
+    assert proc.returncode == 0
