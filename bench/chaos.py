@@ -289,6 +289,7 @@ class Soak:
         self.polls = 0
         self.base = 0  # the publisher's idea of head
         self.pending: Pending | None = None
+        self.slowest_503_s = 0.0
 
     # -- setup -------------------------------------------------------------------------
 
@@ -426,11 +427,14 @@ class Soak:
             self.pending = self._next()
         p = self.pending
         async with self.lock:
+            started = now()
             try:
                 resp = await self._put(admin, p)
             except httpx.HTTPError as exc:
                 self.publish_outcomes[f"transport {type(exc).__name__}"] += 1
                 return None
+            if resp.status_code == 503:  # Redis down: the promise is a fast answer
+                self.slowest_503_s = max(self.slowest_503_s, now() - started)
         settled = self._record(p, resp, f"admin-{admin + 1}")
         if settled is not None:
             self.pending = None
@@ -1038,6 +1042,7 @@ class Soak:
                 "doubled": doubled,
                 "unknown_in_history": unknown,
                 "publish_answers": dict(self.publish_outcomes),
+                "slowest_503_s": round(self.slowest_503_s, 3),
                 "final_head": head,
                 "final_epoch": head_epoch,
                 "epochs": len({e for e, _ in self.created}),
