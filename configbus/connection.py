@@ -3,12 +3,17 @@
 redis-py's defaults retry with multi-second backoffs; a replica or an admin would rather
 fail fast and let its own loop (reconnect with jitter, circuit breaker) decide what next.
 Plain `redis://`, TLS `rediss://`, AUTH and ACL users in the URL all work as redis-py reads
-them.
+them. `?cluster=true` in the URL makes a Redis Cluster client: every key of a namespace
+shares one hash tag, so the store's scripts and the change channel work unchanged there.
 """
 
 from __future__ import annotations
 
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
@@ -26,11 +31,28 @@ def connect(
     max_connections: int | None = None,
 ) -> aioredis.Redis:
     """A client for `url` that gives up in about `connect_timeout_s` when Redis is down."""
+    url, cluster = _split_cluster_flag(url)
+    options: dict[str, Any] = {
+        "socket_timeout": socket_timeout_s,
+        "socket_connect_timeout": connect_timeout_s,
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries),
+    }
+    if cluster:
+        # Typed as Redis for callers: the commands configbus uses behave the same.
+        return RedisCluster.from_url(url, **options)  # type: ignore[return-value]
     return aioredis.Redis.from_url(
         url,
-        socket_timeout=socket_timeout_s,
-        socket_connect_timeout=connect_timeout_s,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries),
         health_check_interval=health_check_interval_s,
         max_connections=max_connections,
+        **options,
     )
+
+
+def _split_cluster_flag(url: str) -> tuple[str, bool]:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    flags = [v for k, v in query if k == "cluster"]
+    if not flags:
+        return url, False
+    rest = urlencode([(k, v) for k, v in query if k != "cluster"])
+    return urlunsplit(parts._replace(query=rest)), flags[-1].lower() in ("1", "true", "yes")

@@ -111,6 +111,17 @@ redis.call('HSET', KEYS[1], ARGV[1], '{"last_seen":' .. now .. ',' .. string.sub
 return now
 """
 
+# KEYS: replicas
+# Returns {server seconds, microseconds, id, status, id, status, ...}: the statuses and the
+# clock they are judged by, in one step (a pipeline with TIME cannot run on a cluster).
+REPLICAS = r"""
+local t = redis.call('TIME')
+local out = {t[1], t[2]}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all do out[#out + 1] = all[i] end
+return out
+"""
+
 # KEYS: seq, head, epoch, history, audit
 # ARGV: record prefix, channel, actor, epoch, head, n, then n groups of field count + fields
 # Re-seeds an empty namespace from an export; refuses when the namespace has a head.

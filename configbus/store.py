@@ -214,6 +214,7 @@ class Store:
         self._fetch_head = redis.register_script(lua.FETCH_HEAD)
         self._heartbeat = redis.register_script(lua.HEARTBEAT)
         self._import = redis.register_script(lua.IMPORT)
+        self._replicas = redis.register_script(lua.REPLICAS)
 
     @property
     def namespace(self) -> str:
@@ -399,11 +400,9 @@ class Store:
 
     async def replicas(self, *, forget_after_s: float = 24 * 3600) -> list[ReplicaInfo]:
         """Every replica that reported recently; long-dead ones are forgotten."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.time()
-        pipe.hgetall(self.keys.replicas)
-        (sec, usec), raw = await _guard(pipe.execute(), "list replicas")
-        now = sec + usec / 1e6
+        res = await _guard(self._replicas(keys=[self.keys.replicas]), "list replicas")
+        now = int(res[0]) + int(res[1]) / 1e6
+        raw = dict(zip(res[2::2], res[3::2], strict=True))
         out, forget = [], []
         for rid, value in raw.items():
             try:

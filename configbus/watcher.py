@@ -396,6 +396,8 @@ class Watcher(Generic[T, R]):
             wait=wait_exponential_jitter(multiplier=0.05, max=self._max_backoff_s, jitter=0.1),
         ):
             with attempt:
+                # A cluster client must know the slot map before its pub/sub can route.
+                await self.store.redis.initialize()
                 pubsub = self.store.redis.pubsub()
                 try:
                     await pubsub.subscribe(self.store.keys.changes)

@@ -179,6 +179,11 @@ class FleetLimiter:
                 fut.set_result((int(res[2 * i]), int(res[2 * i + 1])))
 
     async def _command(self, *args: Any) -> Any:
+        if not hasattr(self.redis, "connection_pool"):
+            # A cluster client has no single pool: let it route the call to the slot's node
+            # (every key of the namespace shares one hash tag, so one node serves a batch).
+            async with asyncio.timeout(self.timeout_s):
+                return await self.redis.execute_command(*args)
         conn = self._conn
         if conn is None:
             pool = self.redis.connection_pool
