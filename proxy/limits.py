@@ -123,6 +123,7 @@ class FleetLimiter:
         self._pending: Pending = []
         self._sending = False
         self._conn: Any = None
+        self._cluster_script: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -179,11 +180,6 @@ class FleetLimiter:
                 fut.set_result((int(res[2 * i]), int(res[2 * i + 1])))
 
     async def _command(self, *args: Any) -> Any:
-        if not hasattr(self.redis, "connection_pool"):
-            # A cluster client has no single pool: let it route the call to the slot's node
-            # (every key of the namespace shares one hash tag, so one node serves a batch).
-            async with asyncio.timeout(self.timeout_s):
-                return await self.redis.execute_command(*args)
         conn = self._conn
         if conn is None:
             pool = self.redis.connection_pool
@@ -201,6 +197,13 @@ class FleetLimiter:
         return reply
 
     async def _call(self, keys: list[str]) -> Any:
+        if not hasattr(self.redis, "connection_pool"):
+            # A cluster client has no single pool: its script object loads the script on,
+            # and routes the call to, the node of the keys' slot (one hash tag per namespace).
+            if self._cluster_script is None:
+                self._cluster_script = self.redis.register_script(_SCRIPT)
+            async with asyncio.timeout(self.timeout_s):
+                return await self._cluster_script(keys=keys, args=[self.window_ms])
         if self._sha is None:
             self._sha = await self._command("SCRIPT", "LOAD", _SCRIPT)
         try:

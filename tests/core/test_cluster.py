@@ -130,7 +130,7 @@ def test_replica_serves_and_limits_through_a_cluster(cluster_url: str) -> None:
         replica.service.wait_http(replica.url + "/health/ready")
         with httpx.Client(timeout=5) as client:
             r = chat(client, replica.url)
-            assert r.status_code == 200, r.text
+            assert r.status_code == 200, r.text + replica.service.output()[-3000:]
             assert "served by A" in r.text
             codes = [chat(client, replica.url, key="sk-limited-key").status_code for _ in range(3)]
         assert codes == [200, 200, 429]
