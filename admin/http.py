@@ -275,6 +275,7 @@ def endpoint(
             actor = token.name if token else "anonymous"
             ctx: Ctx | None = None
             outcome = "ok"
+            redis_down = False
             try:
                 if token is None:
                     raise ApiError(
@@ -306,10 +307,23 @@ def endpoint(
                 err = error_from(exc, svc.breaker)
                 response = err.response()
                 outcome = err.code
+                redis_down = isinstance(exc, StoreUnavailable)
                 if ctx is not None and isinstance(exc, VersionConflict | IdempotencyMismatch):
                     ctx.audited = True  # only Store.publish raises these; its script audits
             status = response.status_code
-            if not (ctx and ctx.audited):
+            if redis_down:
+                # Redis just failed this request: an audit write would wait out a second
+                # timeout before the 503 (and fail too). The log keeps the entry instead.
+                svc.metrics.audit_failures.inc()
+                log.warning(
+                    "audit entry not written (Redis unavailable): action=%s actor=%s "
+                    "outcome=%s status=%s",
+                    action,
+                    actor,
+                    outcome,
+                    status,
+                )
+            elif not (ctx and ctx.audited):
                 fields = dict(ctx.audit_fields) if ctx else {}
                 await _audit(
                     svc,
