@@ -19,6 +19,7 @@ a schedule of faults cycles:
     invalid_document        a schema-invalid record written straight into Redis as head
     corrupt_record          a record whose body fails its checksum / that lacks fields
     two_admins              two admins publish on the same base: one 201, one 409
+    clients_kill            CLIENT KILL TYPE normal: every plain connection dropped at once
     upstream_fail           the primary upstream answers 500: the fallback must answer
 
 Invariants are checked all along (replicas' /status polled ~10x/s, every answer classified,
@@ -78,6 +79,7 @@ FAULTS = (
     "corrupt_record",
     "replica_restart",
     "redis_restart_empty",
+    "clients_kill",
 )
 
 
@@ -290,6 +292,7 @@ class Soak:
         self.base = 0  # the publisher's idea of head
         self.pending: Pending | None = None
         self.slowest_503_s = 0.0
+        self.sre_view_s: float | None = None
 
     # -- setup -------------------------------------------------------------------------
 
@@ -616,7 +619,26 @@ class Soak:
         """Seconds from `since` until every live replica runs head (not stale); None if never.
         Holds the publish lock, so head stays still while it looks."""
         async with self.lock:
-            return await self._converged(since, timeout_s)
+            took = await self._converged(since, timeout_s)
+            self.sre_view_s = None if took is None else await self._sre_view()
+            return took
+
+    async def _sre_view(self, timeout_s: float = 3.0) -> float | None:
+        """Once every replica runs head, seconds until the admin's rollout status says so too
+        (every replica alive, on head, none rejected): what an SRE sees must not lag behind."""
+        started = now()
+        path = f"/v1/namespaces/{NAMESPACE}/replicas"
+        while now() - started < timeout_s:
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                summary = (await self.admin_http[0].get(path)).json()["summary"]
+                if (
+                    summary["all_on_head"]
+                    and summary["alive"] == len(self.replicas)
+                    and summary["rejected"] == 0
+                ):
+                    return round(now() - started, 3)
+            await asyncio.sleep(0.05)
+        return None
 
     async def _converged(self, since: float, timeout_s: float) -> float | None:
         deadline = now() + timeout_s
@@ -676,6 +698,20 @@ class Soak:
 
     async def fault_pubsub_kill(self) -> dict[str, Any]:
         killed = await self.r.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        ev = await self.publish_now()
+        return {
+            "connections_killed": int(killed),
+            "version": ev[1],
+            "back_on_head_s": await self.converge(now()),
+        }
+
+    async def fault_clients_kill(self) -> dict[str, Any]:
+        """Every normal connection dropped by the server (replicas' reads and rate limiter,
+        the admins' pools), as a Redis failover or a proxy in between would do."""
+        async with self.lock:
+            killed = await self.r.execute_command(
+                "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"
+            )
         ev = await self.publish_now()
         return {
             "connections_killed": int(killed),
@@ -899,6 +935,10 @@ class Soak:
                     await self.redis.start()
             took = result.get("back_on_head_s")
             result.setdefault("ok", took is not None and took <= BACK_ON_HEAD_S)
+            if kind != "upstream_fail":
+                result["sre_view_s"] = self.sre_view_s
+                if self.sre_view_s is None:
+                    result["ok"] = False
             if kind != "upstream_fail" and took is not None and took > BACK_ON_HEAD_S:
                 result["ok"] = False
             self.faults.append(
@@ -1008,6 +1048,11 @@ class Soak:
             "no_publish_lost": not lost,
             "no_publish_doubled": not doubled,
             "no_unknown_version": not unknown,
+            # the admin's Redis timeout is 1 s: a 503 must not cost more than one of them
+            "admin_503_fast": self.slowest_503_s < 1.5,
+            "sre_view_follows": all(
+                f.get("sre_view_s") is not None for f in self.faults if f["kind"] != "upstream_fail"
+            ),
             "final_all_on_head": final_converge_s is not None,
             "every_fault_kind_ran": {f["kind"] for f in self.faults} >= set(FAULTS),
         }
