@@ -25,6 +25,7 @@ from admin.settings import AdminSettings
 from configbus.connection import connect
 from configbus.crypto import SecretBox
 from configbus.errors import StoreError
+from configbus.store import REDIS_ERRORS, store_error
 
 
 class State(TypedDict):
@@ -50,14 +51,10 @@ async def ready(request: Request) -> Response:
 
 
 async def _ping(svc: Services) -> None:
-    from redis.exceptions import RedisError
-
-    from configbus.errors import StoreUnavailable
-
     try:
         await svc.redis.ping()
-    except (RedisError, OSError) as exc:
-        raise StoreUnavailable(f"ping: {exc}") from exc
+    except REDIS_ERRORS as exc:
+        raise store_error(exc, "ping") from exc
 
 
 async def metrics(request: Request) -> Response:

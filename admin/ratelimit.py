@@ -7,11 +7,8 @@ import math
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from configbus.errors import StoreError, StoreUnavailable
+from configbus.store import REDIS_ERRORS, store_error
 
 # KEYS: counter; ARGV: limit, window ms. Returns {allowed 0/1, count, ms left in the window}.
 _WINDOW = r"""
@@ -49,9 +46,7 @@ class RateLimiter:
         key = f"{self.prefix}{{{who}}}"
         try:
             res = await self._script(keys=[key], args=[self.limit, self.window_s * 1000])
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"rate limit: Redis unavailable: {exc}") from exc
-        except RedisError as exc:
-            raise StoreError(f"rate limit: Redis error: {exc}") from exc
+        except REDIS_ERRORS as exc:
+            raise store_error(exc, "rate limit") from exc
         allowed, count, ttl_ms = (int(x) for x in res)
         return Decision(bool(allowed), max(0, self.limit - count), max(1, math.ceil(ttl_ms / 1000)))

@@ -5,6 +5,7 @@ Defaults live here and nowhere else. `from_env()` names the variable in every er
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from collections.abc import Mapping
@@ -85,6 +86,9 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise SettingsError(f"{name}: {raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{name}: {raw!r} is not a finite number")
+    return value

@@ -109,6 +109,7 @@ class Watcher(Generic[T, R]):
         self._rejected: tuple[str, int, str] | None = None  # epoch, version, reason
         self._wake = asyncio.Event()
         self._report_wake = asyncio.Event()
+        self._notifications: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
         self._state = WatcherState.NEW
@@ -281,7 +282,10 @@ class Watcher(Generic[T, R]):
                 fn(new, old)
             except Exception:
                 log.exception("change listener failed")
-        asyncio.get_running_loop().create_task(self._notify())
+        # Keep a reference: the loop holds tasks weakly, and a collected one wakes nobody.
+        task = asyncio.get_running_loop().create_task(self._notify())
+        self._notifications.add(task)
+        task.add_done_callback(self._notifications.discard)
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -311,12 +315,16 @@ class Watcher(Generic[T, R]):
                 cur.version, cur.epoch, cur.sha256, cur.value, cur.applied_at, stale
             )
             self.metrics.stale.set(1 if stale else 0)
+            self._report_wake.set()
 
     async def _report(self) -> None:
         try:
             await self.store.report(self.status())
         except StoreError as exc:
             log.warning("cannot report status: %s", exc)
+        except Exception:
+            # The reporter must outlive any surprise: a replica that stops reporting looks dead.
+            log.exception("cannot report status")
 
     async def _load_snapshot(self) -> None:
         path = self.settings.snapshot_path

@@ -17,7 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
+
+from configbus.store import REDIS_ERRORS
 
 log = logging.getLogger("proxy.limits")
 
@@ -94,6 +96,9 @@ class LocalWindow:
 Pending = list[tuple[str, "asyncio.Future[tuple[int, int]]"]]
 
 
+_LIMITER_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, TimeoutError)
+
+
 class FleetLimiter:
     """Per-client limits shared by every replica of a namespace, through Redis.
 
@@ -166,7 +171,7 @@ class FleetLimiter:
     async def _send(self, batch: Pending) -> None:
         try:
             res = await self._call([key for key, _ in batch])
-        except (RedisError, OSError, TimeoutError) as exc:
+        except _LIMITER_ERRORS as exc:
             await self._reset()
             if not self.degraded:
                 log.warning("rate limiter: Redis unreachable (%r); limiting locally", exc)

@@ -171,3 +171,32 @@ async def test_no_plaintext_secret_anywhere_in_redis(
             assert secret.encode() not in blob
     finally:
         await store.redis.aclose()
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        __import__("redis").exceptions.RedisClusterException("cluster down"),
+        __import__("redis").exceptions.ReadOnlyError("READONLY after failover"),
+        __import__("redis").exceptions.BusyLoadingError("LOADING"),
+        ConnectionRefusedError(111, "refused"),
+    ],
+)
+def test_redis_that_cannot_serve_is_unavailable_not_an_error(exc: BaseException) -> None:
+    from configbus.errors import StoreUnavailable
+    from configbus.store import store_error
+
+    assert isinstance(store_error(exc, "publish"), StoreUnavailable)
+
+
+async def test_cluster_client_with_cluster_down_is_unavailable() -> None:
+    from configbus.connection import connect
+    from configbus.errors import StoreUnavailable
+    from tests.support import free_port
+
+    store = Store(connect(f"redis://127.0.0.1:{free_port()}/0?cluster=true"), "down")
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.fetch_head()
+    finally:
+        await store.redis.aclose()
