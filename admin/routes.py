@@ -27,7 +27,7 @@ from configbus.errors import (
     CorruptRecord,
     InvalidDocument,
     Issue,
-    StoreError,
+    NamespaceNotEmpty,
     VersionConflict,
 )
 from configbus.store import Export, Kind, PublishResult, RecordMeta, VersionRecord
@@ -293,7 +293,8 @@ async def replicas(ctx: Ctx) -> Response:
                 "reason": st.reason,
                 "last_seen": info.last_seen,
                 "alive": info.alive,
-                "on_head": st.version == head.version and st.epoch == head.epoch,
+                "on_head": (st.epoch, st.version, st.sha256)
+                == (head.epoch, head.version, head.sha256),
             }
         )
     alive = [r for r in rows if r["alive"]]
@@ -353,6 +354,16 @@ async def import_(ctx: Ctx) -> Response:
             raise ApiError(
                 422, "invalid_export", f"version {r.version}: body does not match its sha256"
             )
+    head_record = next(r for r in data.records if r.version == data.head)
+    try:
+        decode_body(head_record.body)  # replicas would refuse a head that fails the checks
+    except InvalidDocument as exc:
+        raise ApiError(
+            422,
+            "invalid_export",
+            f"head version {data.head} is not a valid document",
+            issues=exc.issues,
+        ) from None
     current = await ctx.run(lambda: ctx.store.head())
     if current.version:
         raise ApiError(
@@ -364,10 +375,8 @@ async def import_(ctx: Ctx) -> Response:
         )
     try:
         head = await ctx.run(lambda: ctx.store.import_(data, actor=ctx.token.name))
-    except StoreError as exc:
-        if "already has version" in str(exc):
-            raise ApiError(409, "not_empty", str(exc)) from None
-        raise
+    except NamespaceNotEmpty as exc:  # someone published between the check and the import
+        raise ApiError(409, "not_empty", str(exc)) from None
     ctx.audited = True  # the import script audits a successful import
     return JSON({"head": head, "versions": len(data.records)}, status_code=201)
 

@@ -8,6 +8,7 @@
     │   ├── VersionConflict      expected version is not head (carries the current version)
     │   ├── VersionNotFound      no record for that version (trimmed, or never existed)
     │   ├── IdempotencyMismatch  an idempotency key was reused with a different body
+    │   ├── NamespaceNotEmpty    an import into a namespace that has versions
     │   ├── CorruptRecord        a record in Redis is unreadable or fails its checksum
     │   └── StoreUnavailable     Redis cannot be reached (wraps the redis-py error)
     └── SettingsError            a setting (env var, flag, file) has a bad value
@@ -83,6 +84,10 @@ class IdempotencyMismatch(StoreError):
         super().__init__(
             f"idempotency key {key!r} was already used for version {version} with another body"
         )
+
+
+class NamespaceNotEmpty(StoreError):
+    """An import into a namespace that already has versions."""
 
 
 class CorruptRecord(StoreError):

@@ -86,17 +86,26 @@ return {'created', tostring(version), epoch, sha}
 """
 
 # KEYS: head, epoch
-# ARGV: record prefix, known epoch, known version
-# Returns {head, epoch} when head is not newer than what the caller holds (no body is sent),
-# else {head, epoch, field, value, ...} of head's record, read in the same atomic step.
+# ARGV: record prefix, known epoch, known version, known sha256 ('*': any), head only ('1'/'0')
+# Returns {head, epoch, sha} when there is nothing to fetch: head is what the caller holds
+# (same epoch, version and sha), or older than it (a store that lost versions). Else
+# {head, epoch, sha, field, value, ...} of head's record, read in the same atomic step;
+# {head, epoch, false, 'missing'} when head points at no record.
 FETCH_HEAD = r"""
 local head = redis.call('GET', KEYS[1])
 local epoch = redis.call('GET', KEYS[2])
-if not head then return {false, epoch} end
-if epoch == ARGV[2] and tonumber(head) <= tonumber(ARGV[3]) then return {head, epoch} end
+if not head then return {false, epoch, false} end
+local sha = redis.call('HGET', ARGV[1] .. head, 'sha256')
+if not sha then return {head, epoch, false, 'missing'} end
+if ARGV[5] == '1' then return {head, epoch, sha} end
+if epoch == ARGV[2] then
+  local h, k = tonumber(head), tonumber(ARGV[3])
+  if h < k or (h == k and (ARGV[4] == '*' or sha == ARGV[4])) then
+    return {head, epoch, sha}
+  end
+end
+local out = {head, epoch, sha}
 local rec = redis.call('HGETALL', ARGV[1] .. head)
-if #rec == 0 then return {head, epoch, 'missing'} end
-local out = {head, epoch}
 for i = 1, #rec do out[#out + 1] = rec[i] end
 return out
 """

@@ -34,6 +34,7 @@ from configbus.codec import sha256_hex
 from configbus.errors import (
     CorruptRecord,
     IdempotencyMismatch,
+    NamespaceNotEmpty,
     StoreError,
     StoreUnavailable,
     VersionConflict,
@@ -104,6 +105,7 @@ class VersionRecord(RecordMeta, frozen=True, kw_only=True):
 class Head(msgspec.Struct, frozen=True):
     version: int  # 0: nothing published in this lineage
     epoch: str | None
+    sha256: str | None = None
 
 
 class PublishResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -318,31 +320,35 @@ class Store:
         )
 
     async def head(self) -> Head:
-        head, epoch = await _guard(self.redis.mget([self.keys.head, self.keys.epoch]), "read head")
-        return Head(int(head) if head else 0, _s(epoch) or None)
+        """Head's version, epoch and sha256, read in one atomic step."""
+        head, _ = await self._fetch(None, 0, "*", head_only=True)
+        return head
 
     async def fetch_head(
-        self, known_epoch: str | None = None, known_version: int = 0
+        self, known_epoch: str | None = None, known_version: int = 0, known_sha256: str = "*"
     ) -> tuple[Head, VersionRecord | None]:
-        """Head, and its record when it is newer than (known_epoch, known_version): one round
+        """Head, and its record unless the caller already holds it (same epoch, version and
+        sha256; `*` matches any sha) or holds something newer in the same epoch: one round
         trip, one atomic read, no body transferred when there is nothing new."""
+        return await self._fetch(known_epoch, known_version, known_sha256, head_only=False)
+
+    async def _fetch(
+        self, known_epoch: str | None, known_version: int, known_sha256: str, *, head_only: bool
+    ) -> tuple[Head, VersionRecord | None]:
         k = self.keys
-        res = await _guard(
-            self._fetch_head(
-                keys=[k.head, k.epoch], args=[k.record_prefix, known_epoch or "", known_version]
-            ),
-            "fetch head",
-        )
-        head = Head(int(res[0]) if res[0] else 0, _s(res[1]) or None)
-        if len(res) == 2:
-            return head, None
+        args: list[Any] = [k.record_prefix, known_epoch or "", known_version, known_sha256,
+                "1" if head_only else "0"]  # fmt: skip
+        res = await _guard(self._fetch_head(keys=[k.head, k.epoch], args=args), "fetch head")
+        head = Head(int(res[0]) if res[0] else 0, _s(res[1]) or None, _s(res[2]) or None)
         if len(res) == 3:
+            return head, None
+        if len(res) == 4:
             raise CorruptRecord(
                 f"{k.record(head.version)}: head points at a missing record",
                 epoch=head.epoch,
                 version=head.version,
             )
-        fields = dict(zip(res[2::2], res[3::2], strict=True))
+        fields = dict(zip(res[3::2], res[4::2], strict=True))
         try:
             return head, parse_record(fields, k.record(head.version))
         except CorruptRecord as exc:
@@ -470,7 +476,11 @@ class Store:
         )
 
     async def import_(self, data: Export, *, actor: str = "") -> int:
-        """Re-seed an empty namespace from an export. Refuses a namespace that has a head."""
+        """Re-seed an empty namespace from an export. Refuses a namespace that has a head.
+
+        The imported versions keep their numbers but start a new epoch: a replica still
+        holding a version of the old lineage (perhaps one the export lacks) follows the
+        imported head instead of skipping it as "not newer"."""
         if data.head == 0 or not data.records or data.epoch is None:
             raise StoreError("import: the export holds no versions")
         if data.head not in {r.version for r in data.records}:
@@ -478,25 +488,19 @@ class Store:
         for r in data.records:
             r.verify()
         k = self.keys
-        args: list[Any] = [
-            k.record_prefix,
-            k.changes,
-            actor,
-            data.epoch,
-            data.head,
-            len(data.records),
-        ]
+        epoch = secrets.token_hex(8)
+        args: list[Any] = [k.record_prefix, k.changes, actor, epoch, data.head, len(data.records)]
         for r in data.records:
             fields: list[Any] = []
             for name in VersionRecord.__struct_fields__:
-                value = getattr(r, name)
+                value = epoch if name == "epoch" else getattr(r, name)
                 fields += [name, "" if value is None else value]
             args += [len(fields), *fields]
         res = await _guard(
             self._import(keys=[k.seq, k.head, k.epoch, k.history, k.audit], args=args), "import"
         )
         if _s(res[0]) == "not_empty":
-            raise StoreError(
+            raise NamespaceNotEmpty(
                 f"import: namespace {self.namespace!r} already has version {_s(res[1])}; "
                 "import only re-seeds an empty store"
             )

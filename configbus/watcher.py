@@ -75,6 +75,14 @@ class Applied(Generic[R]):
     stale: bool = False  # not (yet) confirmed by Redis as the store's head
 
 
+@dataclass(frozen=True, slots=True)
+class _Rejected:
+    epoch: str
+    version: int
+    sha256: str  # "*" when the record was unreadable: any record at that version is the same
+    reason: str
+
+
 class _Hint(msgspec.Struct):
     version: int
     sha256: str = ""
@@ -106,7 +114,7 @@ class Watcher(Generic[T, R]):
         self._max_backoff_s = max_backoff_s
         self._current: Applied[R] | None = None
         self._listeners: list[Callable[[Applied[R], Applied[R] | None], None]] = []
-        self._rejected: tuple[str, int, str] | None = None  # epoch, version, reason
+        self._rejected: _Rejected | None = None
         self._wake = asyncio.Event()
         self._report_wake = asyncio.Event()
         self._notifications: set[asyncio.Task[None]] = set()
@@ -146,8 +154,8 @@ class Watcher(Generic[T, R]):
             sha256=cur.sha256 if cur else None,
             applied_at=cur.applied_at if cur else None,
             stale=cur.stale if cur else False,
-            rejected_version=rej[1] if rej else None,
-            reason=rej[2] if rej else None,
+            rejected_version=rej.version if rej else None,
+            reason=rej.reason if rej else None,
             ttl_s=3 * self.settings.heartbeat_interval_s,
         )
 
@@ -215,19 +223,21 @@ class Watcher(Generic[T, R]):
     async def _sync(self) -> SyncOutcome:
         cur, rej = self._current, self._rejected
         # A rejected version is always the newest one seen (an apply clears it): asking
-        # only for something newer than it is what stops a reject loop.
-        known_epoch, known_version = (cur.epoch, cur.version) if cur else (None, 0)
+        # only for something other than it is what stops a reject loop.
+        known: tuple[str | None, int, str] = (None, 0, "*")
         if rej is not None:
-            known_epoch, known_version = rej[0], rej[1]
+            known = (rej.epoch, rej.version, rej.sha256)
+        elif cur is not None:
+            known = (cur.epoch, cur.version, cur.sha256)
         try:
-            head, record = await self.store.fetch_head(known_epoch, known_version)
+            head, record = await self.store.fetch_head(*known)
         except StoreUnavailable as exc:
             self.metrics.redis_connected.set(0)
             log.warning("sync: %s", exc)
             return SyncOutcome.UNAVAILABLE
         except CorruptRecord as exc:
             self.metrics.redis_connected.set(1)
-            return await self._reject(exc.epoch, exc.version, str(exc))
+            return await self._reject(exc.epoch, exc.version, "*", str(exc))
         except StoreError as exc:
             log.warning("sync: %s", exc)
             return SyncOutcome.UNAVAILABLE
@@ -238,8 +248,10 @@ class Watcher(Generic[T, R]):
             self._set_stale(True)
             return SyncOutcome.NO_HEAD
         if record is None:
-            if cur is not None and (cur.epoch, cur.version) == (head.epoch, head.version):
-                self._set_stale(False)
+            if cur is not None and cur.epoch == head.epoch:
+                # Head older than what we run: the store lost versions (restored from an old
+                # backup). Keep serving, marked stale, until head moves past it.
+                self._set_stale(head.version < cur.version)
             return SyncOutcome.UP_TO_DATE
         return await self._apply(record, head.epoch)
 
@@ -256,7 +268,7 @@ class Watcher(Generic[T, R]):
                 value = await value
         except Exception as exc:
             reason = str(exc) or type(exc).__name__
-            return await self._reject(record.epoch, record.version, reason)
+            return await self._reject(record.epoch, record.version, record.sha256, reason)
         self._swap(record, value, stale=False)
         self.metrics.apply_seconds.observe(time.perf_counter() - started)
         await self._after_apply(record)
@@ -300,10 +312,12 @@ class Watcher(Generic[T, R]):
                 log.error("cannot write last-known-good file %s: %s", path, exc)
         self._report_wake.set()
 
-    async def _reject(self, epoch: str | None, version: int | None, reason: str) -> SyncOutcome:
+    async def _reject(
+        self, epoch: str | None, version: int | None, sha256: str, reason: str
+    ) -> SyncOutcome:
         self.metrics.rejects.inc()
         if epoch is not None and version is not None:
-            self._rejected = (epoch, version, reason)
+            self._rejected = _Rejected(epoch, version, sha256, reason)
         log.error("rejected version %s: %s", version, reason)
         self._report_wake.set()
         return SyncOutcome.REJECTED
@@ -435,5 +449,10 @@ class Watcher(Generic[T, R]):
             self.trigger()  # a hint we cannot read still says "something changed"
             return
         cur = self._current
-        if cur is None or hint.epoch != cur.epoch or hint.version > cur.version:
+        if (
+            cur is None
+            or hint.epoch != cur.epoch
+            or hint.version > cur.version
+            or (hint.version == cur.version and hint.sha256 != cur.sha256)
+        ):
             self.trigger()

@@ -125,8 +125,11 @@ async def test_export_then_import_reseeds_an_empty_store(
             await src.publish(body(i))
         data = await src.export()
         assert await dst.import_(data, actor="admin") == 3
-        assert (await dst.head()) == (await src.head())
+        src_head, dst_head = await src.head(), await dst.head()
+        assert (dst_head.version, dst_head.sha256) == (src_head.version, src_head.sha256)
+        assert dst_head.epoch != src_head.epoch  # a re-seeded store is a new lineage
         assert (await dst.get(2)).body == (await src.get(2)).body
+        assert (await dst.get(2)).epoch == dst_head.epoch
         # The next publish continues the numbering.
         assert (await dst.publish(body(9))).version == 4
         with pytest.raises(StoreError, match="already has version 4"):

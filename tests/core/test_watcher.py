@@ -296,3 +296,30 @@ async def test_watcher_refuses_a_second_start(
     w = await start_watcher(stack, redis_server.url, namespace)
     with pytest.raises(RuntimeError, match="starts once"):
         await w.start()
+
+
+async def test_store_restored_from_an_older_backup_is_followed_not_skipped(
+    redis_server: RedisServer, namespace: str, stack: AsyncExitStack
+) -> None:
+    pub = await publisher(stack, redis_server.url, namespace)
+    for i in range(3):
+        await pub.publish(body(i))
+    w = await start_watcher(stack, redis_server.url, namespace)
+    await until(lambda: w.current and w.current.version == 3, 5, "v3 applied")
+    old_v3 = w.current.sha256 if w.current else ""
+
+    # Redis comes back from a backup taken at version 2: same epoch, v3 is gone.
+    k, r = pub.keys, pub.redis
+    await r.set(k.head, 2)
+    await r.set(k.seq, 2)
+    await r.delete(k.record(3))
+    await r.zrem(k.history, 3)
+    await w.sync_once()
+    assert w.current is not None and w.current.version == 3 and w.current.stale
+
+    # The next publish is numbered 3 again, with another body: the replica must take it.
+    r3 = await pub.publish(body(42))
+    assert r3.version == 3 and r3.sha256 != old_v3
+    await until(lambda: w.current and w.current.sha256 == r3.sha256, 5, "the new v3")
+    assert w.current is not None and not w.current.stale
+    assert w.current.value.metadata["n"] == 42
