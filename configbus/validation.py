@@ -17,6 +17,9 @@ import msgspec
 from configbus.document import PATTERN_HELP, Document
 from configbus.errors import InvalidDocument, Issue
 
+CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key"}
+)
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 
 
@@ -96,6 +99,14 @@ def semantic_issues(doc: Document) -> list[Issue]:
         for h in p.headers:
             if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", h):
                 issues.append(Issue(f"providers[{i}].headers", f"invalid header name {h!r}"))
+            elif h.lower() in CREDENTIAL_HEADERS:
+                # Header values are stored and shown in plaintext; keys belong in api_key.
+                issues.append(
+                    Issue(
+                        f"providers[{i}].headers.{h}",
+                        "credentials go in api_key (encrypted) or api_key_env, not in headers",
+                    )
+                )
 
     for i, m in enumerate(doc.models):
         where = f"models[{i}]"

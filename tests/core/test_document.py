@@ -194,3 +194,12 @@ def test_corrupt_body_is_rejected_with_reason() -> None:
 def test_secret_repr_hides_plaintext() -> None:
     doc = sample_document()
     assert "sk-upstream-secret-a" not in repr(doc)
+
+
+@pytest.mark.parametrize("header", ["Authorization", "X-Api-Key", "api-key"])
+def test_credentials_in_plaintext_headers_are_refused(header: str) -> None:
+    found = issues_of(mutated(providers__1__headers={header: "sk-live-123"}))
+    assert found == [
+        f"providers[1].headers.{header}: credentials go in api_key (encrypted) or "
+        "api_key_env, not in headers"
+    ]
