@@ -91,6 +91,12 @@ def parse_request(body: bytes) -> dict[str, Any]:
     messages = req.get("messages")
     if not isinstance(messages, list) or not messages:
         raise errors.bad_request("'messages' must be a non-empty list", "missing_messages")
+    for field, items in (("messages", messages), ("tools", req.get("tools") or [])):
+        if not isinstance(items, list):
+            raise errors.bad_request(f"'{field}' must be a list")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise errors.bad_request(f"{field}[{i}] must be an object")
     return req
 
 
@@ -135,8 +141,10 @@ async def _relay(
                 out = translator.feed(chunk)
                 if out:
                     yield out
-    except (TimeoutError, aiohttp.ClientError, msgspec.DecodeError) as exc:
+    except (TimeoutError, aiohttp.ClientError, msgspec.DecodeError, AttributeError, TypeError,
+            KeyError, ValueError) as exc:  # fmt: skip
         # Too late to retry: the client already has part of the answer. Say so in-band.
+        # (Malformed upstream events, like a non-object "delta", end up here too.)
         log.warning("stream from %s broke: %r", provider.name, exc)
         yield (
             b"data: "
@@ -239,9 +247,22 @@ class ChatHandler:
             else:
                 merged = req
                 merged["model"] = target.model
-            payload = _encode(
-                anthropic.to_anthropic(merged, target.model) if p.type == "anthropic" else merged
-            )
+            if p.type == "anthropic":
+                try:
+                    payload = _encode(anthropic.to_anthropic(merged, target.model))
+                except (
+                    KeyError,
+                    TypeError,
+                    ValueError,
+                    AttributeError,
+                    msgspec.DecodeError,
+                ) as exc:
+                    # A shape OpenAI would take but the Messages API cannot express.
+                    raise errors.bad_request(
+                        f"request cannot be sent to an Anthropic upstream: {exc!r}"
+                    ) from None
+            else:
+                payload = _encode(merged)
             for attempt in range(p.max_retries + 1):
                 if attempt:
                     delay = min(self._backoff * (1 << (attempt - 1)), self._backoff * 8)

@@ -253,3 +253,19 @@ def test_stream_with_garbage_data_raises_decode_error_for_the_relay() -> None:
 
     with pytest.raises(msgspec.DecodeError):
         StreamTranslator().feed(b"event: x\ndata: {not json\n\n")
+
+
+def test_request_shapes_the_messages_api_cannot_take_are_a_400_not_a_500() -> None:
+    import pytest
+
+    from proxy import errors
+    from proxy.chat import parse_request
+
+    for body, message in [
+        (b'{"model": "m", "messages": ["hi"]}', "messages[0] must be an object"),
+        (b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [1]}',
+         "tools[0] must be an object"),
+    ]:  # fmt: skip
+        with pytest.raises(errors.ProxyError) as info:
+            parse_request(body)
+        assert info.value.status == 400 and message in str(info.value.message)
