@@ -16,6 +16,7 @@ from admin.http import JSON, ApiError, Ctx, endpoint, is_uint
 from admin.merge import merge_patch
 from configbus.codec import canonical, decode_body, sha256_hex, to_builtins
 from configbus.crypto import (
+    decrypt_secrets,
     encrypt_secrets,
     mask_secrets,
     reencrypt_secrets,
@@ -28,6 +29,7 @@ from configbus.errors import (
     InvalidDocument,
     Issue,
     NamespaceNotEmpty,
+    SecretError,
     VersionConflict,
 )
 from configbus.store import Export, Kind, PublishResult, RecordMeta, VersionRecord
@@ -258,6 +260,8 @@ async def rollback(ctx: Ctx) -> Response:
     req = await ctx.json(RollbackRequest)
     expected, key = ctx.if_match(), ctx.idempotency_key()
     ctx.audit_fields["to_version"] = req.to_version
+    source = await ctx.run(lambda: ctx.store.get(req.to_version))
+    _check_replicas_accept(ctx, source)
     result = await ctx.run(
         lambda: ctx.store.rollback(
             req.to_version,
@@ -268,6 +272,24 @@ async def rollback(ctx: Ctx) -> Response:
         )
     )
     return _published(ctx, result, "rollback")
+
+
+def _check_replicas_accept(ctx: Ctx, record: VersionRecord) -> None:
+    """Refuse to republish a body the replicas would reject: one that fails today's checks,
+    or whose secrets none of the current keys decrypt (a key dropped since)."""
+    try:
+        record.verify()
+        doc = decode_body(record.body)
+        if ctx.svc.box is not None:
+            decrypt_secrets(doc, ctx.svc.box)
+    except (InvalidDocument, SecretError, CorruptRecord) as exc:
+        issues = exc.issues if isinstance(exc, InvalidDocument) else [Issue("", str(exc))]
+        raise ApiError(
+            422,
+            "invalid_document",
+            f"version {record.version} would be rejected by the replicas: {exc}",
+            issues=issues,
+        ) from None
 
 
 @endpoint("replicas", "read")

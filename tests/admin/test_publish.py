@@ -354,3 +354,31 @@ async def test_without_secret_keys_secrets_are_refused(
         assert r.status_code == 201
         r = await c.post(url(namespace, "rotate-secrets"), headers=auth("admin"))
         assert r.status_code == 409 and r.json()["error"]["code"] == "no_secret_keys"
+
+
+async def test_rollback_to_a_version_replicas_would_reject_is_refused(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    from configbus.connection import connect
+    from configbus.store import Store
+
+    async with client(app_for(redis_server.url)) as c:
+        r = await c.put(
+            url(namespace, "config"), headers=auth("publisher"), json={"document": sample_data()}
+        )
+        assert r.status_code == 201
+        # A version injected past the admin: it references a provider that does not exist.
+        store = Store(connect(redis_server.url), namespace)
+        try:
+            bad = (await store.get(1)).body.replace(b'"provider":"upstream-a"', b'"provider":"x"')
+            assert (await store.publish(bad)).version == 2
+            await store.publish((await store.get(1)).body)  # v3: fixed again
+        finally:
+            await store.redis.aclose()
+        r = await c.post(url(namespace, "rollback"), headers=auth("sre"), json={"to_version": 2})
+        assert r.status_code == 422, r.text
+        assert "version 2 would be rejected by the replicas" in r.json()["error"]["message"]
+        paths = [i["path"] for i in r.json()["error"]["issues"]]
+        assert paths == ["models[0].deployments[0].provider"]
+        head = await c.get(url(namespace, "config"), headers=auth("viewer"))
+        assert head.json()["version"] == 3  # nothing published
