@@ -9,6 +9,7 @@ unless the publish script already wrote it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -180,6 +181,16 @@ class Ctx:
     action: str
     audited: bool = False  # the publish script wrote this action's audit entry
     audit_fields: dict[str, Any] = field(default_factory=dict)
+    raw_body: bytes = b""
+
+    def request_fingerprint(self) -> str:
+        """A digest of what the caller asked (action, query, If-Match, body): an idempotent
+        retry is the same request even when the version it would produce differs."""
+        h = hashlib.sha256()
+        for part in (self.action, self.request.url.query, self.request.headers.get("if-match", "")):
+            h.update(part.encode() + b"\n")
+        h.update(self.raw_body)
+        return h.hexdigest()
 
     async def run(self, fn: Callable[[], Awaitable[T]]) -> T:
         return await self.svc.guarded(fn)
@@ -196,7 +207,8 @@ class Ctx:
             if size > limit:
                 raise too_big
             chunks.append(chunk)
-        return b"".join(chunks)
+        self.raw_body = b"".join(chunks)
+        return self.raw_body
 
     async def json(
         self, type_: type[T], limit: int | None = None, *, default: T | None = None

@@ -7,7 +7,9 @@ tag with every declared key, so a Redis Cluster keeps them all on one slot.
 
 # KEYS: seq, head, epoch, history, audit, idempotency
 # ARGV: expected ('' = any), body, sha256, new epoch, author, message, kind, source ('' = none),
-#       retention, idempotency ttl, audit maxlen, channel, record prefix, use idempotency ('1'/'0')
+#       retention, idempotency ttl, audit maxlen, channel, record prefix, use idempotency ('1'/'0'),
+#       request fingerprint ('' = the body's sha256: a retry is the same request, not the same
+#       body, since a body rebuilt from a head that moved meanwhile may differ)
 PUBLISH = r"""
 local expected, body, sha = ARGV[1], ARGV[2], ARGV[3]
 local author, message, kind, source = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
@@ -21,10 +23,12 @@ local function audit(outcome, version, parent)
     'version', version, 'parent', parent, 'message', message, 'source', source)
 end
 
+local request = ARGV[15]
+if request == nil or request == '' then request = sha end
 if use_idem then
-  local prev = redis.call('HMGET', KEYS[6], 'version', 'sha256', 'epoch')
+  local prev = redis.call('HMGET', KEYS[6], 'version', 'sha256', 'epoch', 'request')
   if prev[1] then
-    if prev[2] ~= sha then
+    if (prev[4] or prev[2]) ~= request then
       audit('idempotency_mismatch', prev[1], '')
       return {'idempotency_mismatch', prev[1], prev[3], prev[2]}
     end
@@ -41,7 +45,7 @@ end
 
 if head > 0 and redis.call('HGET', prefix .. head, 'sha256') == sha then
   if use_idem then
-    redis.call('HSET', KEYS[6], 'version', head, 'sha256', sha, 'epoch', epoch)
+    redis.call('HSET', KEYS[6], 'version', head, 'sha256', sha, 'epoch', epoch, 'request', request)
     redis.call('EXPIRE', KEYS[6], ARGV[10])
   end
   audit('noop', tostring(head), tostring(head))
@@ -76,7 +80,7 @@ if n > retention then
 end
 
 if use_idem then
-  redis.call('HSET', KEYS[6], 'version', version, 'sha256', sha, 'epoch', epoch)
+  redis.call('HSET', KEYS[6], 'version', version, 'sha256', sha, 'epoch', epoch, 'request', request)
   redis.call('EXPIRE', KEYS[6], ARGV[10])
 end
 audit('created', tostring(version), tostring(head))

@@ -262,8 +262,13 @@ class Store:
         message: str = "",
         kind: Kind = "publish",
         source: int | None = None,
+        request_sha256: str | None = None,
     ) -> PublishResult:
-        """Publish a new version atomically (CAS on `expected_version`, when given)."""
+        """Publish a new version atomically (CAS on `expected_version`, when given).
+
+        With `idempotency_key`, a retry returns the first call's result. What makes a retry
+        "the same" is `request_sha256` (a digest of the caller's request) when given, else
+        the body's sha256."""
         k = self.keys
         sha = sha256_hex(body)
         idem_key = k.idem_prefix + (idempotency_key or "")
@@ -282,6 +287,7 @@ class Store:
             k.changes,
             k.record_prefix,
             "1" if idempotency_key else "0",
+            request_sha256 or "",
         ]
         keys = [k.seq, k.head, k.epoch, k.history, k.audit, idem_key]
         res = await _guard(self._publish(keys=keys, args=args), "publish")

@@ -382,3 +382,31 @@ async def test_rollback_to_a_version_replicas_would_reject_is_refused(
         assert paths == ["models[0].deployments[0].provider"]
         head = await c.get(url(namespace, "config"), headers=auth("viewer"))
         assert head.json()["version"] == 3  # nothing published
+
+
+async def test_idempotent_patch_retry_after_head_moved_replays_the_first_result(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    async with client(app_for(redis_server.url)) as c:
+        r = await c.put(
+            url(namespace, "config"), headers=auth("publisher"), json={"document": sample_data()}
+        )
+        assert r.status_code == 201
+        patch = {"logging": {"level": "DEBUG"}}
+        headers = {**auth("publisher"), "Idempotency-Key": "patch-1"}
+        first = await c.patch(url(namespace, "config?message=debug"), headers=headers, json=patch)
+        assert first.status_code == 201 and first.json()["version"] == 2
+        # Another admin moves head before the client's retry arrives.
+        other = sample_data()
+        other["metadata"] = {"owner": "someone-else"}
+        r = await c.put(
+            url(namespace, "config"), headers=auth("publisher"), json={"document": other}
+        )
+        assert r.json()["version"] == 3
+        again = await c.patch(url(namespace, "config?message=debug"), headers=headers, json=patch)
+        assert again.status_code == 200, again.text
+        assert (again.json()["version"], again.json()["outcome"]) == (2, "idempotent")
+        # The same key with another request is refused, not silently replayed.
+        other_patch = {"logging": {"level": "ERROR"}}
+        r = await c.patch(url(namespace, "config"), headers=headers, json=other_patch)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "idempotency_mismatch"
