@@ -17,7 +17,7 @@ from typing import Literal, get_args
 import msgspec
 
 from configbus.errors import SettingsError
-from configbus.settings import BusSettings
+from configbus.settings import BusSettings, env_float, env_int
 
 Role = Literal["viewer", "publisher", "sre", "admin"]
 ROLES: tuple[str, ...] = get_args(Role)
@@ -120,21 +120,21 @@ class AdminSettings(msgspec.Struct, frozen=True, kw_only=True):
         values: dict[str, object] = {
             "bus": bus or BusSettings.from_env(e),
             "tokens": tuple(tokens),
-            "max_body_bytes": _int(e, "CONFIGBUS_ADMIN_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
-            "max_import_bytes": _int(
+            "max_body_bytes": env_int(e, "CONFIGBUS_ADMIN_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            "max_import_bytes": env_int(
                 e, "CONFIGBUS_ADMIN_MAX_IMPORT_BYTES", DEFAULT_MAX_IMPORT_BYTES
             ),
-            "publish_limit": _int(e, "CONFIGBUS_ADMIN_PUBLISH_LIMIT", DEFAULT_PUBLISH_LIMIT),
-            "publish_window_s": _int(
+            "publish_limit": env_int(e, "CONFIGBUS_ADMIN_PUBLISH_LIMIT", DEFAULT_PUBLISH_LIMIT),
+            "publish_window_s": env_int(
                 e, "CONFIGBUS_ADMIN_PUBLISH_WINDOW_S", DEFAULT_PUBLISH_WINDOW_S
             ),
-            "breaker_failures": _int(
+            "breaker_failures": env_int(
                 e, "CONFIGBUS_ADMIN_BREAKER_FAILURES", DEFAULT_BREAKER_FAILURES
             ),
-            "breaker_reset_s": _float(
+            "breaker_reset_s": env_float(
                 e, "CONFIGBUS_ADMIN_BREAKER_RESET_S", DEFAULT_BREAKER_RESET_S
             ),
-            "redis_timeout_s": _float(
+            "redis_timeout_s": env_float(
                 e, "CONFIGBUS_ADMIN_REDIS_TIMEOUT_S", DEFAULT_REDIS_TIMEOUT_S
             ),
         }
@@ -169,23 +169,3 @@ class AdminSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("CONFIGBUS_ADMIN_BREAKER_RESET_S: must be above 0")
         if self.redis_timeout_s <= 0:
             raise SettingsError("CONFIGBUS_ADMIN_REDIS_TIMEOUT_S: must be above 0")
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}: {raw!r} is not an integer") from None
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}: {raw!r} is not a number") from None

@@ -48,10 +48,10 @@ class BusSettings(msgspec.Struct, frozen=True, kw_only=True):
             "snapshot_path": Path(e["CONFIGBUS_SNAPSHOT_PATH"])
             if e.get("CONFIGBUS_SNAPSHOT_PATH")
             else None,
-            "reconcile_interval_s": _float(
+            "reconcile_interval_s": env_float(
                 e, "CONFIGBUS_RECONCILE_INTERVAL_S", DEFAULT_RECONCILE_INTERVAL_S
             ),
-            "heartbeat_interval_s": _float(
+            "heartbeat_interval_s": env_float(
                 e, "CONFIGBUS_HEARTBEAT_INTERVAL_S", DEFAULT_HEARTBEAT_INTERVAL_S
             ),
         }
@@ -81,7 +81,8 @@ class BusSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("CONFIGBUS_HEARTBEAT_INTERVAL_S: must be above 0")
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    """A finite number from `env[name]`, `default` when unset; the error names the variable."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -92,3 +93,14 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if not math.isfinite(value):
         raise SettingsError(f"{name}: {raw!r} is not a finite number")
     return value
+
+
+def env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    """An integer from `env[name]`, `default` when unset; the error names the variable."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: {raw!r} is not an integer") from None

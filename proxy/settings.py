@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import msgspec
 
 from configbus.errors import SettingsError
-from configbus.settings import BusSettings
+from configbus.settings import BusSettings, env_int
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_RETRY_BACKOFF_S = 0.02
@@ -34,13 +34,7 @@ class ProxySettings(msgspec.Struct, frozen=True, kw_only=True):
     ) -> ProxySettings:
         """Bus settings from CONFIGBUS_* (see BusSettings), plus the proxy's own; flags win."""
         e = os.environ if env is None else env
-        raw = e.get("CONFIGBUS_PROXY_MAX_BODY_BYTES", "")
-        try:
-            max_body = int(raw) if raw else DEFAULT_MAX_BODY_BYTES
-        except ValueError:
-            raise SettingsError(
-                f"CONFIGBUS_PROXY_MAX_BODY_BYTES: {raw!r} is not an integer"
-            ) from None
+        max_body = env_int(e, "CONFIGBUS_PROXY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
         if max_body_bytes is not None:
             max_body = max_body_bytes
         if max_body < 1:

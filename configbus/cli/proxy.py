@@ -7,18 +7,10 @@ import functools
 import os
 from pathlib import Path
 
-from configbus.errors import SettingsError
+from configbus.settings import env_float
 
 # As long as the default provider `timeout_s`: a request in flight at SIGTERM may finish.
 DEFAULT_GRACEFUL_TIMEOUT_S = 30.0
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "")
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        raise SettingsError(f"{name}: {raw!r} is not a number") from None
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,7 +35,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--graceful-timeout",
         type=float,
-        default=_env_float("CONFIGBUS_PROXY_GRACEFUL_TIMEOUT_S", DEFAULT_GRACEFUL_TIMEOUT_S),
+        default=env_float(
+            os.environ, "CONFIGBUS_PROXY_GRACEFUL_TIMEOUT_S", DEFAULT_GRACEFUL_TIMEOUT_S
+        ),
         help="on SIGTERM, seconds to let requests in flight finish (streams included) before "
         f"they are cut; env CONFIGBUS_PROXY_GRACEFUL_TIMEOUT_S (default "
         f"{DEFAULT_GRACEFUL_TIMEOUT_S:g}, the default provider timeout)",
