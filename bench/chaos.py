@@ -163,8 +163,22 @@ class RedisProc:
         self.paused = False
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the soak itself dies (even by SIGKILL), so
+    nothing it started outlives it. Linux only; elsewhere a no-op."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    return subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,  # children are spawned from the event loop thread only
+    )
 
 
 class Child:
@@ -186,6 +200,7 @@ class Child:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
             )
 
     async def wait_http(self, path: str, timeout_s: float = 30.0) -> None:
@@ -1122,6 +1137,11 @@ def canonical_body(data: dict[str, Any]) -> bytes:
 
 async def soak(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     runner = Soak(args.minutes, run_dir, args.seed, args.concurrency)
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # Stopped from outside: cancel the run; the cleanup below still stops every child.
+        asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
     try:
         return await runner.run()
     except Exception as exc:
@@ -1141,7 +1161,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="configbus-chaos-")).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    summary = asyncio.run(soak(args, run_dir))
+    try:
+        summary = asyncio.run(soak(args, run_dir))
+    except asyncio.CancelledError:
+        print(f"interrupted; everything it started is stopped. logs: {run_dir}", file=sys.stderr)
+        return 130
     text = json.dumps(summary, indent=2)
     print(text)
     if args.json_out:

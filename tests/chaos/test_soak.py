@@ -4,6 +4,7 @@ JSON summary. Every fault kind runs at least once; the 10-minute run is `make ch
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,24 +18,27 @@ pytestmark = pytest.mark.slow
 
 def test_one_minute_soak_keeps_every_invariant(tmp_path: Path) -> None:
     out = tmp_path / "summary.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "chaos.py"),
-            "--minutes",
-            "1",
-            "--run-dir",
-            str(tmp_path / "run"),
-            "--json-out",
-            str(out),
-        ],
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=150,
+    args = [
+        sys.executable,
+        str(ROOT / "bench" / "chaos.py"),
+        *("--minutes", "1", "--run-dir", str(tmp_path / "run"), "--json-out", str(out)),
+    ]
+    proc = subprocess.Popen(
+        args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    assert out.exists(), f"no summary (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+    try:
+        _, stderr_bytes = proc.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        # SIGTERM cancels the soak, whose cleanup stops everything it started, by PID.
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+            proc.wait()
+        pytest.fail("the 1-minute soak did not finish in 150 s")
+    stderr = stderr_bytes.decode(errors="replace")
+    assert out.exists(), f"no summary (exit {proc.returncode}):\n{stderr[-4000:]}"
     summary = json.loads(out.read_text())
     assert "error" not in summary, summary["error"]
     context = json.dumps(
