@@ -45,7 +45,8 @@ DESCRIPTIONS: dict[str, str] = {
     "Provider.connect_timeout_s": "TCP + TLS connect timeout.",
     "Provider.max_retries": "Retries on connect errors, timeouts, 429 and 5xx "
     "(never after a stream started).",
-    "Provider.headers": "Extra HTTP headers sent upstream.",
+    "Provider.headers": "Extra HTTP headers sent upstream; stored in plaintext, so credential "
+    "headers (Authorization, api-key, x-api-key...) are refused: use `api_key`.",
     "Provider.rate_limit": "Requests per minute this replica sends to the provider.",
     "Provider.circuit_breaker": "Overrides the document's `circuit_breaker`.",
     "Provider.pool": "Connection pool of this provider (kept across reloads while unchanged).",
