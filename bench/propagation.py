@@ -206,7 +206,9 @@ def main() -> None:
     p.add_argument("--ks", type=ints, default=[1, 20, 100], help="watcher counts")
     p.add_argument("--sizes", type=ints, default=[10_000, 1_000_000], help="document bytes")
     p.add_argument("--publishes", type=int, default=200)
-    p.add_argument("--processes", type=int, default=4, help="worker processes (at most)")
+    p.add_argument(
+        "--processes", type=int, default=os.cpu_count() or 2, help="worker processes (at most)"
+    )
     args = p.parse_args()
     import uvloop
 
