@@ -193,6 +193,7 @@ async def test_missed_message_is_caught_by_reconcile(
     )
     await pub.redis.set(pub.keys.head, 2)
     await until(lambda: w.current and w.current.version == 2, RECONCILE_S + 0.5, "reconcile")
+    assert w.current is not None and w.current.value.metadata["n"] == 2
 
 
 @pytest.mark.slow
