@@ -471,12 +471,15 @@ class Store:
         """Every retained version, for backup or re-seeding an empty store."""
         head = await self.head()
         nums = await _guard(self.redis.zrange(self.keys.history, 0, -1), "export")
-        records = []
+        pipe = self.redis.pipeline(transaction=False)
         for n in nums:
-            try:
-                records.append(await self.get(int(n)))
-            except VersionNotFound:
-                continue
+            pipe.hgetall(self.keys.record(int(n)))
+        rows = await _guard(pipe.execute(), "export") if nums else []
+        records = [
+            parse_record(fields, self.keys.record(int(n)))
+            for n, fields in zip(nums, rows, strict=True)
+            if fields  # trimmed between the two reads
+        ]
         return Export(
             namespace=self.namespace, epoch=head.epoch, head=head.version, records=records
         )
