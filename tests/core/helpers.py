@@ -4,7 +4,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from configbus.codec import canonical
+from configbus.codec import canonical, sha256_hex
 from configbus.connection import connect
 from configbus.crypto import SecretBox, encrypt_secrets
 from configbus.store import Store
@@ -31,3 +31,21 @@ def make_store(url: str, namespace: str, **kw: Any) -> Store:
 
 async def close(redis: aioredis.Redis) -> None:
     await redis.aclose()
+
+
+async def forge_head(
+    store: Store, version: int, body_: bytes, *, sha256: str | None = None
+) -> None:
+    """Write a record and move head to it behind the store's back (no script, no message),
+    as a buggy or malicious writer would. `sha256` defaults to the body's real digest."""
+    epoch = (await store.head()).epoch
+    assert epoch is not None
+    await store.redis.hset(
+        store.keys.record(version),
+        mapping={
+            "version": version, "parent": version - 1, "epoch": epoch,
+            "sha256": sha256 or sha256_hex(body_), "author": "forger", "message": "",
+            "created_at": 0, "kind": "publish", "source": "", "body": body_,
+        },
+    )  # fmt: skip
+    await store.redis.set(store.keys.head, version)

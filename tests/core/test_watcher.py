@@ -13,7 +13,7 @@ from configbus.document import Document
 from configbus.settings import BusSettings
 from configbus.store import Store
 from configbus.watcher import SyncOutcome, Watcher
-from tests.core.helpers import body, make_store
+from tests.core.helpers import body, forge_head, make_store
 from tests.support import RedisServer, free_port
 
 RECONCILE_S = 0.5
@@ -127,27 +127,8 @@ async def test_record_with_wrong_checksum_is_rejected(
     await until(lambda: w.current and w.current.version == 1, 5, "v1 applied")
 
     # Forge version 2 by hand: a valid body under someone else's checksum.
-    k = pub.keys
-    r = pub.redis
-    epoch = (await pub.head()).epoch
-    assert epoch is not None
-    await r.hset(
-        k.record(2),
-        mapping={
-            "version": 2,
-            "parent": 1,
-            "epoch": epoch,
-            "sha256": sha256_hex(b"other"),
-            "author": "mallory",
-            "message": "",
-            "created_at": 0,
-            "kind": "publish",
-            "source": "",
-            "body": body(2),
-        },
-    )
-    await r.set(k.head, 2)
-    await r.publish(k.changes, b"{}")
+    await forge_head(pub, 2, body(2), sha256=sha256_hex(b"other"))
+    await pub.redis.publish(pub.keys.changes, b"{}")
     await until(lambda: w.status().state == "rejected", 5, "NACK")
     assert "checksum mismatch" in (w.status().reason or "")
     assert w.current is not None and w.current.version == 1
@@ -175,23 +156,7 @@ async def test_missed_message_is_caught_by_reconcile(
     w = await start_watcher(stack, redis_server.url, namespace)
     await until(lambda: w.current and w.current.version == 1, 5, "v1 applied")
     # Move head without any channel message (as if the message was lost).
-    rec = await pub.get(1)
-    await pub.redis.hset(
-        pub.keys.record(2),
-        mapping={
-            "version": 2,
-            "parent": 1,
-            "epoch": rec.epoch,
-            "sha256": sha256_hex(body(2)),
-            "author": "",
-            "message": "",
-            "created_at": 0,
-            "kind": "publish",
-            "source": "",
-            "body": body(2),
-        },
-    )
-    await pub.redis.set(pub.keys.head, 2)
+    await forge_head(pub, 2, body(2))
     await until(lambda: w.current and w.current.version == 2, RECONCILE_S + 0.5, "reconcile")
     assert w.current is not None and w.current.value.metadata["n"] == 2
 
