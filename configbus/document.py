@@ -27,6 +27,9 @@ PATTERN_HELP = {
 }
 
 Name = Annotated[str, Meta(min_length=1, max_length=128, pattern=NAME_PATTERN)]
+# A reference to a name: no pattern of its own, since it must equal a `Name` (semantic
+# checks report one that does not), and a pattern costs every replica a regex per reference.
+NameRef = Annotated[str, Meta(min_length=1, max_length=128)]
 PositiveSeconds = Annotated[float, Meta(gt=0, le=3600)]
 Rpm = Annotated[int, Meta(ge=1, le=10_000_000, description="requests per minute")]
 Sha256Hex = Annotated[str, Meta(pattern=SHA256_PATTERN)]
@@ -103,7 +106,7 @@ class Provider(Base, frozen=True, kw_only=True):
 
 
 class Deployment(Base, frozen=True, kw_only=True):
-    provider: Name
+    provider: NameRef
     model: Annotated[str, Meta(min_length=1, max_length=256)]
     weight: Annotated[int, Meta(ge=0, le=10_000)] = 1
 
@@ -113,7 +116,7 @@ class Model(Base, frozen=True, kw_only=True):
     deployments: Annotated[list[Deployment], Meta(min_length=1)]
     # weighted: pick by weight, then try the others; ordered: always in the listed order.
     strategy: Literal["weighted", "ordered"] = "weighted"
-    fallbacks: list[Name] = []
+    fallbacks: list[NameRef] = []
     params: dict[str, Any] = {}
 
 

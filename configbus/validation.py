@@ -9,7 +9,6 @@ run on a structurally valid document and also report everything they find.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -20,6 +19,7 @@ from configbus.errors import InvalidDocument, Issue
 CREDENTIAL_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key"}
 )
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 
 
@@ -83,21 +83,24 @@ def structural_issues(data: Any) -> list[Issue]:
 
 def semantic_issues(doc: Document) -> list[Issue]:
     """Checks no schema can express: uniqueness, references, cycles, ranges across fields."""
+    # Every replica runs this on every apply: paths are formatted only for an issue found.
     issues: list[Issue] = []
-    issues += _unique("providers", (p.name for p in doc.providers))
-    issues += _unique("models", (m.name for m in doc.models))
-    issues += _unique("clients", (c.name for c in doc.clients))
-    issues += _unique("clients", (c.key_sha256 for c in doc.clients), what="key_sha256")
+    issues += _unique("providers", [p.name for p in doc.providers])
+    issues += _unique("models", [m.name for m in doc.models])
+    issues += _unique("clients", [c.name for c in doc.clients])
+    issues += _unique("clients", [c.key_sha256 for c in doc.clients], what="key_sha256")
 
-    providers = {p.name: p for p in doc.providers}
+    providers = {p.name for p in doc.providers}
     models = {m.name for m in doc.models}
     for i, p in enumerate(doc.providers):
-        if p.api_key is not None and p.api_key_env is not None:
-            issues.append(Issue(f"providers[{i}]", "set either api_key or api_key_env, not both"))
         if p.api_key is not None:
+            if p.api_key_env is not None:
+                issues.append(
+                    Issue(f"providers[{i}]", "set either api_key or api_key_env, not both")
+                )
             issues += secret_form_issues(p.api_key, f"providers[{i}].api_key")
         for h in p.headers:
-            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", h):
+            if not _HEADER_NAME.fullmatch(h):
                 issues.append(Issue(f"providers[{i}].headers", f"invalid header name {h!r}"))
             elif h.lower() in CREDENTIAL_HEADERS:
                 # Header values are stored and shown in plaintext; keys belong in api_key.
@@ -109,33 +112,41 @@ def semantic_issues(doc: Document) -> list[Issue]:
                 )
 
     for i, m in enumerate(doc.models):
-        where = f"models[{i}]"
         for j, d in enumerate(m.deployments):
             if d.provider not in providers:
                 issues.append(
-                    Issue(f"{where}.deployments[{j}].provider", f"unknown provider {d.provider!r}")
+                    Issue(
+                        f"models[{i}].deployments[{j}].provider", f"unknown provider {d.provider!r}"
+                    )
                 )
-        if m.strategy == "weighted" and all(d.weight == 0 for d in m.deployments):
+        if m.strategy == "weighted" and not any(d.weight for d in m.deployments):
             issues.append(
-                Issue(f"{where}.deployments", "at least one deployment needs a weight above 0")
+                Issue(f"models[{i}].deployments", "at least one deployment needs a weight above 0")
             )
-        seen: set[str] = set()
-        for j, f in enumerate(m.fallbacks):
-            if f == m.name:
-                issues.append(
-                    Issue(f"{where}.fallbacks[{j}]", "a model cannot fall back to itself")
-                )
-            elif f not in models:
-                issues.append(Issue(f"{where}.fallbacks[{j}]", f"unknown model {f!r}"))
-            elif f in seen:
-                issues.append(Issue(f"{where}.fallbacks[{j}]", f"duplicate fallback {f!r}"))
-            seen.add(f)
+        if m.fallbacks:
+            issues += _fallback_issues(i, m.name, m.fallbacks, models)
     issues += _fallback_cycles(doc)
 
     for i, c in enumerate(doc.clients):
         for j, name in enumerate(c.models):
             if name != "*" and name not in models:
                 issues.append(Issue(f"clients[{i}].models[{j}]", f"unknown model {name!r}"))
+    return issues
+
+
+def _fallback_issues(i: int, name: str, fallbacks: list[str], models: set[str]) -> list[Issue]:
+    issues = []
+    seen: set[str] = set()
+    for j, f in enumerate(fallbacks):
+        if f == name:
+            issues.append(
+                Issue(f"models[{i}].fallbacks[{j}]", "a model cannot fall back to itself")
+            )
+        elif f not in models:
+            issues.append(Issue(f"models[{i}].fallbacks[{j}]", f"unknown model {f!r}"))
+        elif f in seen:
+            issues.append(Issue(f"models[{i}].fallbacks[{j}]", f"duplicate fallback {f!r}"))
+        seen.add(f)
     return issues
 
 
@@ -148,7 +159,9 @@ def secret_form_issues(secret: Any, path: str) -> list[Issue]:
     return []
 
 
-def _unique(section: str, names: Iterable[str], what: str = "name") -> list[Issue]:
+def _unique(section: str, names: list[str], what: str = "name") -> list[Issue]:
+    if len(set(names)) == len(names):
+        return []
     first: dict[str, int] = {}
     issues = []
     for i, name in enumerate(names):
@@ -166,8 +179,8 @@ def _unique(section: str, names: Iterable[str], what: str = "name") -> list[Issu
 
 def _fallback_cycles(doc: Document) -> list[Issue]:
     """Each fallback cycle once, in linear time (three-colour depth-first search)."""
-    graph = {m.name: [f for f in m.fallbacks if f != m.name] for m in doc.models}
-    index = {m.name: i for i, m in enumerate(doc.models)}
+    # Only models with fallbacks can be on a cycle; the rest are leaves.
+    graph = {m.name: m.fallbacks for m in doc.models if m.fallbacks}
     done: set[str] = set()
     issues = []
     for root in graph:
@@ -183,15 +196,13 @@ def _fallback_cycles(doc: Document) -> list[Issue]:
                 node = path.pop()
                 on_path.discard(node)
                 done.add(node)
-                continue
-            if nxt in on_path:
-                cycle = [*path[path.index(nxt) :], nxt]
-                issues.append(
-                    Issue(
-                        f"models[{index[cycle[0]]}].fallbacks",
-                        "fallback cycle: " + " -> ".join(cycle),
+            elif nxt in on_path:
+                if nxt != path[-1]:  # a self-reference is reported on its own
+                    cycle = [*path[path.index(nxt) :], nxt]
+                    index = next(i for i, m in enumerate(doc.models) if m.name == cycle[0])
+                    issues.append(
+                        Issue(f"models[{index}].fallbacks", "fallback cycle: " + " -> ".join(cycle))
                     )
-                )
             elif nxt in graph and nxt not in done:
                 path.append(nxt)
                 on_path.add(nxt)

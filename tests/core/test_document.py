@@ -106,6 +106,25 @@ def test_fallback_cycle_is_reported_once() -> None:
     assert found == ["models[0].fallbacks: fallback cycle: m -> m-backup -> m"]
 
 
+def test_fallback_cycles_beside_a_self_reference_and_a_chain() -> None:
+    def model(name: str, *fallbacks: str) -> dict[str, Any]:
+        return {"name": name, "deployments": [{"provider": "upstream-a", "model": "x"}],
+                "fallbacks": list(fallbacks)}  # fmt: skip
+
+    data = mutated()
+    data["models"] = [
+        model("leaf"),
+        model("chain", "leaf"),
+        model("a", "a", "chain", "b"),
+        model("b", "c"),
+        model("c", "a", "leaf"),
+    ]
+    assert issues_of(data) == [
+        "models[2].fallbacks[0]: a model cannot fall back to itself",
+        "models[2].fallbacks: fallback cycle: a -> b -> c -> a",
+    ]
+
+
 def test_same_document_in_json_yaml_toml_is_the_same_bytes(tmp_path: Path) -> None:
     data = sample_data()
     (tmp_path / "c.json").write_text(__import__("json").dumps(data))
