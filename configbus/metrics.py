@@ -35,3 +35,11 @@ class WatcherMetrics:
             "configbus_syncs", "Syncs by outcome", ["namespace", "outcome"], registry=r
         )
         self.namespace = namespace
+        self._syncs_by_outcome: dict[str, Counter] = {}
+
+    def count_sync(self, outcome: str) -> None:
+        # Children cached: labels() takes a lock and builds a key on every call.
+        child = self._syncs_by_outcome.get(outcome)
+        if child is None:
+            child = self._syncs_by_outcome[outcome] = self.syncs.labels(self.namespace, outcome)
+        child.inc()

@@ -117,8 +117,8 @@ class Watcher(Generic[T, R]):
         self._rejected: _Rejected | None = None
         self._wake = asyncio.Event()
         self._report_wake = asyncio.Event()
-        self._notifications: set[asyncio.Task[None]] = set()
-        self._changed = asyncio.Condition()
+        # wait_for() callers: woken by the swap itself, so an apply creates no task for them.
+        self._waiters: set[asyncio.Future[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._state = WatcherState.NEW
         self._syncing = False
@@ -161,8 +161,13 @@ class Watcher(Generic[T, R]):
 
     async def wait_for(self, predicate: Callable[[Applied[R] | None], bool]) -> Applied[R] | None:
         """Wait until predicate(current) holds (bound it with `asyncio.timeout`)."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: predicate(self._current))
+        while not predicate(self._current):
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.add(waiter)
+            try:
+                await waiter
+            finally:
+                self._waiters.discard(waiter)
         return self._current
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -217,7 +222,7 @@ class Watcher(Generic[T, R]):
         finally:
             self._syncing = False
         self.sync_count += 1
-        self.metrics.syncs.labels(self.metrics.namespace, outcome.value).inc()
+        self.metrics.count_sync(outcome.value)
         return outcome
 
     async def _sync(self) -> SyncOutcome:
@@ -294,14 +299,12 @@ class Watcher(Generic[T, R]):
                 fn(new, old)
             except Exception:
                 log.exception("change listener failed")
-        # Keep a reference: the loop holds tasks weakly, and a collected one wakes nobody.
-        task = asyncio.get_running_loop().create_task(self._notify())
-        self._notifications.add(task)
-        task.add_done_callback(self._notifications.discard)
+        self._wake_waiters()
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    def _wake_waiters(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def _after_apply(self, record: VersionRecord) -> None:
         path = self.settings.snapshot_path
@@ -330,6 +333,7 @@ class Watcher(Generic[T, R]):
             )
             self.metrics.stale.set(1 if stale else 0)
             self._report_wake.set()
+            self._wake_waiters()
 
     async def _report(self) -> None:
         try:
