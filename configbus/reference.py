@@ -96,8 +96,9 @@ def _type_name(tp: Any) -> str:
                     bounds.append(f"at least {meta.min_length}")
                 if bounds:
                     name += f" ({', '.join(bounds)})"
-                if meta.pattern in PATTERN_HELP:
-                    name += f": {PATTERN_HELP[meta.pattern]}"
+                pattern = (meta.extra_json_schema or {}).get("pattern")
+                if pattern in PATTERN_HELP:
+                    name += f": {PATTERN_HELP[pattern]}"
         return name
     if origin is typing.Literal:
         return " \\| ".join(f"`{a}`" for a in typing.get_args(tp))

@@ -9,11 +9,15 @@ run on a structurally valid document and also report everything they find.
 from __future__ import annotations
 
 import re
-from typing import Any
+import typing
+from collections.abc import Callable
+from functools import partial
+from operator import attrgetter, is_not
+from typing import Any, NamedTuple
 
 import msgspec
 
-from configbus.document import PATTERN_HELP, Document
+from configbus.document import PATTERN_HELP, Document, pattern_of
 from configbus.errors import InvalidDocument, Issue
 
 CREDENTIAL_HEADERS = frozenset(
@@ -35,14 +39,7 @@ def _join(prefix: str, suffix: str) -> str:
 def issue_from_msgspec(exc: msgspec.ValidationError | msgspec.DecodeError, prefix: str) -> Issue:
     m = _AT.match(str(exc))
     assert m is not None  # the pattern matches any string
-    message = m["msg"]
-    regex = re.search(r"matching regex '(.*)'$", message)
-    if regex:
-        # msgspec shows the pattern as a repr, with backslashes doubled.
-        pattern = regex[1].replace("\\\\", "\\")
-        if pattern in PATTERN_HELP:
-            message = f"expected {PATTERN_HELP[pattern]}"
-    message = message.replace("`", "'")
+    message = m["msg"].replace("`", "'")
     message = message[0].lower() + message[1:] if message else message
     return Issue(_join(prefix, m["path"] or ""), message)
 
@@ -81,10 +78,66 @@ def structural_issues(data: Any) -> list[Issue]:
     return issues
 
 
+class _FormatCheck(NamedTuple):
+    section: str  # a Document field holding a list of items, as encoded
+    field: str  # the item's field, as encoded
+    items: Callable[[Document], Any]
+    get: Callable[[Any], Any]  # item -> str | None
+    matches: Callable[[str], object]
+    help: str
+
+
+def _format_checks() -> list[_FormatCheck]:
+    # Every patterned field of a section's items, read off the schema
+    # (tests/core/test_document.py checks that no patterned field sits elsewhere).
+    checks = []
+    for section in msgspec.structs.fields(Document):
+        if typing.get_origin(section.type) not in (list, tuple):
+            continue
+        item = typing.get_args(section.type)[0]
+        if not (isinstance(item, type) and issubclass(item, msgspec.Struct)):
+            continue
+        for f in msgspec.structs.fields(item):
+            pattern = pattern_of(f.type)
+            if pattern is not None:
+                matches = re.compile(pattern).fullmatch
+                help_ = PATTERN_HELP[pattern]
+                checks.append(
+                    _FormatCheck(
+                        section.encode_name,
+                        f.encode_name,
+                        attrgetter(section.name),
+                        attrgetter(f.name),
+                        matches,
+                        help_,
+                    )
+                )
+    return checks
+
+
+FORMAT_CHECKS = _format_checks()
+_is_set = partial(is_not, None)  # in C: a Python predicate would cost a call per value
+
+
+def _format_issues(doc: Document) -> list[Issue]:
+    issues = []
+    for check in FORMAT_CHECKS:
+        items = check.items(doc)
+        # One pass in C over every value; paths are looked for only when one fails.
+        if all(map(check.matches, filter(_is_set, map(check.get, items)))):
+            continue
+        for i, value in enumerate(map(check.get, items)):
+            if value is not None and not check.matches(value):
+                issues.append(
+                    Issue(f"{check.section}[{i}].{check.field}", f"expected {check.help}")
+                )
+    return issues
+
+
 def semantic_issues(doc: Document) -> list[Issue]:
-    """Checks no schema can express: uniqueness, references, cycles, ranges across fields."""
+    """Checks msgspec does not make: formats, uniqueness, references, cycles."""
     # Every replica runs this on every apply: paths are formatted only for an issue found.
-    issues: list[Issue] = []
+    issues = _format_issues(doc)
     issues += _unique("providers", [p.name for p in doc.providers])
     issues += _unique("models", [m.name for m in doc.models])
     issues += _unique("clients", [c.name for c in doc.clients])

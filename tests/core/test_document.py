@@ -4,13 +4,16 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import yaml
 
 from configbus.codec import canonical, decode_body, load_file, parse, sha256_hex
+from configbus.document import pattern_of
 from configbus.errors import InvalidDocument
+from configbus.reference import SECTIONS
 from configbus.testing import sample_data, sample_document
-from configbus.validation import to_document
+from configbus.validation import FORMAT_CHECKS, to_document
 
 
 def issues_of(data: Any) -> list[str]:
@@ -98,6 +101,46 @@ def test_every_error_is_reported_at_once() -> None:
 
     data = mutated(models__0__deployments__0__provider="x", clients__0__models=["ghost"])
     assert len(issues_of(data)) == 2
+
+
+def test_every_patterned_field_is_checked() -> None:
+    # validation checks patterns only on the fields of section items; one anywhere else
+    # would be silently unchecked.
+    patterned = {
+        (struct.__name__, f.name)
+        for struct in SECTIONS
+        for f in msgspec.structs.fields(struct)
+        if pattern_of(f.type) is not None
+    }
+    items = {"providers": "Provider", "models": "Model", "clients": "Client"}
+    checked = {(items[section], attr) for section, attr, *_ in FORMAT_CHECKS}
+    assert patterned == checked
+    assert ("Client", "key_sha256") in checked
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"models__1__name": "m\n"}, "models[1].name: expected a name of letters"),
+        ({"providers__1__name": "-b"}, "providers[1].name: expected a name of letters"),
+        ({"clients__0__name": "a b"}, "clients[0].name: expected a name of letters"),
+        ({"providers__1__api_key_env": "1X"}, "providers[1].api_key_env: expected an environment"),
+        ({"providers__0__base_url": "http://x/\n"}, "providers[0].base_url: expected an http://"),
+    ],
+)
+def test_format_errors_name_the_path(changes: dict[str, Any], expected: str) -> None:
+    found = issues_of(mutated(**changes))
+    assert [f for f in found if f.startswith(expected)], found
+
+
+def test_a_stored_body_with_a_bad_name_is_rejected_with_its_path() -> None:
+    body = canonical(sample_document()).replace(b'"name":"team-a"', b'"name":"team a"')
+    with pytest.raises(InvalidDocument) as info:
+        decode_body(body)
+    assert [str(i) for i in info.value.issues] == [
+        "clients[0].name: expected a name of letters, digits and . _ : / @ + -, "
+        "starting with a letter or digit"
+    ]
 
 
 def test_fallback_cycle_is_reported_once() -> None:
