@@ -125,9 +125,11 @@ def _map(value: Any, fn: Callable[[Secret, str], Secret], path: str) -> Any:
             if new is not old:
                 changes[name] = new
         return msgspec.structs.replace(value, **changes) if changes else value
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         items = [_map(v, fn, f"{path}[{i}]") for i, v in enumerate(value)]
-        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+        if all(a is b for a, b in zip(items, value, strict=True)):
+            return value
+        return type(value)(items)
     if isinstance(value, dict):
         mapped = {k: _map(v, fn, f"{path}.{k}") for k, v in value.items()}
         return mapped if any(mapped[k] is not value[k] for k in value) else value

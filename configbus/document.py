@@ -133,17 +133,17 @@ class Deployment(Base, frozen=True, kw_only=True):
 
 class Model(Base, frozen=True, kw_only=True):
     name: Name
-    deployments: Annotated[list[Deployment], Meta(min_length=1)]
+    deployments: Annotated[tuple[Deployment, ...], Meta(min_length=1)]
     # weighted: pick by weight, then try the others; ordered: always in the listed order.
     strategy: Literal["weighted", "ordered"] = "weighted"
-    fallbacks: list[NameRef] = []
+    fallbacks: tuple[NameRef, ...] = ()
     params: dict[str, Any] = {}
 
 
 class Client(Base, frozen=True, kw_only=True):
     name: Name
     key_sha256: Sha256Hex
-    models: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    models: tuple[str, ...] = msgspec.field(default_factory=lambda: ("*",))
     rate_limit: RateLimit | None = None
     enabled: bool = True
 
@@ -161,9 +161,9 @@ class Logging(Base, frozen=True, kw_only=True):
 class Document(Base, frozen=True, kw_only=True):
     """The whole config of one namespace."""
 
-    providers: list[Provider] = []
-    models: list[Model] = []
-    clients: list[Client] = []
+    providers: tuple[Provider, ...] = ()
+    models: tuple[Model, ...] = ()
+    clients: tuple[Client, ...] = ()
     rate_limits: RateLimits = RateLimits()
     circuit_breaker: CircuitBreaker = CircuitBreaker()
     logging: Logging = Logging()

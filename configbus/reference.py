@@ -105,7 +105,7 @@ def _type_name(tp: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return " \\| ".join(_type_name(a) for a in args)
-    if origin is list:
+    if origin in (list, tuple):  # tuple[X, ...]: a JSON list, immutable once decoded
         return f"list of {_type_name(typing.get_args(tp)[0])}"
     if origin is dict:
         k, v = typing.get_args(tp)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from operator import attrgetter, is_not
 from typing import Any, NamedTuple
@@ -187,7 +187,7 @@ def semantic_issues(doc: Document) -> list[Issue]:
     return issues
 
 
-def _fallback_issues(i: int, name: str, fallbacks: list[str], models: set[str]) -> list[Issue]:
+def _fallback_issues(i: int, name: str, fallbacks: Sequence[str], models: set[str]) -> list[Issue]:
     issues = []
     seen: set[str] = set()
     for j, f in enumerate(fallbacks):

@@ -11,7 +11,7 @@ closes its pool.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import msgspec
@@ -27,7 +27,7 @@ _encode = msgspec.json.Encoder().encode
 class ClientRuntime:
     __slots__ = ("all_models", "models", "name", "rpm")
 
-    def __init__(self, name: str, models: list[str], rpm: int | None) -> None:
+    def __init__(self, name: str, models: Collection[str], rpm: int | None) -> None:
         self.name = name
         self.all_models = "*" in models
         self.models = frozenset(models)

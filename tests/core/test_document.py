@@ -143,6 +143,14 @@ def test_a_stored_body_with_a_bad_name_is_rejected_with_its_path() -> None:
     ]
 
 
+def test_a_decoded_document_is_immutable_all_the_way_down() -> None:
+    doc = decode_body(canonical(sample_document()))
+    for seq in (doc.providers, doc.models, doc.models[0].deployments, doc.clients[0].models):
+        assert isinstance(seq, tuple), seq
+    with pytest.raises(AttributeError):
+        doc.models[0].name = "changed"  # type: ignore[misc]
+
+
 def test_fallback_cycle_is_reported_once() -> None:
     data = mutated(models__1__fallbacks=["m"])
     found = issues_of(data)

@@ -9,10 +9,10 @@ from proxy.runtime import Builder
 
 
 def with_provider_timeout(doc, name: str, timeout: float):  # type: ignore[no-untyped-def]
-    providers = [
+    providers = tuple(
         msgspec.structs.replace(p, timeout_s=timeout) if p.name == name else p
         for p in doc.providers
-    ]
+    )
     return msgspec.structs.replace(doc, providers=providers)
 
 
@@ -62,7 +62,7 @@ async def test_clients_by_hash_enabled_only_with_default_rpm() -> None:
     extra = msgspec.structs.replace(
         c0, name="off", key_sha256="0" * 64, enabled=False, rate_limit=None
     )
-    doc = msgspec.structs.replace(doc, clients=[c0, extra])
+    doc = msgspec.structs.replace(doc, clients=(c0, extra))
     rt = Builder(env={}).build(doc, None)
     assert list(rt.clients) == [c0.key_sha256]
     assert rt.clients[c0.key_sha256].rpm == 600
