@@ -12,6 +12,7 @@ import re
 import typing
 from collections.abc import Callable, Sequence
 from functools import partial
+from itertools import chain
 from operator import attrgetter, is_not
 from typing import Any, NamedTuple
 
@@ -134,17 +135,26 @@ def _format_issues(doc: Document) -> list[Issue]:
     return issues
 
 
+_name, _key_sha256, _models = attrgetter("name"), attrgetter("key_sha256"), attrgetter("models")
+_provider, _deployments, _weight = (
+    attrgetter("provider"),
+    attrgetter("deployments"),
+    attrgetter("weight"),
+)
+
+
 def semantic_issues(doc: Document) -> list[Issue]:
     """Checks msgspec does not make: formats, uniqueness, references, cycles."""
     # Every replica runs this on every apply: paths are formatted only for an issue found.
     issues = _format_issues(doc)
-    issues += _unique("providers", [p.name for p in doc.providers])
-    issues += _unique("models", [m.name for m in doc.models])
-    issues += _unique("clients", [c.name for c in doc.clients])
-    issues += _unique("clients", [c.key_sha256 for c in doc.clients], what="key_sha256")
+    provider_names = list(map(_name, doc.providers))
+    model_names = list(map(_name, doc.models))
+    issues += _unique("providers", provider_names)
+    issues += _unique("models", model_names)
+    issues += _unique("clients", list(map(_name, doc.clients)))
+    issues += _unique("clients", list(map(_key_sha256, doc.clients)), what="key_sha256")
 
-    providers = {p.name for p in doc.providers}
-    models = {m.name for m in doc.models}
+    providers, models = set(provider_names), set(model_names)
     for i, p in enumerate(doc.providers):
         if p.api_key is not None:
             if p.api_key_env is not None:
@@ -164,27 +174,37 @@ def semantic_issues(doc: Document) -> list[Issue]:
                     )
                 )
 
+    # Each check below first asks "all fine?" in C over the whole document (set operations,
+    # map), and walks item by item for paths only when the answer is no.
+    refs = map(_provider, chain.from_iterable(map(_deployments, doc.models)))
+    if not providers.issuperset(refs):
+        issues += _unknown_providers(doc, providers)
     for i, m in enumerate(doc.models):
-        for j, d in enumerate(m.deployments):
-            if d.provider not in providers:
-                issues.append(
-                    Issue(
-                        f"models[{i}].deployments[{j}].provider", f"unknown provider {d.provider!r}"
-                    )
-                )
-        if m.strategy == "weighted" and not any(d.weight for d in m.deployments):
+        if m.strategy == "weighted" and not any(map(_weight, m.deployments)):
             issues.append(
                 Issue(f"models[{i}].deployments", "at least one deployment needs a weight above 0")
             )
-        if m.fallbacks:
-            issues += _fallback_issues(i, m.name, m.fallbacks, models)
+        fb = m.fallbacks
+        if fb and (m.name in fb or len(set(fb)) < len(fb) or not models.issuperset(fb)):
+            issues += _fallback_issues(i, m.name, fb, models)
     issues += _fallback_cycles(doc)
 
-    for i, c in enumerate(doc.clients):
-        for j, name in enumerate(c.models):
-            if name != "*" and name not in models:
-                issues.append(Issue(f"clients[{i}].models[{j}]", f"unknown model {name!r}"))
+    allowed = models | {"*"}
+    if not allowed.issuperset(chain.from_iterable(map(_models, doc.clients))):
+        for i, c in enumerate(doc.clients):
+            for j, name in enumerate(c.models):
+                if name not in allowed:
+                    issues.append(Issue(f"clients[{i}].models[{j}]", f"unknown model {name!r}"))
     return issues
+
+
+def _unknown_providers(doc: Document, providers: set[str]) -> list[Issue]:
+    return [
+        Issue(f"models[{i}].deployments[{j}].provider", f"unknown provider {d.provider!r}")
+        for i, m in enumerate(doc.models)
+        for j, d in enumerate(m.deployments)
+        if d.provider not in providers
+    ]
 
 
 def _fallback_issues(i: int, name: str, fallbacks: Sequence[str], models: set[str]) -> list[Issue]:
