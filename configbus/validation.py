@@ -2,8 +2,11 @@
 
 Structural errors come from msgspec (which stops at the first error of a value), so each
 top-level section and each list item is converted on its own: one bad provider does not hide
-a bad model. Semantic checks (unique names, references that resolve, no fallback cycles)
-run on a structurally valid document and also report everything they find.
+a bad model. Semantic checks (formats, unique names, references that resolve, no fallback
+cycles) run on a structurally valid document and also report everything they find.
+
+Replicas run the same checks on every apply, so each one first asks "all fine?" in a single
+C-level pass over the whole document and walks item by item, for paths, only when not.
 """
 
 from __future__ import annotations
@@ -124,7 +127,6 @@ def _format_issues(doc: Document) -> list[Issue]:
     issues = []
     for check in FORMAT_CHECKS:
         items = check.items(doc)
-        # One pass in C over every value; paths are looked for only when one fails.
         if all(map(check.matches, filter(_is_set, map(check.get, items)))):
             continue
         for i, value in enumerate(map(check.get, items)):
@@ -145,7 +147,6 @@ _provider, _deployments, _weight = (
 
 def semantic_issues(doc: Document) -> list[Issue]:
     """Checks msgspec does not make: formats, uniqueness, references, cycles."""
-    # Every replica runs this on every apply: paths are formatted only for an issue found.
     issues = _format_issues(doc)
     provider_names = list(map(_name, doc.providers))
     model_names = list(map(_name, doc.models))
@@ -174,8 +175,6 @@ def semantic_issues(doc: Document) -> list[Issue]:
                     )
                 )
 
-    # Each check below first asks "all fine?" in C over the whole document (set operations,
-    # map), and walks item by item for paths only when the answer is no.
     refs = map(_provider, chain.from_iterable(map(_deployments, doc.models)))
     if not providers.issuperset(refs):
         issues += _unknown_providers(doc, providers)
