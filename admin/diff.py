@@ -44,7 +44,7 @@ def changed_paths(a: Any, b: Any, path: str = "") -> list[ChangedPath]:
             else:
                 out += changed_paths(a[key], b[key], sub)
         return out
-    if isinstance(a, list) and isinstance(b, list):
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
         out = []
         for i in range(max(len(a), len(b))):
             sub = f"{path}[{i}]"

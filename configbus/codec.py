@@ -33,6 +33,11 @@ def sha256_hex(body: bytes) -> str:
 
 def canonical(doc: msgspec.Struct) -> bytes:
     """The stored encoding of a document: deterministic, defaults omitted."""
+    if isinstance(doc, Document):
+        # A document built in Python may hold lists where the schema has tuples, and an
+        # empty list is not the empty-tuple default: bring it to the decoded form first, so
+        # equal documents give equal bytes however they were made.
+        doc = msgspec.convert(msgspec.to_builtins(doc), Document)
     return _encoder.encode(doc)
 
 
@@ -103,4 +108,5 @@ def decode_body(body: bytes) -> Document:
 
 def to_builtins(doc: msgspec.Struct) -> Any:
     """Plain dicts/lists for display and JSON responses (defaults omitted, like storage)."""
-    return msgspec.to_builtins(doc, order="deterministic")
+    # Through JSON rather than msgspec.to_builtins, which keeps the document's tuples.
+    return _any_decoder.decode(_encoder.encode(doc))

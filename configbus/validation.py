@@ -137,6 +137,23 @@ def _format_issues(doc: Document) -> list[Issue]:
     return issues
 
 
+def raw_format_issues(data: Any) -> list[Issue]:
+    """The format issues of parsed input that is not a Document yet (a structural error
+    elsewhere must not hide them): the same checks, on plain dicts and lists."""
+    if not isinstance(data, dict):
+        return []
+    issues = []
+    for check in FORMAT_CHECKS:
+        items = data.get(check.section)
+        for i, item in enumerate(items if isinstance(items, list) else ()):
+            value = item.get(check.field) if isinstance(item, dict) else None
+            if isinstance(value, str) and not check.matches(value):
+                issues.append(
+                    Issue(f"{check.section}[{i}].{check.field}", f"expected {check.help}")
+                )
+    return issues
+
+
 _name, _key_sha256, _models = attrgetter("name"), attrgetter("key_sha256"), attrgetter("models")
 _provider, _deployments, _weight = (
     attrgetter("provider"),
@@ -287,7 +304,8 @@ def to_document(data: Any) -> Document:
     try:
         doc = msgspec.convert(data, Document, strict=True)
     except msgspec.ValidationError:
-        raise InvalidDocument(structural_issues(data) or [Issue("", "invalid document")]) from None
+        issues = structural_issues(data) + raw_format_issues(data)
+        raise InvalidDocument(issues or [Issue("", "invalid document")]) from None
     issues = semantic_issues(doc)
     if issues:
         raise InvalidDocument(issues)

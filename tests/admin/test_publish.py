@@ -230,6 +230,21 @@ async def test_rollback_diff_and_history(redis_server: RedisServer, namespace: s
         assert r.status_code == 404
 
 
+async def test_diff_names_the_leaf_inside_a_section(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    async with client(app_for(redis_server.url)) as c:
+        data = sample_data()
+        for timeout in (10, 20):
+            data["providers"][0]["timeout_s"] = timeout
+            r = await c.put(
+                url(namespace, "config"), headers=auth("publisher"), json={"document": data}
+            )
+            assert r.status_code == 201
+        d = (await c.get(url(namespace, "diff?from=1&to=2"), headers=auth("viewer"))).json()
+        assert d["changes"] == [{"path": "providers[0].timeout_s", "change": "changed"}]
+
+
 async def test_export_import_and_rotate(redis_server: RedisServer, namespace: str) -> None:
     other = namespace + "-copy"
     async with client(app_for(redis_server.url)) as c:

@@ -50,6 +50,9 @@ def test_changed_paths_and_unified() -> None:
         ChangedPath("y", "added"),
     ]
     assert changed_paths(a, a) == []
+    assert changed_paths({"m": ({"t": 1},)}, {"m": ({"t": 2},)}) == [
+        ChangedPath("m[0].t", "changed")
+    ]
     assert changed_paths({"v": 1}, {"v": 1.0}) == [ChangedPath("v", "changed")]
     text = unified(a, b, from_name="version 1", to_name="version 2")
     assert text.startswith("--- version 1\n+++ version 2\n") and '-  "x": 1\n+  "x": 2,' in text

@@ -8,8 +8,8 @@ import msgspec
 import pytest
 import yaml
 
-from configbus.codec import canonical, decode_body, load_file, parse, sha256_hex
-from configbus.document import pattern_of
+from configbus.codec import canonical, decode_body, load_file, parse, sha256_hex, to_builtins
+from configbus.document import Document, pattern_of
 from configbus.errors import InvalidDocument
 from configbus.reference import SECTIONS
 from configbus.testing import sample_data, sample_document
@@ -141,6 +141,34 @@ def test_a_stored_body_with_a_bad_name_is_rejected_with_its_path() -> None:
         "clients[0].name: expected a name of letters, digits and . _ : / @ + -, "
         "starting with a letter or digit"
     ]
+
+
+def test_format_errors_are_reported_beside_structural_ones() -> None:
+    found = issues_of(mutated(clients__0__key_sha256="ABC", models__0__strategy="x"))
+    assert (
+        "clients[0].key_sha256: expected 64 lowercase hex digits (sha256 of the client's key)"
+        in found
+    )
+    assert any(f.startswith("models[0].strategy: ") for f in found), found
+
+
+def test_a_document_built_with_lists_has_the_canonical_bytes_of_its_decoded_form() -> None:
+    doc = sample_document()
+    built = Document(
+        providers=list(doc.providers),  # type: ignore[arg-type]
+        models=[msgspec.structs.replace(m, fallbacks=[]) for m in doc.models],  # type: ignore[arg-type, misc]
+        clients=[],  # type: ignore[arg-type]
+        metadata=doc.metadata,
+    )
+    body = canonical(built)
+    assert b'"fallbacks"' not in body and b'"clients"' not in body
+    assert canonical(decode_body(body)) == body
+
+
+def test_builtins_are_plain_json_values() -> None:
+    data = to_builtins(sample_document())
+    assert isinstance(data["models"], list) and isinstance(data["models"][0]["deployments"], list)
+    assert data == msgspec.json.decode(canonical(sample_document()))
 
 
 def test_a_decoded_document_is_immutable_all_the_way_down() -> None:
