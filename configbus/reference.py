@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from configbus import document as d
-from configbus.document import PATTERN_HELP
+from configbus.document import PATTERN_HELP, pattern_of
 
 START, END = "<!-- reference:start -->", "<!-- reference:end -->"
 
@@ -96,9 +96,9 @@ def _type_name(tp: Any) -> str:
                     bounds.append(f"at least {meta.min_length}")
                 if bounds:
                     name += f" ({', '.join(bounds)})"
-                pattern = (meta.extra_json_schema or {}).get("pattern")
-                if pattern in PATTERN_HELP:
-                    name += f": {PATTERN_HELP[pattern]}"
+        pattern = pattern_of(tp)
+        if pattern in PATTERN_HELP:
+            name += f": {PATTERN_HELP[pattern]}"
         return name
     if origin is typing.Literal:
         return " \\| ".join(f"`{a}`" for a in typing.get_args(tp))

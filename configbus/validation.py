@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from itertools import chain
 from operator import attrgetter, is_not
@@ -127,13 +127,8 @@ def _format_issues(doc: Document) -> list[Issue]:
     issues = []
     for check in FORMAT_CHECKS:
         items = check.items(doc)
-        if all(map(check.matches, filter(_is_set, map(check.get, items)))):
-            continue
-        for i, value in enumerate(map(check.get, items)):
-            if value is not None and not check.matches(value):
-                issues.append(
-                    Issue(f"{check.section}[{i}].{check.field}", f"expected {check.help}")
-                )
+        if not all(map(check.matches, filter(_is_set, map(check.get, items)))):
+            issues += _mismatches(check, map(check.get, items))
     return issues
 
 
@@ -145,13 +140,21 @@ def raw_format_issues(data: Any) -> list[Issue]:
     issues = []
     for check in FORMAT_CHECKS:
         items = data.get(check.section)
-        for i, item in enumerate(items if isinstance(items, list) else ()):
-            value = item.get(check.field) if isinstance(item, dict) else None
-            if isinstance(value, str) and not check.matches(value):
-                issues.append(
-                    Issue(f"{check.section}[{i}].{check.field}", f"expected {check.help}")
-                )
+        values = (
+            item.get(check.field) if isinstance(item, dict) else None
+            for item in (items if isinstance(items, list) else ())
+        )
+        issues += _mismatches(check, values)
     return issues
+
+
+def _mismatches(check: _FormatCheck, values: Iterable[Any]) -> list[Issue]:
+    """An issue for each string value (by item index) that does not match its pattern."""
+    return [
+        Issue(f"{check.section}[{i}].{check.field}", f"expected {check.help}")
+        for i, value in enumerate(values)
+        if isinstance(value, str) and not check.matches(value)
+    ]
 
 
 _name, _key_sha256, _models = attrgetter("name"), attrgetter("key_sha256"), attrgetter("models")
