@@ -24,9 +24,9 @@ from typing import Any
 
 from configbus.codec import canonical, decode_body
 from configbus.connection import connect
-from configbus.localredis import LocalRedis
 from configbus.settings import BusSettings
 from configbus.store import Store
+from configbus.tooling.localredis import LocalRedis
 from configbus.validation import to_document
 from configbus.watcher import Watcher
 

@@ -16,8 +16,8 @@ from typing import TypeVar
 import httpx
 import redis
 
-from configbus.localredis import LocalRedis, ping
-from configbus.localredis import free_port as free_port  # re-exported for the tests
+from configbus.tooling.localredis import LocalRedis, ping
+from configbus.tooling.localredis import free_port as free_port  # re-exported for the tests
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from configbus.client import AdminApiError, AdminClient, AdminUnreachable
 from configbus.codec import guess_format, load_file, parse
 from configbus.errors import ConfigBusError, InvalidDocument
+from configbus.tooling.client import AdminApiError, AdminClient, AdminUnreachable
 
 EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
 WATCH_CONVERGED, WATCH_REJECTED, WATCH_TIMEOUT, WATCH_UNREACHABLE = 0, 1, 2, 3

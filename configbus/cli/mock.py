@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from configbus.mock_upstream import run
+    from configbus.tooling.mock_upstream import run
 
     run(args.host, args.port, args.name)
     return 0

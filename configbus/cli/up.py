@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from configbus.fleet import DEFAULT_PORT_BASE, Fleet, start_fleet
+from configbus.tooling.fleet import DEFAULT_PORT_BASE, Fleet, start_fleet
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -7,10 +7,10 @@ import pytest
 
 from admin.diff import ChangedPath, changed_paths, unified
 from admin.merge import merge_patch
-from configbus.client import AdminApiError, AdminClient
 from configbus.codec import decode_body, sha256_hex
 from configbus.crypto import SecretBox, decrypt_secrets
 from configbus.testing import sample_data
+from configbus.tooling.client import AdminApiError, AdminClient
 from tests.admin.helpers import SECRET_KEY, app_for, auth, client
 from tests.support import RedisServer
 

@@ -11,8 +11,8 @@ import yaml
 from configbus.codec import canonical, decode_body, load_file, parse, sha256_hex, to_builtins
 from configbus.document import Document, pattern_of
 from configbus.errors import InvalidDocument
-from configbus.reference import SECTIONS
 from configbus.testing import sample_data, sample_document
+from configbus.tooling.reference import SECTIONS
 from configbus.validation import FORMAT_CHECKS, to_document
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from configbus.reference import END, START, missing_descriptions, render
+from configbus.tooling.reference import END, START, missing_descriptions, render
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -17,7 +17,7 @@ def test_configuration_reference_matches_the_schema() -> None:
     text = README.read_text()
     section = text.split(START, 1)[1].split(END, 1)[0]
     assert section.strip() == render().strip(), (
-        "README's reference is out of date: run python -m configbus.reference --write"
+        "README's reference is out of date: run python -m configbus.tooling.reference --write"
     )
 
 

@@ -7,7 +7,7 @@ import pytest
 from configbus.codec import load_file
 from configbus.errors import InvalidDocument
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "configbus" / "tooling" / "examples"
 
 
 @pytest.mark.parametrize("name", ["fleet.yaml", "fleet-v2.yaml"])

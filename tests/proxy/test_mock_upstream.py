@@ -4,7 +4,7 @@ import json
 
 import httpx
 
-from configbus.mock_upstream import create_app
+from configbus.tooling.mock_upstream import create_app
 from proxy.anthropic import StreamTranslator
 
 

@@ -27,12 +27,12 @@ import msgspec
 from configbus.codec import canonical, parse
 from configbus.connection import connect
 from configbus.crypto import SecretBox, encrypt_secrets, generate_key
-from configbus.embedded import start_embedded_redis
-from configbus.localredis import LocalRedis, free_port, ping
 from configbus.store import Store
+from configbus.tooling.embedded import start_embedded_redis
+from configbus.tooling.localredis import LocalRedis, free_port, ping
 from configbus.validation import to_document
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent / "examples"  # package data: works from a wheel
 DEFAULT_PORT_BASE = 7400
 DEMO_KEY_SHA256 = hashlib.sha256(b"sk-configbus-demo").hexdigest()
 

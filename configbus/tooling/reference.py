@@ -1,7 +1,7 @@
 """The configuration reference in the README, generated from the schema.
 
-    python -m configbus.reference            # print the reference (markdown)
-    python -m configbus.reference --write    # rewrite it in README.md between the markers
+    python -m configbus.tooling.reference            # print the reference (markdown)
+    python -m configbus.tooling.reference --write    # rewrite it in README.md between the markers
 
 A test fails when the README's copy differs from what the schema says, and when a field has
 no description here, so the reference cannot drift from the code.
@@ -159,7 +159,7 @@ def splice(readme: str) -> str:
 
 
 def main() -> int:
-    readme = Path(__file__).resolve().parent.parent / "README.md"
+    readme = Path(__file__).resolve().parents[2] / "README.md"
     if "--write" in sys.argv:
         readme.write_text(splice(readme.read_text()))
     else:
