@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,13 +38,13 @@ from configbus.errors import (
     VersionConflict,
     VersionNotFound,
 )
+from configbus.names import NAMESPACE_RULE, is_namespace
 from configbus.store import Store
 from configbus.validation import issue_from_msgspec
 
 log = logging.getLogger("admin")
 T = TypeVar("T")
 
-NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_STORES = 256
 _encoder = msgspec.json.Encoder()
 
@@ -273,12 +272,9 @@ def endpoint(
             started = time.perf_counter()
             svc = services(request)
             ns = request.path_params.get("ns", "")
-            if not NAMESPACE.fullmatch(ns):
+            if not is_namespace(ns):
                 response: Response = ApiError(
-                    404,
-                    "invalid_namespace",
-                    "namespace must be 1-128 letters, digits and . _ - (starting with a "
-                    "letter or digit)",
+                    404, "invalid_namespace", f"namespace must be {NAMESPACE_RULE}"
                 ).response()
                 svc.metrics.requests.labels(action, str(response.status_code)).inc()
                 return response

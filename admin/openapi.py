@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-NS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+from configbus.names import DEFAULT_NAMESPACE, NAMESPACE_PATTERN
+
 MAX_VERSION = 2**53
 
 _json = "application/json"
@@ -322,8 +323,8 @@ def spec() -> dict[str, Any]:
                     "name": "ns",
                     "in": "path",
                     "required": True,
-                    "schema": {"type": "string", "pattern": NS_PATTERN},
-                    "example": "default",
+                    "schema": {"type": "string", "pattern": NAMESPACE_PATTERN},
+                    "example": DEFAULT_NAMESPACE,
                 }
             },
             "schemas": _schemas(),

@@ -15,9 +15,9 @@ import msgspec
 
 from configbus.crypto import SecretBox
 from configbus.errors import SettingsError
+from configbus.names import DEFAULT_NAMESPACE, check_namespace
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-DEFAULT_NAMESPACE = "default"
 DEFAULT_RECONCILE_INTERVAL_S = 5.0
 DEFAULT_HEARTBEAT_INTERVAL_S = 5.0
 
@@ -68,11 +68,7 @@ class BusSettings(msgspec.Struct, frozen=True, kw_only=True):
                 f"CONFIGBUS_REDIS_URL: {self.redis_url!r} is not a redis://, rediss:// or "
                 "unix:// URL"
             )
-        if not self.namespace or any(c in self.namespace for c in "{}: \t\n"):
-            raise SettingsError(
-                f"CONFIGBUS_NAMESPACE: {self.namespace!r} must be non-empty, without '{{}}:' "
-                "or spaces"
-            )
+        check_namespace(self.namespace, where="CONFIGBUS_NAMESPACE")
         if self.secret_keys:
             SecretBox(self.secret_keys)  # raises SettingsError naming the bad key
         if self.reconcile_interval_s <= 0:

@@ -40,6 +40,7 @@ from configbus.errors import (
     VersionConflict,
     VersionNotFound,
 )
+from configbus.names import check_namespace
 
 DEFAULT_RETENTION = 100
 DEFAULT_IDEMPOTENCY_TTL_S = 24 * 3600
@@ -53,10 +54,7 @@ class Keys:
     """Every key and channel name of one namespace."""
 
     def __init__(self, namespace: str) -> None:
-        if not namespace or any(c in namespace for c in "{}: \t\n"):
-            raise ValueError(
-                f"namespace {namespace!r}: must be non-empty, without '{{}}:' or spaces"
-            )
+        check_namespace(namespace)
         p = f"cb:{{{namespace}}}:"
         self.namespace = namespace
         self.seq, self.head, self.epoch = p + "seq", p + "head", p + "epoch"

@@ -21,8 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from configbus.cli.args import namespace_arg
 from configbus.codec import guess_format, load_file, parse
 from configbus.errors import ConfigBusError, InvalidDocument
+from configbus.names import DEFAULT_NAMESPACE
 from configbus.tooling.client import AdminApiError, AdminClient, AdminUnreachable
 
 EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
@@ -47,8 +49,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.add_argument(
             "--namespace",
             "-n",
-            default=os.environ.get("CONFIGBUS_NAMESPACE", "default"),
-            help="namespace (CONFIGBUS_NAMESPACE, default 'default')",
+            default=os.environ.get("CONFIGBUS_NAMESPACE", DEFAULT_NAMESPACE),
+            type=namespace_arg,
+            help=f"namespace (CONFIGBUS_NAMESPACE, default {DEFAULT_NAMESPACE!r})",
         )
         p.add_argument("--json", action="store_true", help="print JSON for scripts")
         p.set_defaults(func=lambda args: _run(fn, args))

@@ -7,6 +7,7 @@ import functools
 import os
 from pathlib import Path
 
+from configbus.cli.args import namespace_arg
 from configbus.settings import env_float
 
 # As long as the default provider `timeout_s`: a request in flight at SIGTERM may finish.
@@ -18,7 +19,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--redis-url", help="env CONFIGBUS_REDIS_URL")
-    p.add_argument("--namespace", help="env CONFIGBUS_NAMESPACE")
+    p.add_argument("--namespace", type=namespace_arg, help="env CONFIGBUS_NAMESPACE")
     p.add_argument("--replica-id", help="env CONFIGBUS_REPLICA_ID (default: host-pid)")
     p.add_argument(
         "--snapshot-path", type=Path, help="last-known-good file; env CONFIGBUS_SNAPSHOT_PATH"

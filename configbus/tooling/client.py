@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from configbus.errors import ConfigBusError, Issue
+from configbus.names import DEFAULT_NAMESPACE
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -55,7 +56,7 @@ class AdminClient:
         url: str,
         *,
         token: str | None,
-        namespace: str = "default",
+        namespace: str = DEFAULT_NAMESPACE,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
     ) -> None:

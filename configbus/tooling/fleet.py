@@ -27,6 +27,7 @@ import msgspec
 from configbus.codec import canonical, parse
 from configbus.connection import connect
 from configbus.crypto import SecretBox, encrypt_secrets, generate_key
+from configbus.names import DEFAULT_NAMESPACE
 from configbus.store import Store
 from configbus.tooling.embedded import start_embedded_redis
 from configbus.tooling.localredis import LocalRedis, free_port, ping
@@ -167,7 +168,7 @@ def start_fleet(
     env = dict(os.environ)
     run_dir = (run_dir or Path.cwd() / ".configbus").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    namespace = env.get("CONFIGBUS_NAMESPACE", "default")
+    namespace = env.get("CONFIGBUS_NAMESPACE", DEFAULT_NAMESPACE)
     redis_url, redis_kind, local, embedded = _redis(env)
     secret_keys = env.get("CONFIGBUS_SECRET_KEYS") or generate_key()
     fleet = Fleet(
