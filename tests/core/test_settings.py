@@ -21,7 +21,7 @@ def test_intervals_must_be_finite_and_positive(value: str) -> None:
 def test_namespace_the_admin_cannot_address_is_refused_everywhere(name: str) -> None:
     from configbus.store import Keys
 
-    with pytest.raises(SettingsError, match="CONFIGBUS_NAMESPACE.*letters, digits"):
+    with pytest.raises(SettingsError, match=r"CONFIGBUS_NAMESPACE.*letters, digits"):
         BusSettings.from_env({"CONFIGBUS_NAMESPACE": name})
     with pytest.raises(SettingsError, match="letters, digits"):
         Keys(name)
