@@ -432,7 +432,8 @@ class Watcher(Generic[T, R]):
                         await pubsub.aclose()  # type: ignore[no-untyped-call]
                     raise
                 return pubsub
-        raise AssertionError("unreachable: retries never stop")  # pragma: no cover
+        # AsyncRetrying returns on success and raises RetryError once stopped.
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _read(self, pubsub: PubSub) -> None:
         while self._running:
