@@ -29,10 +29,8 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 from prometheus_client import CollectorRegistry
-from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
+from configbus.channel import ChannelListener
 from configbus.errors import CorruptRecord, StoreError, StoreUnavailable
 from configbus.metrics import WatcherMetrics
 from configbus.settings import BusSettings
@@ -122,7 +120,14 @@ class Watcher(Generic[T, R]):
         self._tasks: list[asyncio.Task[None]] = []
         self._state = WatcherState.NEW
         self._syncing = False
-        self.subscribed = False  # the change channel is live (else only reconcile finds news)
+        self._channel = ChannelListener(
+            store.redis,
+            {store.keys.changes: self._on_hint},
+            # (Re)subscribed, perhaps after missing messages: look at head now.
+            on_subscribed=self.trigger,
+            running=lambda: self._state is WatcherState.RUNNING,
+            max_backoff_s=max_backoff_s,
+        )
         self.sync_count = 0
         self.overlaps = 0  # syncs that started while another ran: must stay 0
 
@@ -135,6 +140,11 @@ class Watcher(Generic[T, R]):
     @property
     def ready(self) -> bool:
         return self._current is not None
+
+    @property
+    def subscribed(self) -> bool:
+        """The change channel is live (else only reconcile finds news)."""
+        return self._channel.subscribed
 
     @property
     def state(self) -> WatcherState:
@@ -179,7 +189,7 @@ class Watcher(Generic[T, R]):
         await self._load_snapshot()
         self._tasks = [
             asyncio.create_task(self._sync_worker(), name="configbus-sync"),
-            asyncio.create_task(self._listen(), name="configbus-listen"),
+            asyncio.create_task(self._channel.run(), name="configbus-listen"),
             asyncio.create_task(self._reconcile(), name="configbus-reconcile"),
             asyncio.create_task(self._reporter(), name="configbus-reporter"),
         ]
@@ -393,59 +403,6 @@ class Watcher(Generic[T, R]):
                     await self._report_wake.wait()
             self._report_wake.clear()
             await self._report()
-
-    async def _listen(self) -> None:
-        while self._running:
-            try:
-                pubsub = await self._subscribe()
-            except Exception:
-                log.exception("cannot subscribe to the change channel")
-                await asyncio.sleep(self._max_backoff_s)
-                continue
-            try:
-                await self._read(pubsub)
-            except (RedisError, OSError) as exc:
-                log.warning("change channel lost: %s", exc)
-            except Exception:
-                # Never let the listener die quietly: reconcile alone would be slow.
-                log.exception("change channel reader failed; resubscribing")
-                await asyncio.sleep(self._max_backoff_s)
-            finally:
-                self.subscribed = False
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-    async def _subscribe(self) -> PubSub:
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type((RedisError, OSError)),
-            stop=lambda _: not self._running,
-            wait=wait_exponential_jitter(multiplier=0.05, max=self._max_backoff_s, jitter=0.1),
-        ):
-            with attempt:
-                # A cluster client must know the slot map before its pub/sub can route.
-                await self.store.redis.initialize()
-                pubsub = self.store.redis.pubsub()
-                try:
-                    await pubsub.subscribe(self.store.keys.changes)
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
-                    raise
-                return pubsub
-        # AsyncRetrying returns on success and raises RetryError once stopped.
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _read(self, pubsub: PubSub) -> None:
-        while self._running:
-            msg = await pubsub.get_message(timeout=1.0)
-            if msg is None:
-                continue
-            if msg["type"] == "subscribe":
-                # (Re)subscribed, perhaps after missing messages: look at head now.
-                self.subscribed = True
-                self.trigger()
-            elif msg["type"] == "message":
-                self._on_hint(msg["data"])
 
     def _on_hint(self, data: bytes) -> None:
         try:
