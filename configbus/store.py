@@ -1,20 +1,14 @@
 """The versioned document store in Redis: the source of truth every replica reads.
 
-Layout (one hash tag per namespace, so Redis Cluster keeps a namespace on one slot):
-
-    cb:{ns}:seq        version counter            cb:{ns}:v:<n>     immutable version record
-    cb:{ns}:head       current version            cb:{ns}:history   version index (ZSET)
-    cb:{ns}:epoch      lineage id                 cb:{ns}:audit     audit stream
-    cb:{ns}:replicas   replica status (HASH)      cb:{ns}:idem:<k>  idempotency results
-    channel cb:{ns}:changes   {version, sha256, epoch}: a hint, the store is the truth
+The layout and the record types are in `configbus.records`.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Awaitable, Mapping
-from typing import Any, Literal
+from collections.abc import Awaitable
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -40,152 +34,52 @@ from configbus.errors import (
     VersionConflict,
     VersionNotFound,
 )
-from configbus.names import check_namespace
+from configbus.records import (
+    DEFAULT_REPLICA_TTL_S,
+    AuditEntry,
+    Export,
+    Head,
+    Keys,
+    Kind,
+    PublishResult,
+    RecordMeta,
+    ReplicaInfo,
+    ReplicaStatus,
+    StoredStatus,
+    VersionRecord,
+    parse_record,
+    text_of,
+)
 
 DEFAULT_RETENTION = 100
 DEFAULT_IDEMPOTENCY_TTL_S = 24 * 3600
 DEFAULT_AUDIT_MAXLEN = 10_000
-DEFAULT_REPLICA_TTL_S = 15.0
 
-Kind = Literal["publish", "patch", "rollback", "rotate", "import"]
-
-
-class Keys:
-    """Every key and channel name of one namespace."""
-
-    def __init__(self, namespace: str) -> None:
-        check_namespace(namespace)
-        p = f"cb:{{{namespace}}}:"
-        self.namespace = namespace
-        self.seq, self.head, self.epoch = p + "seq", p + "head", p + "epoch"
-        self.history, self.audit, self.replicas = p + "history", p + "audit", p + "replicas"
-        self.record_prefix, self.idem_prefix = p + "v:", p + "idem:"
-        self.changes = p + "changes"
-
-    def record(self, version: int) -> str:
-        return f"{self.record_prefix}{version}"
-
-
-class RecordMeta(msgspec.Struct, frozen=True, kw_only=True):
-    """A version record without its body."""
-
-    version: int
-    parent: int
-    epoch: str
-    sha256: str
-    author: str
-    message: str
-    created_at: float
-    kind: str
-    source: int | None = None
-
-
-class VersionRecord(RecordMeta, frozen=True, kw_only=True):
-    """An immutable version record: metadata and the canonical body."""
-
-    body: bytes
-
-    @property
-    def meta(self) -> RecordMeta:
-        fields = {f: getattr(self, f) for f in RecordMeta.__struct_fields__}
-        return RecordMeta(**fields)
-
-    def verify(self) -> None:
-        """Raise CorruptRecord unless the body matches its sha256."""
-        actual = sha256_hex(self.body)
-        if actual != self.sha256:
-            raise CorruptRecord(
-                f"version {self.version}: checksum mismatch (record says {self.sha256[:12]}…, "
-                f"body hashes to {actual[:12]}…)"
-            )
-
-
-class Head(msgspec.Struct, frozen=True):
-    version: int  # 0: nothing published in this lineage
-    epoch: str | None
-    sha256: str | None = None
-
-
-class PublishResult(msgspec.Struct, frozen=True, kw_only=True):
-    version: int
-    epoch: str
-    sha256: str
-    # created: a new version; noop: body equal to head; idempotent: a retry of an earlier call
-    outcome: Literal["created", "noop", "idempotent"]
-
-    @property
-    def created(self) -> bool:
-        return self.outcome == "created"
-
-
-class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    ts: float
-    action: str
-    actor: str
-    outcome: str
-    fields: dict[str, str] = {}
-
-
-class ReplicaStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """What a replica reports about itself."""
-
-    replica_id: str
-    state: Literal["applied", "rejected", "pending"]
-    version: int = 0
-    epoch: str | None = None
-    sha256: str | None = None
-    applied_at: float | None = None
-    stale: bool = False
-    rejected_version: int | None = None
-    reason: str | None = None
-    ttl_s: float = DEFAULT_REPLICA_TTL_S
-
-
-class ReplicaInfo(msgspec.Struct, frozen=True, kw_only=True):
-    status: ReplicaStatus
-    last_seen: float
-    alive: bool
-
-
-class _StoredStatus(ReplicaStatus, frozen=True, kw_only=True):
-    last_seen: float = 0.0
-
+# The record types are re-exported: callers import them from here or from records.
+__all__ = [
+    "DEFAULT_AUDIT_MAXLEN",
+    "DEFAULT_IDEMPOTENCY_TTL_S",
+    "DEFAULT_REPLICA_TTL_S",
+    "DEFAULT_RETENTION",
+    "REDIS_ERRORS",
+    "UNAVAILABLE_ERRORS",
+    "AuditEntry",
+    "Export",
+    "Head",
+    "Keys",
+    "Kind",
+    "PublishResult",
+    "RecordMeta",
+    "ReplicaInfo",
+    "ReplicaStatus",
+    "Store",
+    "VersionRecord",
+    "parse_record",
+    "store_error",
+]
 
 _status_encoder = msgspec.json.Encoder()
-_stored_status_decoder = msgspec.json.Decoder(_StoredStatus)
-_record_fields = frozenset(VersionRecord.__struct_fields__)
-
-
-def _s(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def parse_record(fields: Mapping[Any, Any], where: str) -> VersionRecord:
-    """Build a record from a Redis hash; anything malformed is a CorruptRecord naming the key."""
-    try:
-        f = {_s(k): v for k, v in fields.items()}
-        missing = sorted(_record_fields - f.keys() - {"source"})
-        if missing:
-            raise CorruptRecord(f"{where}: missing fields {', '.join(missing)}")
-        source = _s(f.get("source"))
-        return VersionRecord(
-            version=int(f["version"]),
-            parent=int(f["parent"]),
-            epoch=_s(f["epoch"]),
-            sha256=_s(f["sha256"]),
-            author=_s(f["author"]),
-            message=_s(f["message"]),
-            created_at=float(f["created_at"]),
-            kind=_s(f["kind"]),
-            source=int(source) if source else None,
-            body=f["body"],
-        )
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CorruptRecord(f"{where}: unreadable record ({exc})") from None
-
+_stored_status_decoder = msgspec.json.Decoder(StoredStatus)
 
 # Errors that mean "Redis cannot serve right now" (down, timing out, failing over, a cluster
 # without quorum, a replica that became read-only), as opposed to a bad request.
@@ -289,7 +183,7 @@ class Store:
         ]
         keys = [k.seq, k.head, k.epoch, k.history, k.audit, idem_key]
         res = await _guard(self._publish(keys=keys, args=args), "publish")
-        outcome, version, epoch, rsha = (_s(x) for x in res)
+        outcome, version, epoch, rsha = (text_of(x) for x in res)
         if outcome == "conflict":
             raise VersionConflict(expected_version or 0, int(version))
         if outcome == "idempotency_mismatch":
@@ -343,7 +237,7 @@ class Store:
         args: list[Any] = [k.record_prefix, known_epoch or "", known_version, known_sha256,
                 "1" if head_only else "0"]  # fmt: skip
         res = await _guard(self._fetch_head(keys=[k.head, k.epoch], args=args), "fetch head")
-        head = Head(int(res[0]) if res[0] else 0, _s(res[1]) or None, _s(res[2]) or None)
+        head = Head(int(res[0]) if res[0] else 0, text_of(res[1]) or None, text_of(res[2]) or None)
         if len(res) == 3:
             return head, None
         if len(res) == 4:
@@ -401,7 +295,7 @@ class Store:
             self.redis.xadd(self.keys.audit, entry, maxlen=self.audit_maxlen, approximate=True),
             "audit",
         )
-        return _s(res)
+        return text_of(res)
 
     async def audit_entries(
         self, *, count: int = 100, before: str | None = None
@@ -415,10 +309,10 @@ class Store:
         )
         out = []
         for entry_id, raw in rows:
-            f = {_s(k): _s(v) for k, v in raw.items()}
+            f = {text_of(k): text_of(v) for k, v in raw.items()}
             out.append(
                 AuditEntry(
-                    id=_s(entry_id),
+                    id=text_of(entry_id),
                     ts=float(f.pop("ts", "0") or 0),
                     action=f.pop("action", ""),
                     actor=f.pop("actor", ""),
@@ -506,16 +400,9 @@ class Store:
         res = await _guard(
             self._import(keys=[k.seq, k.head, k.epoch, k.history, k.audit], args=args), "import"
         )
-        if _s(res[0]) == "not_empty":
+        if text_of(res[0]) == "not_empty":
             raise NamespaceNotEmpty(
-                f"import: namespace {self.namespace!r} already has version {_s(res[1])}; "
+                f"import: namespace {self.namespace!r} already has version {text_of(res[1])}; "
                 "import only re-seeds an empty store"
             )
         return int(res[1])
-
-
-class Export(msgspec.Struct, frozen=True, kw_only=True):
-    namespace: str
-    epoch: str | None
-    head: int
-    records: list[VersionRecord]

@@ -1,0 +1,167 @@
+"""What the store holds, as types: the Redis layout of a namespace and the records in it.
+
+    cb:{ns}:seq        version counter            cb:{ns}:v:<n>     immutable version record
+    cb:{ns}:head       current version            cb:{ns}:history   version index (ZSET)
+    cb:{ns}:epoch      lineage id                 cb:{ns}:audit     audit stream
+    cb:{ns}:replicas   replica status (HASH)      cb:{ns}:idem:<k>  idempotency results
+    channel cb:{ns}:changes   {version, sha256, epoch}: a hint, the store is the truth
+
+One hash tag per namespace, so Redis Cluster keeps a namespace on one slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import msgspec
+
+from configbus.codec import sha256_hex
+from configbus.errors import CorruptRecord
+from configbus.names import check_namespace
+
+DEFAULT_REPLICA_TTL_S = 15.0
+
+Kind = Literal["publish", "patch", "rollback", "rotate", "import"]
+
+
+class Keys:
+    """Every key and channel name of one namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        check_namespace(namespace)
+        p = f"cb:{{{namespace}}}:"
+        self.namespace = namespace
+        self.seq, self.head, self.epoch = p + "seq", p + "head", p + "epoch"
+        self.history, self.audit, self.replicas = p + "history", p + "audit", p + "replicas"
+        self.record_prefix, self.idem_prefix = p + "v:", p + "idem:"
+        self.changes = p + "changes"
+
+    def record(self, version: int) -> str:
+        return f"{self.record_prefix}{version}"
+
+
+class RecordMeta(msgspec.Struct, frozen=True, kw_only=True):
+    """A version record without its body."""
+
+    version: int
+    parent: int
+    epoch: str
+    sha256: str
+    author: str
+    message: str
+    created_at: float
+    kind: str
+    source: int | None = None
+
+
+class VersionRecord(RecordMeta, frozen=True, kw_only=True):
+    """An immutable version record: metadata and the canonical body."""
+
+    body: bytes
+
+    @property
+    def meta(self) -> RecordMeta:
+        fields = {f: getattr(self, f) for f in RecordMeta.__struct_fields__}
+        return RecordMeta(**fields)
+
+    def verify(self) -> None:
+        """Raise CorruptRecord unless the body matches its sha256."""
+        actual = sha256_hex(self.body)
+        if actual != self.sha256:
+            raise CorruptRecord(
+                f"version {self.version}: checksum mismatch (record says {self.sha256[:12]}…, "
+                f"body hashes to {actual[:12]}…)"
+            )
+
+
+class Head(msgspec.Struct, frozen=True):
+    version: int  # 0: nothing published in this lineage
+    epoch: str | None
+    sha256: str | None = None
+
+
+class PublishResult(msgspec.Struct, frozen=True, kw_only=True):
+    version: int
+    epoch: str
+    sha256: str
+    # created: a new version; noop: body equal to head; idempotent: a retry of an earlier call
+    outcome: Literal["created", "noop", "idempotent"]
+
+    @property
+    def created(self) -> bool:
+        return self.outcome == "created"
+
+
+class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    ts: float
+    action: str
+    actor: str
+    outcome: str
+    fields: dict[str, str] = {}
+
+
+class ReplicaStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What a replica reports about itself."""
+
+    replica_id: str
+    state: Literal["applied", "rejected", "pending"]
+    version: int = 0
+    epoch: str | None = None
+    sha256: str | None = None
+    applied_at: float | None = None
+    stale: bool = False
+    rejected_version: int | None = None
+    reason: str | None = None
+    ttl_s: float = DEFAULT_REPLICA_TTL_S
+
+
+class ReplicaInfo(msgspec.Struct, frozen=True, kw_only=True):
+    status: ReplicaStatus
+    last_seen: float
+    alive: bool
+
+
+class StoredStatus(ReplicaStatus, frozen=True, kw_only=True):
+    last_seen: float = 0.0
+
+
+_record_fields = frozenset(VersionRecord.__struct_fields__)
+
+
+def text_of(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def parse_record(fields: Mapping[Any, Any], where: str) -> VersionRecord:
+    """Build a record from a Redis hash; anything malformed is a CorruptRecord naming the key."""
+    try:
+        f = {text_of(k): v for k, v in fields.items()}
+        missing = sorted(_record_fields - f.keys() - {"source"})
+        if missing:
+            raise CorruptRecord(f"{where}: missing fields {', '.join(missing)}")
+        source = text_of(f.get("source"))
+        return VersionRecord(
+            version=int(f["version"]),
+            parent=int(f["parent"]),
+            epoch=text_of(f["epoch"]),
+            sha256=text_of(f["sha256"]),
+            author=text_of(f["author"]),
+            message=text_of(f["message"]),
+            created_at=float(f["created_at"]),
+            kind=text_of(f["kind"]),
+            source=int(source) if source else None,
+            body=f["body"],
+        )
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptRecord(f"{where}: unreadable record ({exc})") from None
+
+
+class Export(msgspec.Struct, frozen=True, kw_only=True):
+    namespace: str
+    epoch: str | None
+    head: int
+    records: list[VersionRecord]
