@@ -9,6 +9,8 @@
     │   ├── VersionNotFound      no record for that version (trimmed, or never existed)
     │   ├── IdempotencyMismatch  an idempotency key was reused with a different body
     │   ├── NamespaceNotEmpty    an import into a namespace that has versions
+    │   ├── RolloutRunning       a publish or a second rollout while a rollout runs
+    │   ├── RolloutConflict      a rollout step on a rollout that ended or moved meanwhile
     │   ├── CorruptRecord        a record in Redis is unreadable or fails its checksum
     │   └── StoreUnavailable     Redis cannot be reached (wraps the redis-py error)
     └── SettingsError            a setting (env var, flag, file) has a bad value
@@ -88,6 +90,21 @@ class IdempotencyMismatch(StoreError):
 
 class NamespaceNotEmpty(StoreError):
     """An import into a namespace that already has versions."""
+
+
+class RolloutRunning(StoreError):
+    """A rollout runs in the namespace: a plain publish or a second rollout must wait."""
+
+    def __init__(self, rollout_id: str, version: int) -> None:
+        self.rollout_id = rollout_id
+        self.version = version
+        super().__init__(
+            f"rollout {rollout_id} of version {version} is running: promote or abort it first"
+        )
+
+
+class RolloutConflict(StoreError):
+    """A rollout step found the rollout ended, gone or moved on since the caller looked."""
 
 
 class CorruptRecord(StoreError):

@@ -5,11 +5,15 @@ Record keys (`<prefix><n>`) are computed inside the scripts; they share the name
 tag with every declared key, so a Redis Cluster keeps them all on one slot.
 """
 
-# KEYS: seq, head, epoch, history, audit, idempotency
+# KEYS: seq, head, epoch, history, audit, idempotency, rollout
 # ARGV: expected ('' = any), body, sha256, new epoch, author, message, kind, source ('' = none),
 #       retention, idempotency ttl, audit maxlen, channel, record prefix, use idempotency ('1'/'0'),
 #       request fingerprint ('' = the body's sha256: a retry is the same request, not the same
-#       body, since a body rebuilt from a head that moved meanwhile may differ)
+#       body, since a body rebuilt from a head that moved meanwhile may differ),
+#       rollout id ('' = a plain publish that moves head), rollout doc JSON, label selectors
+#       (one `k=v,k=v` per line), members (`\n`-framed replica ids)
+# A plain publish is refused while a rollout runs; a rollout writes its version without
+# moving head and records the rollout in the same step.
 PUBLISH = r"""
 local expected, body, sha = ARGV[1], ARGV[2], ARGV[3]
 local author, message, kind, source = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
@@ -34,6 +38,13 @@ if use_idem then
     end
     return {'idempotent', prev[1], prev[3], prev[2]}
   end
+end
+
+local rollout_id = ARGV[16] or ''
+local running = redis.call('HMGET', KEYS[7], 'state', 'id', 'version')
+if running[1] == 'running' then
+  audit('rollout_running', running[3], '')
+  return {'rollout_running', running[3], running[2], ''}
 end
 
 local head = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -66,7 +77,7 @@ end
 redis.call('HSET', prefix .. version,
   'version', version, 'parent', head, 'epoch', epoch, 'sha256', sha, 'author', author,
   'message', message, 'created_at', now, 'kind', kind, 'source', source, 'body', body)
-redis.call('SET', KEYS[2], version)
+if rollout_id == '' then redis.call('SET', KEYS[2], version) end
 redis.call('ZADD', KEYS[4], version, version)
 
 local retention = tonumber(ARGV[9])
@@ -74,9 +85,21 @@ local n = redis.call('ZCARD', KEYS[4])
 if n > retention then
   local old = redis.call('ZRANGE', KEYS[4], 0, n - retention - 1)
   for _, v in ipairs(old) do
-    if tonumber(v) ~= version then redis.call('DEL', prefix .. v) end
+    -- Head is never trimmed: the version just written, or the head a rollout keeps.
+    if tonumber(v) ~= version and not (rollout_id ~= '' and tonumber(v) == head) then
+      redis.call('DEL', prefix .. v)
+      redis.call('ZREM', KEYS[4], v)
+    end
   end
-  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, n - retention - 1)
+end
+
+local hint = '{"version":' .. version .. ',"sha256":"' .. sha .. '","epoch":"' .. epoch .. '"'
+if rollout_id ~= '' then
+  redis.call('DEL', KEYS[7])
+  redis.call('HSET', KEYS[7], 'id', rollout_id, 'state', 'running', 'version', version,
+    'sha256', sha, 'epoch', epoch, 'base', head, 'stage', 0, 'doc', ARGV[17],
+    'match', ARGV[18], 'members', ARGV[19])
+  hint = hint .. ',"rollout":true'
 end
 
 if use_idem then
@@ -84,8 +107,7 @@ if use_idem then
   redis.call('EXPIRE', KEYS[6], ARGV[10])
 end
 audit('created', tostring(version), tostring(head))
-redis.call('PUBLISH', ARGV[12],
-  '{"version":' .. version .. ',"sha256":"' .. sha .. '","epoch":"' .. epoch .. '"}')
+redis.call('PUBLISH', ARGV[12], hint .. '}')
 return {'created', tostring(version), epoch, sha}
 """
 
@@ -167,4 +189,99 @@ local sha = redis.call('HGET', prefix .. head, 'sha256')
 redis.call('PUBLISH', ARGV[2],
   '{"version":' .. head .. ',"sha256":"' .. sha .. '","epoch":"' .. epoch .. '"}')
 return {'imported', tostring(head)}
+"""
+
+# KEYS: head, epoch, rollout
+# ARGV: record prefix, held epoch, held version, held sha256, held version came from a
+#       rollout ('1'/'0'), rejected `version:sha256` ('' = none; sha '*' = any), replica id,
+#       then the replica's labels as `k=v`
+# The version this replica should run is the rollout's when the running rollout selects it
+# (a member, or every pair of one of the stage's label selectors among its labels), else
+# head. Returns {head, epoch, target, target sha, in rollout, rollout running} when there is
+# nothing to fetch (the target is what the caller holds or rejected, or older than what it
+# holds from head: a store that lost versions); else the same followed by the target's
+# record fields; {head, epoch, target, false, ...} when the target has no record.
+SYNC_READ = r"""
+local head = redis.call('GET', KEYS[1])
+local epoch = redis.call('GET', KEYS[2])
+if not head then return {false, epoch, false, false, 0, 0} end
+local target, staged, active = head, 0, 0
+local r = redis.call('HMGET', KEYS[3], 'state', 'version', 'epoch', 'match', 'members')
+if r[1] == 'running' and r[3] == epoch then
+  active = 1
+  local mine = ARGV[7] ~= '' and r[5] and string.find(r[5], '\n' .. ARGV[7] .. '\n', 1, true)
+  if not mine and r[4] then
+    local have = {}
+    for i = 8, #ARGV do have[ARGV[i]] = true end
+    for sel in string.gmatch(r[4], '[^\n]+') do
+      mine = true
+      for pair in string.gmatch(sel, '[^,]+') do
+        if not have[pair] then mine = false; break end
+      end
+      if mine then break end
+    end
+  end
+  if mine then target = r[2]; staged = 1 end
+end
+local sha = redis.call('HGET', ARGV[1] .. target, 'sha256')
+local out = {head, epoch, target, sha, staged, active}
+if not sha then return out end
+if epoch == ARGV[2] then
+  local t, k = tonumber(target), tonumber(ARGV[3])
+  if t == k and sha == ARGV[4] then return out end
+  if t < k and staged == 0 and ARGV[5] ~= '1' then return out end
+end
+if ARGV[6] ~= '' then
+  local rv, rsha = string.match(ARGV[6], '^(%d+):(.*)$')
+  if epoch == ARGV[2] and tonumber(rv) == tonumber(target) and (rsha == '*' or rsha == sha) then
+    return out
+  end
+end
+local rec = redis.call('HGETALL', ARGV[1] .. target)
+for i = 1, #rec do out[#out + 1] = rec[i] end
+return out
+"""
+
+# KEYS: rollout, head, lease
+# ARGV: action ('advance' | 'promote' | 'abort'), rollout id, expected stage ('' = any),
+#       lease holder ('' = a person acting through the API: no lease needed), new doc JSON,
+#       new label selectors, new members, channel, new stage
+# Every step checks that the rollout is the one the caller judged, still running and at the
+# stage it judged, so two admins can never promote twice or act on a stale view. Promote
+# moves head to the rollout's version only from the head the rollout started on.
+ROLLOUT_STEP = r"""
+local action, id, stage, holder = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local r = redis.call('HMGET', KEYS[1], 'id', 'state', 'stage', 'version', 'sha256', 'epoch',
+  'base')
+if r[1] ~= id then return {'gone', r[2] or ''} end
+if r[2] ~= 'running' then return {'ended', r[2]} end
+if stage ~= '' and r[3] ~= stage then return {'moved', r[3]} end
+if holder ~= '' and redis.call('GET', KEYS[3]) ~= holder then return {'not_leader', ''} end
+local state = 'running'
+if action == 'promote' then
+  if (redis.call('GET', KEYS[2]) or '0') ~= r[7] then return {'head_moved', r[7]} end
+  redis.call('SET', KEYS[2], r[4])
+  state = 'promoted'
+elseif action == 'abort' then
+  state = 'aborted'
+end
+redis.call('HSET', KEYS[1], 'state', state, 'stage', ARGV[9], 'doc', ARGV[5],
+  'match', ARGV[6], 'members', ARGV[7])
+local v = r[4]
+if action == 'abort' then v = r[7] end
+redis.call('PUBLISH', ARGV[8], '{"version":' .. v .. ',"sha256":"","epoch":"' .. r[6] ..
+  '","rollout":true}')
+return {state, r[4]}
+"""
+
+# KEYS: lease
+# ARGV: holder, ttl ms
+# Take the lease when free, or extend it when already ours; answers who holds it.
+LEASE = r"""
+local cur = redis.call('GET', KEYS[1])
+if not cur or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ARGV[1]
+end
+return cur
 """

@@ -19,10 +19,11 @@ import msgspec
 from configbus.codec import sha256_hex
 from configbus.errors import CorruptRecord
 from configbus.names import check_namespace
+from configbus.rollout import Traffic
 
 DEFAULT_REPLICA_TTL_S = 15.0
 
-Kind = Literal["publish", "patch", "rollback", "rotate", "import"]
+Kind = Literal["publish", "patch", "rollback", "rotate", "import", "rollout"]
 
 
 class Keys:
@@ -36,6 +37,8 @@ class Keys:
         self.history, self.audit, self.replicas = p + "history", p + "audit", p + "replicas"
         self.record_prefix, self.idem_prefix = p + "v:", p + "idem:"
         self.changes = p + "changes"
+        self.rollout, self.rollout_lease = p + "rollout", p + "rollout:lease"
+        self.rollout_baseline = p + "rollout:baseline"
 
     def record(self, version: int) -> str:
         return f"{self.record_prefix}{version}"
@@ -81,6 +84,19 @@ class Head(msgspec.Struct, frozen=True):
     sha256: str | None = None
 
 
+class SyncRead(msgspec.Struct, frozen=True, kw_only=True):
+    """One replica's read of what it should run: head, the target (head, or the running
+    rollout's version when it selects the replica) and the target's record when new."""
+
+    head: int  # 0: nothing published in this lineage
+    epoch: str | None
+    target: int
+    sha256: str | None  # the target's
+    staged: bool  # the target is a rollout's version, not head
+    rollout_running: bool
+    record: VersionRecord | None = None
+
+
 class PublishResult(msgspec.Struct, frozen=True, kw_only=True):
     version: int
     epoch: str
@@ -115,6 +131,11 @@ class ReplicaStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     rejected_version: int | None = None
     reason: str | None = None
     ttl_s: float = DEFAULT_REPLICA_TTL_S
+    labels: dict[str, str] = {}
+    staged: bool = False  # runs a rollout's version, not head
+    # Requests served per version (the version as text), cumulative: what a rollout's
+    # guard judges a stage by.
+    traffic: dict[str, Traffic] = {}
 
 
 class ReplicaInfo(msgspec.Struct, frozen=True, kw_only=True):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import msgspec
@@ -29,6 +29,7 @@ from configbus.errors import (
     CorruptRecord,
     IdempotencyMismatch,
     NamespaceNotEmpty,
+    RolloutRunning,
     StoreError,
     StoreUnavailable,
     VersionConflict,
@@ -46,10 +47,12 @@ from configbus.records import (
     ReplicaInfo,
     ReplicaStatus,
     StoredStatus,
+    SyncRead,
     VersionRecord,
     parse_record,
     text_of,
 )
+from configbus.rollout import Rollout, rollout_args
 
 DEFAULT_RETENTION = 100
 DEFAULT_IDEMPOTENCY_TTL_S = 24 * 3600
@@ -106,7 +109,7 @@ def store_error(exc: BaseException, what: str) -> StoreError:
     return StoreError(f"{what}: Redis error: {exc}")
 
 
-async def _guard(op: Awaitable[Any], what: str) -> Any:
+async def guarded(op: Awaitable[Any], what: str) -> Any:
     # redis-py's reply types are unions of everything RESP can carry: callers know the shape.
     try:
         return await op
@@ -139,6 +142,7 @@ class Store:
         self._heartbeat = redis.register_script(lua.HEARTBEAT)
         self._import = redis.register_script(lua.IMPORT)
         self._replicas = redis.register_script(lua.REPLICAS)
+        self._sync_read = redis.register_script(lua.SYNC_READ)
 
     @property
     def namespace(self) -> str:
@@ -155,12 +159,15 @@ class Store:
         kind: Kind = "publish",
         source: int | None = None,
         request_sha256: str | None = None,
+        rollout: Rollout | None = None,
     ) -> PublishResult:
         """Publish a new version atomically (CAS on `expected_version`, when given).
 
         With `idempotency_key`, a retry returns the first call's result. What makes a retry
         "the same" is `request_sha256` (a digest of the caller's request) when given, else
-        the body's sha256."""
+        the body's sha256. With `rollout`, the version is written and the rollout starts in
+        the same step, but head stays where it is. While a rollout runs, both are refused
+        with RolloutRunning."""
         k = self.keys
         sha = sha256_hex(body)
         idem_key = k.idem_prefix + (idempotency_key or "")
@@ -180,12 +187,15 @@ class Store:
             k.record_prefix,
             "1" if idempotency_key else "0",
             request_sha256 or "",
+            *(rollout_args(rollout) if rollout else ("", "", "", "")),
         ]
-        keys = [k.seq, k.head, k.epoch, k.history, k.audit, idem_key]
-        res = await _guard(self._publish(keys=keys, args=args), "publish")
+        keys = [k.seq, k.head, k.epoch, k.history, k.audit, idem_key, k.rollout]
+        res = await guarded(self._publish(keys=keys, args=args), "publish")
         outcome, version, epoch, rsha = (text_of(x) for x in res)
         if outcome == "conflict":
             raise VersionConflict(expected_version or 0, int(version))
+        if outcome == "rollout_running":
+            raise RolloutRunning(epoch, int(version))
         if outcome == "idempotency_mismatch":
             raise IdempotencyMismatch(idempotency_key or "", int(version))
         return PublishResult(
@@ -230,13 +240,60 @@ class Store:
         trip, one atomic read, no body transferred when there is nothing new."""
         return await self._fetch(known_epoch, known_version, known_sha256, head_only=False)
 
+    async def sync_read(
+        self,
+        *,
+        held: tuple[str, int, str, bool] | None,
+        rejected: tuple[int, str] | None,
+        replica_id: str,
+        labels: Mapping[str, str],
+    ) -> SyncRead:
+        """What a replica should run (the rollout's version when the running rollout selects
+        it, else head) and, unless it already holds or rejected exactly that, its record:
+        one round trip, one atomic read. `held` is (epoch, version, sha256, from a rollout)."""
+        k = self.keys
+        epoch, version, sha, staged = held or ("", 0, "", False)
+        args: list[Any] = [
+            k.record_prefix, epoch, version, sha, "1" if staged else "0",
+            f"{rejected[0]}:{rejected[1]}" if rejected else "", replica_id,
+            *(f"{name}={value}" for name, value in labels.items()),
+        ]  # fmt: skip
+        res = await guarded(
+            self._sync_read(keys=[k.head, k.epoch, k.rollout], args=args), "sync read"
+        )
+        head = int(res[0]) if res[0] else 0
+        epoch_now = text_of(res[1]) or None
+        target = int(res[2]) if res[2] else 0
+        read = SyncRead(
+            head=head,
+            epoch=epoch_now,
+            target=target,
+            sha256=text_of(res[3]) or None,
+            staged=res[4] == 1,
+            rollout_running=res[5] == 1,
+        )
+        if head and not res[3]:
+            raise CorruptRecord(
+                f"{k.record(target)}: head points at a missing record",
+                epoch=epoch_now,
+                version=target,
+            )
+        if len(res) == 6:
+            return read
+        fields = dict(zip(res[6::2], res[7::2], strict=True))
+        try:
+            record = parse_record(fields, k.record(target))
+        except CorruptRecord as exc:
+            raise CorruptRecord(str(exc), epoch=epoch_now, version=target) from None
+        return msgspec.structs.replace(read, record=record)
+
     async def _fetch(
         self, known_epoch: str | None, known_version: int, known_sha256: str, *, head_only: bool
     ) -> tuple[Head, VersionRecord | None]:
         k = self.keys
         args: list[Any] = [k.record_prefix, known_epoch or "", known_version, known_sha256,
                 "1" if head_only else "0"]  # fmt: skip
-        res = await _guard(self._fetch_head(keys=[k.head, k.epoch], args=args), "fetch head")
+        res = await guarded(self._fetch_head(keys=[k.head, k.epoch], args=args), "fetch head")
         head = Head(int(res[0]) if res[0] else 0, text_of(res[1]) or None, text_of(res[2]) or None)
         if len(res) == 3:
             return head, None
@@ -254,7 +311,7 @@ class Store:
 
     async def get(self, version: int) -> VersionRecord:
         key = self.keys.record(version)
-        fields = await _guard(self.redis.hgetall(key), f"read version {version}")
+        fields = await guarded(self.redis.hgetall(key), f"read version {version}")
         if not fields:
             raise VersionNotFound(version)
         return parse_record(fields, key)
@@ -262,7 +319,7 @@ class Store:
     async def versions(self, *, limit: int = 50, before: int | None = None) -> list[RecordMeta]:
         """Version metadata, newest first; `before` pages to older versions."""
         hi = "+inf" if before is None else f"({before}"
-        nums = await _guard(
+        nums = await guarded(
             self.redis.zrevrangebyscore(self.keys.history, hi, "-inf", start=0, num=limit),
             "list versions",
         )
@@ -272,7 +329,7 @@ class Store:
         pipe = self.redis.pipeline(transaction=False)
         for n in nums:
             pipe.hmget(self.keys.record(int(n)), names)
-        rows = await _guard(pipe.execute(), "list versions")
+        rows = await guarded(pipe.execute(), "list versions")
         out = []
         for n, row in zip(nums, rows, strict=True):
             if row[0] is None:
@@ -291,7 +348,7 @@ class Store:
             "outcome": outcome,
         }
         entry.update({k: "" if v is None else str(v) for k, v in fields.items()})
-        res = await _guard(
+        res = await guarded(
             self.redis.xadd(self.keys.audit, entry, maxlen=self.audit_maxlen, approximate=True),
             "audit",
         )
@@ -304,7 +361,7 @@ class Store:
         if before is not None and not before.strip("0-"):
             return []  # nothing is older than 0-0 (and Redis refuses "(0-0")
         hi = "+" if before is None else f"({before}"
-        rows = await _guard(
+        rows = await guarded(
             self.redis.xrevrange(self.keys.audit, max=hi, min="-", count=count), "read audit"
         )
         out = []
@@ -324,7 +381,7 @@ class Store:
 
     async def report(self, status: ReplicaStatus) -> None:
         """Record a replica's status; the server clock stamps `last_seen`."""
-        await _guard(
+        await guarded(
             self._heartbeat(
                 keys=[self.keys.replicas],
                 args=[status.replica_id, _status_encoder.encode(status)],
@@ -334,7 +391,7 @@ class Store:
 
     async def replicas(self, *, forget_after_s: float = 24 * 3600) -> list[ReplicaInfo]:
         """Every replica that reported recently; long-dead ones are forgotten."""
-        res = await _guard(self._replicas(keys=[self.keys.replicas]), "list replicas")
+        res = await guarded(self._replicas(keys=[self.keys.replicas]), "list replicas")
         now = int(res[0]) + int(res[1]) / 1e6
         raw = dict(zip(res[2::2], res[3::2], strict=True))
         out, forget = [], []
@@ -355,18 +412,18 @@ class Store:
                 )
             )
         if forget:
-            await _guard(self.redis.hdel(self.keys.replicas, *forget), "forget replicas")
+            await guarded(self.redis.hdel(self.keys.replicas, *forget), "forget replicas")
         out.sort(key=lambda r: r.status.replica_id)
         return out
 
     async def export(self) -> Export:
         """Every retained version, for backup or re-seeding an empty store."""
         head = await self.head()
-        nums = await _guard(self.redis.zrange(self.keys.history, 0, -1), "export")
+        nums = await guarded(self.redis.zrange(self.keys.history, 0, -1), "export")
         pipe = self.redis.pipeline(transaction=False)
         for n in nums:
             pipe.hgetall(self.keys.record(int(n)))
-        rows = await _guard(pipe.execute(), "export") if nums else []
+        rows = await guarded(pipe.execute(), "export") if nums else []
         records = [
             parse_record(fields, self.keys.record(int(n)))
             for n, fields in zip(nums, rows, strict=True)
@@ -397,7 +454,7 @@ class Store:
                 value = epoch if name == "epoch" else getattr(r, name)
                 fields += [name, "" if value is None else value]
             args += [len(fields), *fields]
-        res = await _guard(
+        res = await guarded(
             self._import(keys=[k.seq, k.head, k.epoch, k.history, k.audit], args=args), "import"
         )
         if text_of(res[0]) == "not_empty":

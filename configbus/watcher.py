@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import inspect
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -33,6 +34,7 @@ from prometheus_client import CollectorRegistry
 from configbus.channel import ChannelListener
 from configbus.errors import CorruptRecord, StoreError, StoreUnavailable
 from configbus.metrics import WatcherMetrics
+from configbus.rollout import Traffic
 from configbus.settings import BusSettings
 from configbus.snapshot import read_snapshot, write_snapshot
 from configbus.store import ReplicaStatus, Store, VersionRecord
@@ -43,6 +45,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 DEFAULT_MAX_BACKOFF_S = 2.0
+ROLLOUT_HEARTBEAT_S = 0.5
 
 
 class SyncOutcome(enum.Enum):
@@ -71,6 +74,7 @@ class Applied(Generic[R]):
     value: R
     applied_at: float
     stale: bool = False  # not (yet) confirmed by Redis as the store's head
+    staged: bool = False  # a running rollout's version, not head
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +89,7 @@ class _Hint(msgspec.Struct):
     version: int
     sha256: str = ""
     epoch: str = ""
+    rollout: bool = False  # a rollout started, moved or ended: who runs what may change
 
 
 _hint_decoder = msgspec.json.Decoder(_Hint)
@@ -102,11 +107,16 @@ class Watcher(Generic[T, R]):
         settings: BusSettings | None = None,
         registry: CollectorRegistry | None = None,
         max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
+        labels: Mapping[str, str] | None = None,
+        traffic: Callable[[], dict[str, Traffic]] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings or BusSettings(namespace=store.namespace)
         self.metrics = WatcherMetrics(registry, store.namespace)
         self.replica_id = self.settings.replica_id or f"watcher-{id(self):x}"
+        self.labels = dict(labels or {})
+        self._traffic = traffic
+        self._rollout_running = False
         self._decode = decode
         self._build = build
         self._max_backoff_s = max_backoff_s
@@ -167,6 +177,9 @@ class Watcher(Generic[T, R]):
             rejected_version=rej.version if rej else None,
             reason=rej.reason if rej else None,
             ttl_s=3 * self.settings.heartbeat_interval_s,
+            labels=self.labels,
+            staged=cur.staged if cur else False,
+            traffic=self._traffic() if self._traffic else {},
         )
 
     async def wait_for(self, predicate: Callable[[Applied[R] | None], bool]) -> Applied[R] | None:
@@ -237,15 +250,14 @@ class Watcher(Generic[T, R]):
 
     async def _sync(self) -> SyncOutcome:
         cur, rej = self._current, self._rejected
-        # A rejected version is always the newest one seen (an apply clears it): asking
-        # only for something other than it is what stops a reject loop.
-        known: tuple[str | None, int, str] = (None, 0, "*")
-        if rej is not None:
-            known = (rej.epoch, rej.version, rej.sha256)
-        elif cur is not None:
-            known = (cur.epoch, cur.version, cur.sha256)
+        held = (cur.epoch, cur.version, cur.sha256, cur.staged) if cur else None
+        # The rejected version is skipped, not a floor: a newer or older valid target that
+        # appears later is still followed.
+        rejected = (rej.version, rej.sha256) if rej else None
         try:
-            head, record = await self.store.fetch_head(*known)
+            read = await self.store.sync_read(
+                held=held, rejected=rejected, replica_id=self.replica_id, labels=self.labels
+            )
         except StoreUnavailable as exc:
             self.metrics.redis_connected.set(0)
             log.warning("sync: %s", exc)
@@ -257,20 +269,33 @@ class Watcher(Generic[T, R]):
             log.warning("sync: %s", exc)
             return SyncOutcome.UNAVAILABLE
         self.metrics.redis_connected.set(1)
+        if read.rollout_running != self._rollout_running:
+            self._rollout_running = read.rollout_running
+            self._report_wake.set()  # the reporter changes pace
 
-        if head.version == 0:
+        if rej is not None and (read.epoch, read.target) != (rej.epoch, rej.version):
+            # What we rejected is no longer what we are asked to run (a rollout aborted, a
+            # bad head replaced): say so, whatever comes next.
+            self._rejected = None
+            self._report_wake.set()
+
+        if read.head == 0:
             # An empty store (new lineage, nothing published yet): keep what we serve.
             self._set_stale(True)
             return SyncOutcome.NO_HEAD
-        if record is None:
-            if cur is not None and cur.epoch == head.epoch:
-                # Head older than what we run: the store lost versions (restored from an old
-                # backup). Keep serving, marked stale, until head moves past it.
-                self._set_stale(head.version < cur.version)
+        if read.record is None:
+            if cur is not None and cur.epoch == read.epoch:
+                # Target older than what we run from head: the store lost versions (restored
+                # from an old backup). Keep serving, marked stale, until head moves past it.
+                self._set_stale(read.target < cur.version)
+                if cur.staged != read.staged and cur.version == read.target:
+                    self._set_staged(read.staged)  # promoted: the rollout's version is head
             return SyncOutcome.UP_TO_DATE
-        return await self._apply(record, head.epoch)
+        return await self._apply(read.record, read.epoch, staged=read.staged)
 
-    async def _apply(self, record: VersionRecord, head_epoch: str | None) -> SyncOutcome:
+    async def _apply(
+        self, record: VersionRecord, head_epoch: str | None, *, staged: bool = False
+    ) -> SyncOutcome:
         started = time.perf_counter()
         try:
             if record.epoch != head_epoch:
@@ -284,12 +309,12 @@ class Watcher(Generic[T, R]):
         except Exception as exc:
             reason = str(exc) or type(exc).__name__
             return await self._reject(record.epoch, record.version, record.sha256, reason)
-        self._swap(record, value, stale=False)
+        self._swap(record, value, stale=False, staged=staged)
         self.metrics.apply_seconds.observe(time.perf_counter() - started)
         await self._after_apply(record)
         return SyncOutcome.APPLIED
 
-    def _swap(self, record: VersionRecord, value: R, *, stale: bool) -> None:
+    def _swap(self, record: VersionRecord, value: R, *, stale: bool, staged: bool = False) -> None:
         old = self._current
         new = Applied(
             version=record.version,
@@ -298,6 +323,7 @@ class Watcher(Generic[T, R]):
             value=value,
             applied_at=time.time(),
             stale=stale,
+            staged=staged,
         )
         self._current = new  # the swap: one reference
         self._rejected = None
@@ -338,10 +364,15 @@ class Watcher(Generic[T, R]):
     def _set_stale(self, stale: bool) -> None:
         cur = self._current
         if cur is not None and cur.stale != stale:
-            self._current = Applied(
-                cur.version, cur.epoch, cur.sha256, cur.value, cur.applied_at, stale
-            )
+            self._current = dataclasses.replace(cur, stale=stale)
             self.metrics.stale.set(1 if stale else 0)
+            self._report_wake.set()
+            self._wake_waiters()
+
+    def _set_staged(self, staged: bool) -> None:
+        cur = self._current
+        if cur is not None:
+            self._current = dataclasses.replace(cur, staged=staged)
             self._report_wake.set()
             self._wake_waiters()
 
@@ -398,8 +429,12 @@ class Watcher(Generic[T, R]):
         # One task sends every status report, always the latest state: reports never
         # reorder, a burst of changes coalesces, and the sync worker never waits on them.
         while self._running:
+            interval = self.settings.heartbeat_interval_s
+            if self._rollout_running:
+                # A rollout's guard judges from these reports: keep them fresh.
+                interval = min(interval, ROLLOUT_HEARTBEAT_S)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.heartbeat_interval_s):
+                async with asyncio.timeout(interval):
                     await self._report_wake.wait()
             self._report_wake.clear()
             await self._report()
@@ -413,6 +448,7 @@ class Watcher(Generic[T, R]):
         cur = self._current
         if (
             cur is None
+            or hint.rollout
             or hint.epoch != cur.epoch
             or hint.version > cur.version
             or (hint.version == cur.version and hint.sha256 != cur.sha256)
