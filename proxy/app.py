@@ -36,6 +36,7 @@ from proxy.limits import FleetLimiter
 from proxy.metrics import ProxyMetrics
 from proxy.runtime import Builder, Runtime
 from proxy.settings import ProxySettings
+from proxy.traffic import TrafficCounter
 
 log = logging.getLogger("proxy")
 _encode = msgspec.json.Encoder().encode
@@ -110,6 +111,7 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
         registry = CollectorRegistry()
         metrics = ProxyMetrics(registry)
         builder = Builder(on_breaker=metrics.breaker)
+        traffic = TrafficCounter()
         redis = connect(bus.redis_url)
         limiter_redis = connect(
             bus.redis_url,
@@ -123,6 +125,7 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
             build=builder.build,
             settings=bus,
             registry=registry,
+            traffic=traffic.snapshot,
         )
         watcher.add_listener(_on_swap)
         limiter = FleetLimiter(limiter_redis, bus.namespace)
@@ -132,6 +135,7 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
             metrics=metrics,
             max_body_bytes=ps.max_body_bytes,
             retry_backoff_s=ps.retry_backoff_s,
+            traffic=traffic,
         )
         await watcher.start()
         if ps.gc_freeze:

@@ -28,6 +28,7 @@ from proxy.limits import FleetLimiter
 from proxy.metrics import ProxyMetrics
 from proxy.routing import plan
 from proxy.runtime import ClientRuntime, Runtime
+from proxy.traffic import TrafficCounter
 from proxy.upstream import ProviderRuntime
 
 log = logging.getLogger("proxy.chat")
@@ -172,8 +173,10 @@ class ChatHandler:
         metrics: ProxyMetrics,
         max_body_bytes: int,
         retry_backoff_s: float,
+        traffic: TrafficCounter,
     ) -> None:
         self._current = current
+        self._traffic = traffic
         self._limiter = limiter
         self._metrics = metrics
         self._limit = max_body_bytes
@@ -185,9 +188,14 @@ class ChatHandler:
             self._metrics.request("none", "none", 503)
             await _send_error(send, _NO_CONFIG, None)
             return
+        started = time.perf_counter()
         rt: Runtime = applied.value
         rt.acquire()
         held = True
+        # What a rollout's guard counts: requests the config handled (routed upstream, or
+        # failed by this replica: a 5xx it answered, an upstream refusing our credentials).
+        # A client's own mistakes (4xx before routing) are neither.
+        failed: bool | None = None
         model_label = "unknown"
         rl_headers: Headers | None = None
         try:
@@ -216,18 +224,26 @@ class ChatHandler:
                         verdict.headers(),
                     )
                 headers += rl_headers
+            failed = False  # routed: from here on, the config is judged by the outcome
             result = await self._forward(rt, model, req, headers)
             if isinstance(result, RelayResponse):
+                failed = False
+                self._traffic.record(applied.version, time.perf_counter() - started, False)
                 held = False  # the stream releases the snapshot when it ends
                 await result(scope, receive, send)
-            else:
-                await send({"type": "http.response.start", "status": result[0], "headers": headers})
-                await send({"type": "http.response.body", "body": result[1]})
+                return
+            failed = result[0] >= 500 or result[0] in (401, 403)
+            await send({"type": "http.response.start", "status": result[0], "headers": headers})
+            await send({"type": "http.response.body", "body": result[1]})
         except ProxyError as exc:
+            if exc.status >= 500 or failed is not None:
+                failed = exc.status >= 500
             self._metrics.request(model_label, "none", exc.status)
             await _send_error(send, exc, rl_headers)
         finally:
             if held:
+                if failed is not None:
+                    self._traffic.record(applied.version, time.perf_counter() - started, failed)
                 rt.release()
 
     async def _forward(
