@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args
 
 import msgspec
 
-from configbus import variables as v
+import configbus.variables as v
 from configbus.errors import SettingsError
 from configbus.settings import BusSettings, check_fields, read_fields
 from configbus.variables import Variable

@@ -17,6 +17,16 @@ import msgspec
 from configbus import variables as v
 from configbus.variables import Command, Variable
 
+__all__ = [
+    "BUS_FIELDS",
+    "DEFAULT_HEARTBEAT_INTERVAL_S",
+    "DEFAULT_RECONCILE_INTERVAL_S",
+    "DEFAULT_REDIS_URL",
+    "BusSettings",
+    "check_fields",
+    "read_fields",
+]
+
 DEFAULT_REDIS_URL = v.REDIS_URL.default
 DEFAULT_RECONCILE_INTERVAL_S = v.RECONCILE_INTERVAL_S.default
 DEFAULT_HEARTBEAT_INTERVAL_S = v.HEARTBEAT_INTERVAL_S.default

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from configbus import variables as v
+import configbus.variables as v
 from configbus.settings import BusSettings, check_fields, read_fields
 from configbus.variables import Variable
 
