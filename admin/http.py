@@ -67,7 +67,9 @@ class Services:
         if store is None:
             if len(self.stores) >= MAX_STORES:
                 self.stores.pop(next(iter(self.stores)))
-            store = self.stores[namespace] = Store(self.redis, namespace)
+            store = self.stores[namespace] = Store(
+                self.redis, namespace, retention=self.settings.history_retention
+            )
         return store
 
     async def guarded(self, fn: Callable[[], Awaitable[T]]) -> T:

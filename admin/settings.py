@@ -1,8 +1,9 @@
 """Admin service settings: tokens, limits, breaker; from keyword arguments or the environment.
 
-Tokens come from `CONFIGBUS_ADMIN_TOKENS` (comma-separated `name:role:token`) and/or the file
-named by `CONFIGBUS_ADMIN_TOKENS_FILE` (one `name:role:token` a line, `#` comments). A token
-may be given as `sha256:<hex>`, its digest; either way only the digest is kept.
+The variables, defaults and checks are declared in `configbus.variables`. Tokens come from
+`CONFIGBUS_ADMIN_TOKENS` (comma-separated `name:role:token`) and/or the file named by
+`CONFIGBUS_ADMIN_TOKENS_FILE` (one `name:role:token` a line, `#` comments). A token may be
+given as `sha256:<hex>`, its digest; either way only the digest is kept.
 """
 
 from __future__ import annotations
@@ -12,23 +13,26 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import msgspec
 
+import configbus.variables as v
 from configbus.errors import SettingsError
-from configbus.settings import BusSettings, env_float, env_int
+from configbus.settings import BusSettings, check_fields, read_fields
+from configbus.variables import Variable
 
 Role = Literal["viewer", "publisher", "sre", "admin"]
 ROLES: tuple[str, ...] = get_args(Role)
 
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-DEFAULT_MAX_IMPORT_BYTES = 32 * 1024 * 1024
-DEFAULT_PUBLISH_LIMIT = 30  # write requests per token per window, across every admin instance
-DEFAULT_PUBLISH_WINDOW_S = 60
-DEFAULT_BREAKER_FAILURES = 3
-DEFAULT_BREAKER_RESET_S = 5.0
-DEFAULT_REDIS_TIMEOUT_S = 1.0
+DEFAULT_MAX_BODY_BYTES = v.ADMIN_MAX_BODY_BYTES.default
+DEFAULT_MAX_IMPORT_BYTES = v.ADMIN_MAX_IMPORT_BYTES.default
+DEFAULT_PUBLISH_LIMIT = v.ADMIN_PUBLISH_LIMIT.default
+DEFAULT_PUBLISH_WINDOW_S = v.ADMIN_PUBLISH_WINDOW_S.default
+DEFAULT_BREAKER_FAILURES = v.ADMIN_BREAKER_FAILURES.default
+DEFAULT_BREAKER_RESET_S = v.ADMIN_BREAKER_RESET_S.default
+DEFAULT_REDIS_TIMEOUT_S = v.ADMIN_REDIS_TIMEOUT_S.default
+DEFAULT_HISTORY_RETENTION = v.ADMIN_HISTORY_RETENTION.default
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
@@ -82,7 +86,7 @@ def read_tokens_file(path: Path) -> list[Token]:
         text = path.read_text()
     except OSError as exc:
         raise SettingsError(
-            f"CONFIGBUS_ADMIN_TOKENS_FILE: cannot read {path}: {exc.strerror}"
+            f"{v.ADMIN_TOKENS_FILE.name}: cannot read {path}: {exc.strerror}"
         ) from None
     out = []
     for n, line in enumerate(text.splitlines(), 1):
@@ -92,17 +96,19 @@ def read_tokens_file(path: Path) -> list[Token]:
 
 
 class AdminSettings(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything the admin service needs; defaults live in the DEFAULT_* constants above."""
+    """Everything the admin service needs; defaults are the variables' (configbus.variables)."""
 
     bus: BusSettings
     tokens: tuple[Token, ...]
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_import_bytes: int = DEFAULT_MAX_IMPORT_BYTES
-    publish_limit: int = DEFAULT_PUBLISH_LIMIT
-    publish_window_s: int = DEFAULT_PUBLISH_WINDOW_S
-    breaker_failures: int = DEFAULT_BREAKER_FAILURES
-    breaker_reset_s: float = DEFAULT_BREAKER_RESET_S
-    redis_timeout_s: float = DEFAULT_REDIS_TIMEOUT_S
+    max_body_bytes: int = v.ADMIN_MAX_BODY_BYTES.default
+    max_import_bytes: int = v.ADMIN_MAX_IMPORT_BYTES.default
+    publish_limit: int = v.ADMIN_PUBLISH_LIMIT.default
+    publish_window_s: int = v.ADMIN_PUBLISH_WINDOW_S.default
+    breaker_failures: int = v.ADMIN_BREAKER_FAILURES.default
+    breaker_reset_s: float = v.ADMIN_BREAKER_RESET_S.default
+    redis_timeout_s: float = v.ADMIN_REDIS_TIMEOUT_S.default
+    # Versions kept per namespace; the Store trims older ones (never head).
+    history_retention: int = v.ADMIN_HISTORY_RETENTION.default
 
     @classmethod
     def from_env(
@@ -112,33 +118,18 @@ class AdminSettings(msgspec.Struct, frozen=True, kw_only=True):
         bus: BusSettings | None = None,
         **overrides: object,
     ) -> AdminSettings:
-        """Read CONFIGBUS_* and CONFIGBUS_ADMIN_* variables; non-None overrides win."""
+        """Read the variables the admin reads (configbus.variables); non-None overrides win."""
         e = os.environ if env is None else env
-        tokens = parse_tokens(e.get("CONFIGBUS_ADMIN_TOKENS", ""), "CONFIGBUS_ADMIN_TOKENS")
-        if e.get("CONFIGBUS_ADMIN_TOKENS_FILE"):
-            tokens += read_tokens_file(Path(e["CONFIGBUS_ADMIN_TOKENS_FILE"]))
+        tokens = parse_tokens(v.ADMIN_TOKENS.read(e), v.ADMIN_TOKENS.name)
+        tokens_file = v.ADMIN_TOKENS_FILE.read(e)
+        if tokens_file is not None:
+            tokens += read_tokens_file(tokens_file)
         values: dict[str, object] = {
-            "bus": bus or BusSettings.from_env(e),
+            "bus": bus or BusSettings.from_env(e, command="admin"),
             "tokens": tuple(tokens),
-            "max_body_bytes": env_int(e, "CONFIGBUS_ADMIN_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
-            "max_import_bytes": env_int(
-                e, "CONFIGBUS_ADMIN_MAX_IMPORT_BYTES", DEFAULT_MAX_IMPORT_BYTES
-            ),
-            "publish_limit": env_int(e, "CONFIGBUS_ADMIN_PUBLISH_LIMIT", DEFAULT_PUBLISH_LIMIT),
-            "publish_window_s": env_int(
-                e, "CONFIGBUS_ADMIN_PUBLISH_WINDOW_S", DEFAULT_PUBLISH_WINDOW_S
-            ),
-            "breaker_failures": env_int(
-                e, "CONFIGBUS_ADMIN_BREAKER_FAILURES", DEFAULT_BREAKER_FAILURES
-            ),
-            "breaker_reset_s": env_float(
-                e, "CONFIGBUS_ADMIN_BREAKER_RESET_S", DEFAULT_BREAKER_RESET_S
-            ),
-            "redis_timeout_s": env_float(
-                e, "CONFIGBUS_ADMIN_REDIS_TIMEOUT_S", DEFAULT_REDIS_TIMEOUT_S
-            ),
+            **read_fields(ADMIN_FIELDS, e, "admin"),
         }
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        values.update({k: x for k, x in overrides.items() if x is not None})
         settings = cls(**values)  # type: ignore[arg-type]
         settings.check()
         return settings
@@ -146,8 +137,8 @@ class AdminSettings(msgspec.Struct, frozen=True, kw_only=True):
     def check(self) -> None:
         if not self.tokens:
             raise SettingsError(
-                "no admin token configured: set CONFIGBUS_ADMIN_TOKENS='name:role:token' "
-                "(roles: viewer, publisher, sre, admin) or CONFIGBUS_ADMIN_TOKENS_FILE"
+                f"no admin token configured: set {v.ADMIN_TOKENS.name}='name:role:token' "
+                f"(roles: {', '.join(ROLES)}) or {v.ADMIN_TOKENS_FILE.name}"
             )
         names = [t.name for t in self.tokens]
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -156,16 +147,17 @@ class AdminSettings(msgspec.Struct, frozen=True, kw_only=True):
         digests = [t.sha256 for t in self.tokens]
         if len(set(digests)) != len(digests):
             raise SettingsError("admin tokens: two entries share the same token")
-        for name, value in (
-            ("CONFIGBUS_ADMIN_MAX_BODY_BYTES", self.max_body_bytes),
-            ("CONFIGBUS_ADMIN_MAX_IMPORT_BYTES", self.max_import_bytes),
-            ("CONFIGBUS_ADMIN_PUBLISH_LIMIT", self.publish_limit),
-            ("CONFIGBUS_ADMIN_PUBLISH_WINDOW_S", self.publish_window_s),
-            ("CONFIGBUS_ADMIN_BREAKER_FAILURES", self.breaker_failures),
-        ):
-            if value < 1:
-                raise SettingsError(f"{name}: must be at least 1")
-        if self.breaker_reset_s <= 0:
-            raise SettingsError("CONFIGBUS_ADMIN_BREAKER_RESET_S: must be above 0")
-        if self.redis_timeout_s <= 0:
-            raise SettingsError("CONFIGBUS_ADMIN_REDIS_TIMEOUT_S: must be above 0")
+        check_fields(ADMIN_FIELDS, self)
+
+
+# Field of AdminSettings → the variable that fills it (tokens are parsed above).
+ADMIN_FIELDS: Mapping[str, Variable[Any]] = {
+    "max_body_bytes": v.ADMIN_MAX_BODY_BYTES,
+    "max_import_bytes": v.ADMIN_MAX_IMPORT_BYTES,
+    "publish_limit": v.ADMIN_PUBLISH_LIMIT,
+    "publish_window_s": v.ADMIN_PUBLISH_WINDOW_S,
+    "breaker_failures": v.ADMIN_BREAKER_FAILURES,
+    "breaker_reset_s": v.ADMIN_BREAKER_RESET_S,
+    "redis_timeout_s": v.ADMIN_REDIS_TIMEOUT_S,
+    "history_retention": v.ADMIN_HISTORY_RETENTION,
+}

@@ -1,102 +1,91 @@
 """Settings shared by every configbus process, from keyword arguments or the environment.
 
-Defaults live here and nowhere else. `from_env()` names the variable in every error.
+The variables, their defaults and their checks are declared in `configbus.variables`; this
+object reads them from there. Every error names the variable.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
-from configbus.crypto import SecretBox
-from configbus.errors import SettingsError
-from configbus.names import DEFAULT_NAMESPACE, check_namespace
+from configbus import variables as v
+from configbus.variables import Command, Variable
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-DEFAULT_RECONCILE_INTERVAL_S = 5.0
-DEFAULT_HEARTBEAT_INTERVAL_S = 5.0
+__all__ = [
+    "BUS_FIELDS",
+    "DEFAULT_HEARTBEAT_INTERVAL_S",
+    "DEFAULT_RECONCILE_INTERVAL_S",
+    "DEFAULT_REDIS_URL",
+    "BusSettings",
+    "check_fields",
+    "read_fields",
+]
+
+DEFAULT_REDIS_URL = v.REDIS_URL.default
+DEFAULT_RECONCILE_INTERVAL_S = v.RECONCILE_INTERVAL_S.default
+DEFAULT_HEARTBEAT_INTERVAL_S = v.HEARTBEAT_INTERVAL_S.default
 
 
 class BusSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Where the bus is and who this process is on it."""
 
-    redis_url: str = DEFAULT_REDIS_URL
-    namespace: str = DEFAULT_NAMESPACE
+    redis_url: str = v.REDIS_URL.default
+    namespace: str = v.NAMESPACE.default
     # Fernet keys, newest first. Empty: secrets cannot be encrypted or decrypted.
-    secret_keys: tuple[str, ...] = ()
-    replica_id: str = ""
-    snapshot_path: Path | None = None
-    reconcile_interval_s: float = DEFAULT_RECONCILE_INTERVAL_S
-    heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
+    secret_keys: tuple[str, ...] = v.SECRET_KEYS.default
+    replica_id: str = v.REPLICA_ID.default
+    snapshot_path: Path | None = v.SNAPSHOT_PATH.default
+    reconcile_interval_s: float = v.RECONCILE_INTERVAL_S.default
+    heartbeat_interval_s: float = v.HEARTBEAT_INTERVAL_S.default
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> BusSettings:
-        """Read CONFIGBUS_* variables; keyword overrides (flags) win when not None."""
-        e = os.environ if env is None else env
-        values: dict[str, object] = {
-            "redis_url": e.get("CONFIGBUS_REDIS_URL", DEFAULT_REDIS_URL),
-            "namespace": e.get("CONFIGBUS_NAMESPACE", DEFAULT_NAMESPACE),
-            "secret_keys": tuple(
-                k.strip() for k in e.get("CONFIGBUS_SECRET_KEYS", "").split(",") if k.strip()
-            ),
-            "replica_id": e.get("CONFIGBUS_REPLICA_ID", ""),
-            "snapshot_path": Path(e["CONFIGBUS_SNAPSHOT_PATH"])
-            if e.get("CONFIGBUS_SNAPSHOT_PATH")
-            else None,
-            "reconcile_interval_s": env_float(
-                e, "CONFIGBUS_RECONCILE_INTERVAL_S", DEFAULT_RECONCILE_INTERVAL_S
-            ),
-            "heartbeat_interval_s": env_float(
-                e, "CONFIGBUS_HEARTBEAT_INTERVAL_S", DEFAULT_HEARTBEAT_INTERVAL_S
-            ),
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        if not values["replica_id"]:
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        command: Command = "proxy",
+        **overrides: object,
+    ) -> BusSettings:
+        """Read the variables `command` reads (see configbus.variables); the others keep
+        their defaults. Keyword overrides (flags) win when not None."""
+        values = read_fields(BUS_FIELDS, os.environ if env is None else env, command)
+        values.update({k: x for k, x in overrides.items() if x is not None})
+        if not values.get("replica_id"):
             values["replica_id"] = f"{socket.gethostname()}-{os.getpid()}"
-        settings = cls(**values)  # type: ignore[arg-type]
+        settings = cls(**values)
         settings.check()
         return settings
 
     def check(self) -> None:
-        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise SettingsError(
-                f"CONFIGBUS_REDIS_URL: {self.redis_url!r} is not a redis://, rediss:// or "
-                "unix:// URL"
-            )
-        check_namespace(self.namespace, where="CONFIGBUS_NAMESPACE")
-        if self.secret_keys:
-            SecretBox(self.secret_keys)  # raises SettingsError naming the bad key
-        if self.reconcile_interval_s <= 0:
-            raise SettingsError("CONFIGBUS_RECONCILE_INTERVAL_S: must be above 0")
-        if self.heartbeat_interval_s <= 0:
-            raise SettingsError("CONFIGBUS_HEARTBEAT_INTERVAL_S: must be above 0")
+        check_fields(BUS_FIELDS, self)
 
 
-def env_float(env: Mapping[str, str], name: str, default: float) -> float:
-    """A finite number from `env[name]`, `default` when unset; the error names the variable."""
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}: {raw!r} is not a number") from None
-    if not math.isfinite(value):
-        raise SettingsError(f"{name}: {raw!r} is not a finite number")
-    return value
+# Field of BusSettings → the variable that fills it.
+BUS_FIELDS: Mapping[str, Variable[Any]] = {
+    "redis_url": v.REDIS_URL,
+    "namespace": v.NAMESPACE,
+    "secret_keys": v.SECRET_KEYS,
+    "replica_id": v.REPLICA_ID,
+    "snapshot_path": v.SNAPSHOT_PATH,
+    "reconcile_interval_s": v.RECONCILE_INTERVAL_S,
+    "heartbeat_interval_s": v.HEARTBEAT_INTERVAL_S,
+}
 
 
-def env_int(env: Mapping[str, str], name: str, default: int) -> int:
-    """An integer from `env[name]`, `default` when unset; the error names the variable."""
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}: {raw!r} is not an integer") from None
+def read_fields(
+    fields: Mapping[str, Variable[Any]], env: Mapping[str, str], command: Command
+) -> dict[str, Any]:
+    """field → value of its variable in `env`, for the variables `command` reads."""
+    return {name: var.read(env) for name, var in fields.items() if command in var.commands}
+
+
+def check_fields(fields: Mapping[str, Variable[Any]], settings: msgspec.Struct) -> None:
+    """Each field's value passes its variable's check (values from flags included)."""
+    for name, var in fields.items():
+        var.check(getattr(settings, name))

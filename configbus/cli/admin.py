@@ -5,29 +5,31 @@ from __future__ import annotations
 import argparse
 import logging
 
+from configbus import variables as v
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "admin",
         help="run the admin service",
-        description="Run the admin HTTP service. Reads CONFIGBUS_REDIS_URL, "
-        "CONFIGBUS_SECRET_KEYS, CONFIGBUS_ADMIN_TOKENS ('name:role:token,...', roles viewer, "
-        "publisher, sre, admin; a token may be 'sha256:<hex>') or "
-        "CONFIGBUS_ADMIN_TOKENS_FILE, and CONFIGBUS_ADMIN_* limits.",
+        description="Run the admin HTTP service. Reads "
+        + ", ".join(var.name for var in v.read_by("admin"))
+        + f" ({v.ADMIN_TOKENS.name}: 'name:role:token,...', roles viewer, publisher, sre, "
+        "admin; a token may be 'sha256:<hex>'). See docs/deploy.md.",
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8700)
-    p.add_argument("--redis-url", help="overrides CONFIGBUS_REDIS_URL")
-    p.add_argument("--tokens-file", help="overrides CONFIGBUS_ADMIN_TOKENS_FILE")
+    p.add_argument("--redis-url", help=f"overrides {v.REDIS_URL.name}")
+    p.add_argument("--tokens-file", help=f"overrides {v.ADMIN_TOKENS_FILE.name}")
     p.add_argument(
         "--publish-limit",
         type=int,
-        help="write requests per token per window (CONFIGBUS_ADMIN_PUBLISH_LIMIT)",
+        help=f"write requests per token per window ({v.ADMIN_PUBLISH_LIMIT.name})",
     )
     p.add_argument(
         "--publish-window",
         type=int,
-        help="rate limit window in seconds (CONFIGBUS_ADMIN_PUBLISH_WINDOW_S)",
+        help=f"rate limit window in seconds ({v.ADMIN_PUBLISH_WINDOW_S.name})",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
@@ -44,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
 
     env = dict(os.environ)
     if args.tokens_file:
-        env["CONFIGBUS_ADMIN_TOKENS_FILE"] = args.tokens_file
-    bus = BusSettings.from_env(env, redis_url=args.redis_url)
+        env[v.ADMIN_TOKENS_FILE.name] = args.tokens_file
+    bus = BusSettings.from_env(env, command="admin", redis_url=args.redis_url)
     settings = AdminSettings.from_env(
         env, bus=bus, publish_limit=args.publish_limit, publish_window_s=args.publish_window
     )

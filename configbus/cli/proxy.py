@@ -4,44 +4,38 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 from pathlib import Path
 
+from configbus import variables as v
 from configbus.cli.args import namespace_arg
-from configbus.settings import env_float
-
-# As long as the default provider `timeout_s`: a request in flight at SIGTERM may finish.
-DEFAULT_GRACEFUL_TIMEOUT_S = 30.0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("proxy", help="run a proxy replica that follows the config bus")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--redis-url", help="env CONFIGBUS_REDIS_URL")
-    p.add_argument("--namespace", type=namespace_arg, help="env CONFIGBUS_NAMESPACE")
-    p.add_argument("--replica-id", help="env CONFIGBUS_REPLICA_ID (default: host-pid)")
+    p.add_argument("--redis-url", help=f"env {v.REDIS_URL.name}")
+    p.add_argument("--namespace", type=namespace_arg, help=f"env {v.NAMESPACE.name}")
+    p.add_argument("--replica-id", help=f"env {v.REPLICA_ID.name} (default: host-pid)")
     p.add_argument(
-        "--snapshot-path", type=Path, help="last-known-good file; env CONFIGBUS_SNAPSHOT_PATH"
+        "--snapshot-path", type=Path, help=f"last-known-good file; env {v.SNAPSHOT_PATH.name}"
     )
     p.add_argument(
         "--reconcile-interval",
         type=float,
         dest="reconcile_interval_s",
-        help="seconds; env CONFIGBUS_RECONCILE_INTERVAL_S",
+        help=f"seconds; env {v.RECONCILE_INTERVAL_S.name}",
     )
     p.add_argument(
-        "--max-body-bytes", type=int, help="413 above this; env CONFIGBUS_PROXY_MAX_BODY_BYTES"
+        "--max-body-bytes", type=int, help=f"413 above this; env {v.PROXY_MAX_BODY_BYTES.name}"
     )
     p.add_argument(
         "--graceful-timeout",
         type=float,
-        default=env_float(
-            os.environ, "CONFIGBUS_PROXY_GRACEFUL_TIMEOUT_S", DEFAULT_GRACEFUL_TIMEOUT_S
-        ),
+        dest="graceful_timeout_s",
         help="on SIGTERM, seconds to let requests in flight finish (streams included) before "
-        f"they are cut; env CONFIGBUS_PROXY_GRACEFUL_TIMEOUT_S (default "
-        f"{DEFAULT_GRACEFUL_TIMEOUT_S:g}, the default provider timeout)",
+        f"they are cut; env {v.PROXY_GRACEFUL_TIMEOUT_S.name} (default "
+        f"{v.PROXY_GRACEFUL_TIMEOUT_S.default:g}, the default provider timeout)",
     )
     p.add_argument("--log-level", default="warning", help="uvicorn's log level")
     p.set_defaults(func=_run)
@@ -62,6 +56,7 @@ def _run(args: argparse.Namespace) -> int:
         snapshot_path=args.snapshot_path,
         reconcile_interval_s=args.reconcile_interval_s,
         max_body_bytes=args.max_body_bytes,
+        graceful_timeout_s=args.graceful_timeout_s,
     )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -76,7 +71,8 @@ def _run(args: argparse.Namespace) -> int:
         lifespan="on",
         access_log=False,
         log_level=args.log_level,
-        timeout_graceful_shutdown=args.graceful_timeout,
+        # Typed int, used as asyncio.wait_for's timeout: any number of seconds works.
+        timeout_graceful_shutdown=settings.graceful_timeout_s,  # type: ignore[arg-type]
         proxy_headers=False,
     )
     return 0

@@ -1,10 +1,11 @@
-"""The configuration reference in the README, generated from the schema.
+"""The configuration reference, generated: the document's from the schema (README.md), the
+environment's from the settings registry, configbus.variables (README.md and docs/deploy.md).
 
-    python -m configbus.tooling.reference            # print the reference (markdown)
-    python -m configbus.tooling.reference --write    # rewrite it in README.md between the markers
+    python -m configbus.tooling.reference            # print the document reference (markdown)
+    python -m configbus.tooling.reference --write    # rewrite every copy between its markers
 
-A test fails when the README's copy differs from what the schema says, and when a field has
-no description here, so the reference cannot drift from the code.
+A test fails when a copy differs from what the code says, and when a field has no
+description here, so the reference cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from typing import Any
 import msgspec
 
 from configbus import document as d
+from configbus import variables
 from configbus.document import PATTERN_HELP, pattern_of
 
+ROOT = Path(__file__).resolve().parents[2]
 START, END = "<!-- reference:start -->", "<!-- reference:end -->"
+ENV_START, ENV_END = "<!-- variables:start -->", "<!-- variables:end -->"
 
 SECTIONS: list[type[msgspec.Struct]] = [
     d.Document, d.Provider, d.Secret, d.Pool, d.RateLimit, d.CircuitBreaker,
@@ -152,16 +156,61 @@ def render() -> str:
     return "\n".join(out)
 
 
-def splice(readme: str) -> str:
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{render()}\n{END}{tail}"
+def _env_default(var: variables.Variable[Any]) -> str:
+    if var.shown_default:
+        return var.shown_default
+    value = var.default
+    if value in (None, "", ()):
+        return "—"
+    return f"`{value:g}`" if isinstance(value, float) else f"`{value}`"
+
+
+def _env_meaning(var: variables.Variable[Any]) -> str:
+    if not var.required:
+        return var.meaning
+    who = ", ".join(c for c in variables.COMMANDS if c in var.required)
+    alt = f" (or `{var.instead}`)" if var.instead else ""
+    return f"{var.meaning} **Required**{alt} by {who}."
+
+
+def render_variables() -> str:
+    """The table of every environment variable, from configbus.variables."""
+    out = ["| variable | read by | default | value | meaning |", "|---|---|---|---|---|"]
+    for var in variables.VARIABLES:
+        who = ", ".join(c for c in variables.COMMANDS if c in var.commands)
+        out.append(
+            f"| `{var.name}` | {who} | {_env_default(var)} | {var.reader.kind} | "
+            f"{_env_meaning(var)} |"
+        )
+    for command, what in variables.DOCUMENT_NAMED.items():
+        out.append(f"\n`{command}` also reads the variable named by {what}.")
+    return "\n".join(out)
+
+
+# File → the (start, end, render) sections generated in it.
+TARGETS: dict[Path, list[tuple[str, str, Any]]] = {
+    ROOT / "README.md": [(START, END, render), (ENV_START, ENV_END, render_variables)],
+    ROOT / "docs" / "deploy.md": [(ENV_START, ENV_END, render_variables)],
+}
+
+
+def section(text: str, start: str = START, end: str = END) -> str:
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def splice(text: str, start: str = START, end: str = END, body: str | None = None) -> str:
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{render() if body is None else body}\n{end}{tail}"
 
 
 def main() -> int:
-    readme = Path(__file__).resolve().parents[2] / "README.md"
     if "--write" in sys.argv:
-        readme.write_text(splice(readme.read_text()))
+        for path, sections in TARGETS.items():
+            text = path.read_text()
+            for start, end, make in sections:
+                text = splice(text, start, end, make())
+            path.write_text(text)
     else:
         print(render())
     return 0

@@ -1,0 +1,410 @@
+"""Every environment variable a configbus process reads, declared once.
+
+A `Variable` is a name, a default, a meaning, a `Reader` (how its text becomes a value and
+which values are allowed) and the commands that read it. The settings objects
+(`BusSettings`, the admin's and the proxy's) read the environment only through these
+declarations, and only the variables that list their command; docs/deploy.md's table and the
+deployment checks (tests/deploy) are derived from `VARIABLES`. So a variable cannot exist in
+the code and not here, nor be set on a container whose command ignores it.
+
+Commands: `admin` and `proxy` (the services), `client` (the admin client commands:
+publish, get, status...), `up` (the local fleet).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar, get_args
+
+import msgspec
+
+from configbus.crypto import SecretBox
+from configbus.errors import SettingsError
+from configbus.names import DEFAULT_NAMESPACE, NAMESPACE_RULE, is_namespace
+from configbus.store import DEFAULT_RETENTION
+
+__all__ = [
+    "ADMIN_BREAKER_FAILURES",
+    "ADMIN_BREAKER_RESET_S",
+    "ADMIN_HISTORY_RETENTION",
+    "ADMIN_MAX_BODY_BYTES",
+    "ADMIN_MAX_IMPORT_BYTES",
+    "ADMIN_PUBLISH_LIMIT",
+    "ADMIN_PUBLISH_WINDOW_S",
+    "ADMIN_REDIS_TIMEOUT_S",
+    "ADMIN_TOKEN",
+    "ADMIN_TOKENS",
+    "ADMIN_TOKENS_FILE",
+    "ADMIN_URL",
+    "COMMANDS",
+    "DOCUMENT_NAMED",
+    "HEARTBEAT_INTERVAL_S",
+    "NAMESPACE",
+    "PROXY_GRACEFUL_TIMEOUT_S",
+    "PROXY_MAX_BODY_BYTES",
+    "RECONCILE_INTERVAL_S",
+    "REDIS_URL",
+    "REPLICA_ID",
+    "SECRET_KEYS",
+    "SNAPSHOT_PATH",
+    "VARIABLES",
+    "Command",
+    "Reader",
+    "Variable",
+    "by_name",
+    "read_by",
+]
+
+T = TypeVar("T")
+Command = Literal["admin", "proxy", "client", "up"]
+COMMANDS: tuple[Command, ...] = get_args(Command)
+
+
+def _anything(value: object) -> None:
+    return None
+
+
+class Reader(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
+    """How a variable's text becomes a value (`parse`), and which values are allowed
+    (`check`, also applied to values given by flags). Both raise ValueError with a message
+    that the variable prefixes with its name, or a SettingsError that already names it."""
+
+    kind: str  # what the value is, for the docs
+    parse: Callable[[str], T]
+    check: Callable[[T], None] = _anything
+    # An empty value means "unset" (the default), except where the default would hide a
+    # mistake: an empty Redis URL or namespace is refused, not replaced.
+    blank_is_default: bool = True
+
+
+class Variable(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
+    """One environment variable: the only place its name, default and meaning are written."""
+
+    name: str
+    default: T
+    meaning: str
+    reader: Reader[T]
+    commands: frozenset[Command]
+    # Commands a deployment must give it to: they refuse to start without it, or its
+    # default only suits a process on the developer's machine.
+    required: frozenset[Command] = frozenset()
+    # Another variable that may be set in this one's place (tokens or a tokens file).
+    instead: str = ""
+    # How the docs show a default computed at start (the replica id).
+    shown_default: str = ""
+
+    def read(self, env: Mapping[str, str]) -> T:
+        """The checked value of `env[name]`; the default when unset (or empty, see Reader)."""
+        raw = env.get(self.name)
+        if raw is None or (raw == "" and self.reader.blank_is_default):
+            return self.default
+        return self.parse(raw)
+
+    def parse(self, raw: str) -> T:
+        try:
+            value = self.reader.parse(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{self.name}: {exc}") from None
+        return self.check(value)
+
+    def check(self, value: T) -> T:
+        try:
+            self.reader.check(value)
+        except ValueError as exc:
+            raise SettingsError(f"{self.name}: {exc}") from None
+        return value
+
+
+# --------------------------------------------------------------------------------------
+# Readers
+
+
+def _number(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{raw!r} is not a finite number")
+    return value
+
+
+def _integer(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not an integer") from None
+
+
+def _above_zero(value: float) -> None:
+    if not value > 0:
+        raise ValueError("must be above 0")
+
+
+def _at_least_one(value: int) -> None:
+    if value < 1:
+        raise ValueError("must be at least 1")
+
+
+def _redis_url(value: str) -> None:
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"{value!r} is not a redis://, rediss:// or unix:// URL")
+
+
+def _namespace(value: str) -> None:
+    if not is_namespace(value):
+        raise ValueError(f"{value!r} is not a valid namespace: {NAMESPACE_RULE}")
+
+
+def _keys(raw: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in raw.split(",") if k.strip())
+
+
+def _fernet_keys(keys: tuple[str, ...]) -> None:
+    if keys:
+        SecretBox(keys)  # a SettingsError naming the variable and the bad key
+
+
+def _path(raw: str) -> Path | None:
+    return Path(raw)
+
+
+TEXT = Reader[str](kind="text", parse=str)
+URL = Reader[str](kind="URL", parse=str)
+REDIS = Reader[str](
+    kind="`redis://`, `rediss://` (TLS) or `unix://` URL",
+    parse=str,
+    check=_redis_url,
+    blank_is_default=False,
+)
+NAMESPACE_NAME = Reader[str](
+    kind=f"namespace: {NAMESPACE_RULE}", parse=str, check=_namespace, blank_is_default=False
+)
+FERNET_KEYS = Reader[tuple[str, ...]](
+    kind="Fernet keys, comma-separated", parse=_keys, check=_fernet_keys
+)
+PATH = Reader[Path | None](kind="file path", parse=_path)
+SECONDS = Reader[float](kind="seconds (> 0)", parse=_number, check=_above_zero)
+COUNT = Reader[int](kind="integer (≥ 1)", parse=_integer, check=_at_least_one)
+BYTES = Reader[int](kind="bytes (≥ 1)", parse=_integer, check=_at_least_one)
+
+# --------------------------------------------------------------------------------------
+# The bus: every process on it
+
+REDIS_URL = Variable[str](
+    name="CONFIGBUS_REDIS_URL",
+    default="redis://127.0.0.1:6379/0",
+    meaning="The bus's Redis; credentials in the URL (`redis://user:password@host:6379/0` "
+    "for an ACL user), `?cluster=true` for a Redis Cluster. `configbus up` uses it when it "
+    "answers, else starts its own.",
+    reader=REDIS,
+    commands=frozenset({"admin", "proxy", "up"}),
+    required=frozenset({"admin", "proxy"}),
+)
+SECRET_KEYS = Variable[tuple[str, ...]](
+    name="CONFIGBUS_SECRET_KEYS",
+    default=(),
+    meaning="Newest first: the first encrypts, every one decrypts (`configbus keygen`). "
+    "Unset: documents with secrets are refused.",
+    reader=FERNET_KEYS,
+    commands=frozenset({"admin", "proxy", "up"}),
+)
+NAMESPACE = Variable[str](
+    name="CONFIGBUS_NAMESPACE",
+    default=DEFAULT_NAMESPACE,
+    meaning="The namespace a replica follows, and the client's; the admin serves every "
+    "namespace under `/v1/namespaces/{ns}`.",
+    reader=NAMESPACE_NAME,
+    commands=frozenset({"proxy", "client", "up"}),
+)
+REPLICA_ID = Variable[str](
+    name="CONFIGBUS_REPLICA_ID",
+    default="",
+    meaning="The replica's name in `configbus status`.",
+    reader=TEXT,
+    commands=frozenset({"proxy"}),
+    shown_default="`<hostname>-<pid>`",
+)
+SNAPSHOT_PATH = Variable[Path | None](
+    name="CONFIGBUS_SNAPSHOT_PATH",
+    default=None,
+    meaning="Last-known-good file: a replica that starts while Redis is down serves it "
+    "(marked stale).",
+    reader=PATH,
+    commands=frozenset({"proxy"}),
+)
+RECONCILE_INTERVAL_S = Variable[float](
+    name="CONFIGBUS_RECONCILE_INTERVAL_S",
+    default=5.0,
+    meaning="How often a replica checks head even without a notification (`configbus up` "
+    "passes 2 unless set).",
+    reader=SECONDS,
+    commands=frozenset({"proxy", "up"}),
+)
+HEARTBEAT_INTERVAL_S = Variable[float](
+    name="CONFIGBUS_HEARTBEAT_INTERVAL_S",
+    default=5.0,
+    meaning="Status heartbeat; a replica is dead after 3 missed.",
+    reader=SECONDS,
+    commands=frozenset({"proxy"}),
+)
+
+# --------------------------------------------------------------------------------------
+# The proxy
+
+PROXY_MAX_BODY_BYTES = Variable[int](
+    name="CONFIGBUS_PROXY_MAX_BODY_BYTES",
+    default=4 * 1024 * 1024,
+    meaning="Requests with a larger body get 413.",
+    reader=BYTES,
+    commands=frozenset({"proxy"}),
+)
+PROXY_GRACEFUL_TIMEOUT_S = Variable[float](
+    name="CONFIGBUS_PROXY_GRACEFUL_TIMEOUT_S",
+    # As long as the default provider `timeout_s`: a request in flight at SIGTERM may finish.
+    default=30.0,
+    meaning="On SIGTERM, how long requests in flight (streams included) may finish before "
+    "they are cut; the default is the default provider `timeout_s`.",
+    reader=SECONDS,
+    commands=frozenset({"proxy"}),
+)
+
+# --------------------------------------------------------------------------------------
+# The admin service
+
+ADMIN_TOKENS = Variable[str](
+    name="CONFIGBUS_ADMIN_TOKENS",
+    default="",
+    meaning="`name:role:token` entries, comma-separated (roles `viewer`, `publisher`, `sre`, "
+    "`admin`); `name:role:sha256:<hex>` stores only the token's digest. The admin refuses "
+    "to start without a token.",
+    reader=Reader[str](kind="`name:role:token` list", parse=str),
+    commands=frozenset({"admin"}),
+    required=frozenset({"admin"}),
+    instead="CONFIGBUS_ADMIN_TOKENS_FILE",
+)
+ADMIN_TOKENS_FILE = Variable[Path | None](
+    name="CONFIGBUS_ADMIN_TOKENS_FILE",
+    default=None,
+    meaning="A file of `name:role:token` lines (`#` comments), read with `CONFIGBUS_ADMIN_TOKENS`.",
+    reader=PATH,
+    commands=frozenset({"admin"}),
+    required=frozenset({"admin"}),
+    instead="CONFIGBUS_ADMIN_TOKENS",
+)
+ADMIN_MAX_BODY_BYTES = Variable[int](
+    name="CONFIGBUS_ADMIN_MAX_BODY_BYTES",
+    default=1024 * 1024,
+    meaning="Requests with a larger body get 413.",
+    reader=BYTES,
+    commands=frozenset({"admin"}),
+)
+ADMIN_MAX_IMPORT_BYTES = Variable[int](
+    name="CONFIGBUS_ADMIN_MAX_IMPORT_BYTES",
+    default=32 * 1024 * 1024,
+    meaning="The same for an import.",
+    reader=BYTES,
+    commands=frozenset({"admin"}),
+)
+ADMIN_PUBLISH_LIMIT = Variable[int](
+    name="CONFIGBUS_ADMIN_PUBLISH_LIMIT",
+    default=30,
+    meaning="Write requests per token per window, across every admin instance (429 above).",
+    reader=COUNT,
+    commands=frozenset({"admin"}),
+)
+ADMIN_PUBLISH_WINDOW_S = Variable[int](
+    name="CONFIGBUS_ADMIN_PUBLISH_WINDOW_S",
+    default=60,
+    meaning="The publish limit's window.",
+    reader=Reader[int](kind="whole seconds (≥ 1)", parse=_integer, check=_at_least_one),
+    commands=frozenset({"admin"}),
+)
+ADMIN_BREAKER_FAILURES = Variable[int](
+    name="CONFIGBUS_ADMIN_BREAKER_FAILURES",
+    default=3,
+    meaning="Consecutive Redis failures that open the admin's circuit breaker (503 at once).",
+    reader=COUNT,
+    commands=frozenset({"admin"}),
+)
+ADMIN_BREAKER_RESET_S = Variable[float](
+    name="CONFIGBUS_ADMIN_BREAKER_RESET_S",
+    default=5.0,
+    meaning="Time the breaker stays open before a probe.",
+    reader=SECONDS,
+    commands=frozenset({"admin"}),
+)
+ADMIN_REDIS_TIMEOUT_S = Variable[float](
+    name="CONFIGBUS_ADMIN_REDIS_TIMEOUT_S",
+    default=1.0,
+    meaning="Connect and socket timeout of the admin's Redis calls.",
+    reader=SECONDS,
+    commands=frozenset({"admin"}),
+)
+ADMIN_HISTORY_RETENTION = Variable[int](
+    name="CONFIGBUS_ADMIN_HISTORY_RETENTION",
+    default=DEFAULT_RETENTION,
+    meaning="Versions kept per namespace; older ones are trimmed at each publish (head never "
+    "is). Export keeps every retained version.",
+    reader=COUNT,
+    commands=frozenset({"admin"}),
+)
+
+# --------------------------------------------------------------------------------------
+# The admin client commands
+
+ADMIN_URL = Variable[str](
+    name="CONFIGBUS_ADMIN_URL",
+    default="",
+    meaning="The admin service the client commands talk to (`--admin-url`).",
+    reader=URL,
+    commands=frozenset({"client"}),
+)
+ADMIN_TOKEN = Variable[str](
+    name="CONFIGBUS_ADMIN_TOKEN",
+    default="",
+    meaning="The client commands' bearer token (`--token`).",
+    reader=TEXT,
+    commands=frozenset({"client"}),
+)
+
+VARIABLES: tuple[Variable[Any], ...] = (
+    REDIS_URL,
+    SECRET_KEYS,
+    NAMESPACE,
+    REPLICA_ID,
+    SNAPSHOT_PATH,
+    RECONCILE_INTERVAL_S,
+    HEARTBEAT_INTERVAL_S,
+    PROXY_MAX_BODY_BYTES,
+    PROXY_GRACEFUL_TIMEOUT_S,
+    ADMIN_TOKENS,
+    ADMIN_TOKENS_FILE,
+    ADMIN_MAX_BODY_BYTES,
+    ADMIN_MAX_IMPORT_BYTES,
+    ADMIN_PUBLISH_LIMIT,
+    ADMIN_PUBLISH_WINDOW_S,
+    ADMIN_BREAKER_FAILURES,
+    ADMIN_BREAKER_RESET_S,
+    ADMIN_REDIS_TIMEOUT_S,
+    ADMIN_HISTORY_RETENTION,
+    ADMIN_URL,
+    ADMIN_TOKEN,
+)
+
+# Commands that also read variables named by the document: a proxy reads a provider's
+# upstream key from the variable its `api_key_env` names.
+DOCUMENT_NAMED: Mapping[Command, str] = {"proxy": "a provider's `api_key_env`"}
+
+
+def by_name(name: str) -> Variable[Any] | None:
+    return _BY_NAME.get(name)
+
+
+def read_by(command: Command) -> tuple[Variable[Any], ...]:
+    return tuple(v for v in VARIABLES if command in v.commands)
+
+
+_BY_NAME = {v.name: v for v in VARIABLES}
