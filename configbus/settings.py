@@ -40,6 +40,7 @@ class BusSettings(msgspec.Struct, frozen=True, kw_only=True):
     # Fernet keys, newest first. Empty: secrets cannot be encrypted or decrypted.
     secret_keys: tuple[str, ...] = v.SECRET_KEYS.default
     replica_id: str = v.REPLICA_ID.default
+    labels: dict[str, str] = {}
     snapshot_path: Path | None = v.SNAPSHOT_PATH.default
     reconcile_interval_s: float = v.RECONCILE_INTERVAL_S.default
     heartbeat_interval_s: float = v.HEARTBEAT_INTERVAL_S.default
@@ -72,6 +73,7 @@ BUS_FIELDS: Mapping[str, Variable[Any]] = {
     "namespace": v.NAMESPACE,
     "secret_keys": v.SECRET_KEYS,
     "replica_id": v.REPLICA_ID,
+    "labels": v.REPLICA_LABELS,
     "snapshot_path": v.SNAPSHOT_PATH,
     "reconcile_interval_s": v.RECONCILE_INTERVAL_S,
     "heartbeat_interval_s": v.HEARTBEAT_INTERVAL_S,

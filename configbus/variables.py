@@ -23,6 +23,7 @@ import msgspec
 from configbus.crypto import SecretBox
 from configbus.errors import SettingsError
 from configbus.names import DEFAULT_NAMESPACE, NAMESPACE_RULE, is_namespace
+from configbus.rollout import parse_labels
 from configbus.store import DEFAULT_RETENTION
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "RECONCILE_INTERVAL_S",
     "REDIS_URL",
     "REPLICA_ID",
+    "REPLICA_LABELS",
     "SECRET_KEYS",
     "SNAPSHOT_PATH",
     "VARIABLES",
@@ -227,6 +229,14 @@ REPLICA_ID = Variable[str](
     commands=frozenset({"proxy"}),
     shown_default="`<hostname>-<pid>`",
 )
+REPLICA_LABELS = Variable[dict[str, str]](
+    name="CONFIGBUS_REPLICA_LABELS",
+    default={},
+    meaning="The replica's labels (`zone=eu,tier=canary`), shown in status; a rollout "
+    "stage's label selector picks the replicas that carry all of its labels.",
+    reader=Reader[dict[str, str]](kind="`key=value` pairs, comma-separated", parse=parse_labels),
+    commands=frozenset({"proxy"}),
+)
 SNAPSHOT_PATH = Variable[Path | None](
     name="CONFIGBUS_SNAPSHOT_PATH",
     default=None,
@@ -375,6 +385,7 @@ VARIABLES: tuple[Variable[Any], ...] = (
     SECRET_KEYS,
     NAMESPACE,
     REPLICA_ID,
+    REPLICA_LABELS,
     SNAPSHOT_PATH,
     RECONCILE_INTERVAL_S,
     HEARTBEAT_INTERVAL_S,

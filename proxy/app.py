@@ -126,6 +126,7 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
             settings=bus,
             registry=registry,
             traffic=traffic.snapshot,
+            labels=bus.labels,
         )
         watcher.add_listener(_on_swap)
         limiter = FleetLimiter(limiter_redis, bus.namespace)
@@ -199,6 +200,7 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
         limiter: FleetLimiter = request.state.limiter
         body: dict[str, Any] = {
             "replica_id": watcher.replica_id,
+            "labels": watcher.labels,
             "namespace": bus.namespace,
             "version": applied.version if applied else None,
             "epoch": applied.epoch if applied else None,

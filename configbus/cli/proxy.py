@@ -7,7 +7,7 @@ import functools
 from pathlib import Path
 
 from configbus import variables as v
-from configbus.cli.args import namespace_arg
+from configbus.cli.args import label_arg, namespace_arg
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -17,6 +17,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--redis-url", help=f"env {v.REDIS_URL.name}")
     p.add_argument("--namespace", type=namespace_arg, help=f"env {v.NAMESPACE.name}")
     p.add_argument("--replica-id", help=f"env {v.REPLICA_ID.name} (default: host-pid)")
+    p.add_argument(
+        "--label",
+        action="extend",
+        type=label_arg,
+        metavar="KEY=VALUE",
+        help=f"a replica label, repeatable (replaces env {v.REPLICA_LABELS.name})",
+    )
     p.add_argument(
         "--snapshot-path", type=Path, help=f"last-known-good file; env {v.SNAPSHOT_PATH.name}"
     )
@@ -53,6 +60,7 @@ def _run(args: argparse.Namespace) -> int:
         redis_url=args.redis_url,
         namespace=args.namespace,
         replica_id=args.replica_id,
+        labels=dict(args.label) if args.label else None,
         snapshot_path=args.snapshot_path,
         reconcile_interval_s=args.reconcile_interval_s,
         max_body_bytes=args.max_body_bytes,

@@ -41,3 +41,10 @@ def test_replica_with_bad_namespace_exits_naming_the_rule() -> None:
     )
     assert res.returncode == 2
     assert "'team/a' is not a valid namespace: 1-128 letters, digits" in res.stderr
+
+
+def test_replica_labels_from_the_environment() -> None:
+    s = BusSettings.from_env({"CONFIGBUS_REPLICA_LABELS": "zone=eu, tier=canary"})
+    assert s.labels == {"zone": "eu", "tier": "canary"}
+    with pytest.raises(SettingsError, match=r"CONFIGBUS_REPLICA_LABELS: .*'tier' is not key=value"):
+        BusSettings.from_env({"CONFIGBUS_REPLICA_LABELS": "zone=eu,tier"})
