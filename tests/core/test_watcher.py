@@ -288,3 +288,25 @@ async def test_store_restored_from_an_older_backup_is_followed_not_skipped(
     await until(lambda: w.current and w.current.sha256 == r3.sha256, 5, "the new v3")
     assert w.current is not None and not w.current.stale
     assert w.current.value.metadata["n"] == 42
+
+
+async def test_a_transient_bad_head_does_not_wedge_the_replica(
+    redis_server: RedisServer, namespace: str, stack: AsyncExitStack
+) -> None:
+    """A head moved far ahead for a moment (no record there) and then restored: the replica
+    reports the damage, tells the truth again once it is gone, and follows the next valid
+    version without a restart."""
+    w = await start_watcher(stack, redis_server.url, namespace)
+    pub = await publisher(stack, redis_server.url, namespace)
+    await pub.publish(body(1))
+    await until(lambda: w.current and w.current.version == 1, 5, "v1 applied")
+    await pub.redis.set(pub.keys.head, 50)
+    w.trigger()
+    await until(lambda: w.status().rejected_version == 50, 5, "missing head reported")
+    assert w.status().state == "rejected" and w.current and w.current.version == 1
+    await pub.redis.set(pub.keys.head, 1)
+    w.trigger()
+    await until(lambda: w.status().state == "applied", 5, "truth once head is restored")
+    assert w.status().rejected_version is None
+    await pub.publish(body(2))
+    await until(lambda: w.current and w.current.version == 2, 5, "v2 followed, no restart")
