@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
+from msgspec import UNSET
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -130,9 +131,12 @@ class ApiError(Exception):
     ) -> None:
         super().__init__(message)
         self.status = status
-        self.body = ErrorBody(code=code, message=message, issues=list(issues))
-        if current_version is not None:
-            self.body = msgspec.structs.replace(self.body, current_version=current_version)
+        self.body = ErrorBody(
+            code=code,
+            message=message,
+            issues=list(issues),
+            current_version=UNSET if current_version is None else current_version,
+        )
         self.headers = headers or {}
 
     @property
@@ -275,9 +279,9 @@ class Ctx:
                 if f.required:
                     raise ApiError(400, "bad_request", f"query parameter {name!r} is required")
                 continue
-            wanted = _param_rule(f.type)
+            integer, wanted = _param_rule(f.type)
             try:
-                if wanted.startswith("an integer"):
+                if integer:
                     # int() and msgspec also take '+1', '1e3' or '²'; a version is digits.
                     if not is_uint(raw) or len(raw) > MAX_VERSION_DIGITS:
                         raise msgspec.ValidationError
@@ -292,12 +296,13 @@ class Ctx:
 
 
 @functools.cache
-def _param_rule(tp: Any) -> str:
-    """What a query parameter of type `tp` must be, in words, from its schema."""
+def _param_rule(tp: Any) -> tuple[bool, str]:
+    """Whether a query parameter of type `tp` is an integer, and what it must be in words
+    (read from its schema, so the answer says what the spec says)."""
     schema = msgspec.json.schema(non_null(tp))
     if schema.get("type") == "integer":
-        return f"an integer from {schema['minimum']} to {schema['maximum']}"
-    return str(schema.get("title", "valid"))
+        return True, f"an integer from {schema['minimum']} to {schema['maximum']}"
+    return False, str(schema.get("title", "valid"))
 
 
 Handler = Callable[[Ctx], Awaitable[Response]]
