@@ -170,3 +170,40 @@ def test_document_schema_is_the_real_one() -> None:
     assert provider["base_url"]["pattern"].startswith("^https?://")
     assert schemas["Document"]["additionalProperties"] is False
     assert json.dumps(SPEC)  # plain JSON values throughout
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("If-Match", '"1"'),
+        ("If-Match", "1"),
+        ("If-Match", 'W/"1"'),
+        ("If-Match", "*"),
+        ("If-Match", "abc"),
+        ("If-Match", "-1"),
+        ("If-Match", "1" * 17),
+        ("Idempotency-Key", "retry-7f3a"),
+        ("Idempotency-Key", "a key with spaces"),
+        ("Idempotency-Key", "k" * 200),
+        ("Idempotency-Key", "k" * 201),
+        ("Idempotency-Key", b"caf\xe9"),
+    ],
+)
+async def test_headers_accepted_are_the_documented_ones(
+    redis_server: RedisServer, namespace: str, header: str, value: str | bytes
+) -> None:
+    """The code parses If-Match and Idempotency-Key with the patterns the spec shows."""
+    param = next(
+        p
+        for p in SPEC["paths"]["/v1/namespaces/{ns}/config"]["put"]["parameters"]
+        if p["name"] == header
+    )
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    documented = re.fullmatch(param["schema"]["pattern"], text) is not None
+    async with client(app_for(redis_server.url)) as c:
+        r = await c.put(
+            f"/v1/namespaces/{namespace}/config",
+            headers={**auth("admin"), header: value},  # type: ignore[dict-item]
+            json={"document": sample_data()},
+        )
+    assert (r.status_code != 400) == documented, r.text
