@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TypedDict
 
+import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -22,6 +23,7 @@ from admin.metrics import AdminMetrics
 from admin.openapi import spec
 from admin.ratelimit import RateLimiter
 from admin.settings import AdminSettings
+from configbus.api import Status
 from configbus.connection import connect
 from configbus.crypto import SecretBox
 from configbus.errors import StoreError
@@ -33,7 +35,7 @@ class State(TypedDict):
 
 
 async def live(request: Request) -> Response:
-    return JSON({"status": "ok"})
+    return JSON(Status(status="ok"))
 
 
 async def ready(request: Request) -> Response:
@@ -47,7 +49,7 @@ async def ready(request: Request) -> Response:
             "Redis unavailable",
             headers={"Retry-After": svc.breaker.retry_after_header()},
         ).response()
-    return JSON({"status": "ready"})
+    return JSON(Status(status="ready"))
 
 
 async def _ping(svc: Services) -> None:
@@ -61,10 +63,6 @@ async def metrics(request: Request) -> Response:
     return Response(
         generate_latest(services(request).metrics.registry), media_type=CONTENT_TYPE_LATEST
     )
-
-
-async def openapi(request: Request) -> Response:
-    return JSON(spec())
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -105,6 +103,11 @@ def create_app(settings: AdminSettings) -> Starlette:
             yield {"services": svc}
         finally:
             await redis.aclose()
+
+    spec_json = msgspec.json.encode(spec())
+
+    async def openapi(request: Request) -> Response:
+        return Response(spec_json, media_type="application/json")
 
     ns = "/v1/namespaces/{ns}"
     app_routes = [

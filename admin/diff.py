@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import difflib
 import json
-from typing import Any, Literal
+from typing import Any
 
-import msgspec
-
-Change = Literal["added", "removed", "changed"]
-
-
-class ChangedPath(msgspec.Struct, frozen=True):
-    path: str
-    change: Change
+from configbus.api import ChangedPath
 
 
 def pretty(data: Any) -> str:

@@ -9,8 +9,10 @@ unless the publish script already wrote it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
+from msgspec import UNSET
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -26,6 +29,15 @@ from admin.breaker import BreakerOpen, BreakerState, CircuitBreaker
 from admin.metrics import AdminMetrics
 from admin.ratelimit import RateLimiter
 from admin.settings import AdminSettings, Token
+from configbus.api import (
+    IDEMPOTENCY_KEY_PATTERN,
+    IDEMPOTENCY_KEY_RULE,
+    IF_MATCH_PATTERN,
+    MAX_VERSION_DIGITS,
+    ErrorBody,
+    ErrorEnvelope,
+    non_null,
+)
 from configbus.crypto import SecretBox
 from configbus.errors import (
     CorruptRecord,
@@ -44,9 +56,12 @@ from configbus.validation import issue_from_msgspec
 
 log = logging.getLogger("admin")
 T = TypeVar("T")
+Q = TypeVar("Q", bound=msgspec.Struct)
 
 MAX_STORES = 256
 _encoder = msgspec.json.Encoder()
+_if_match = re.compile(IF_MATCH_PATTERN)
+_idempotency_key = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 @dataclass
@@ -90,7 +105,14 @@ def services(request: Request) -> Services:
 
 
 class JSON(Response):
+    """A body of the contract (`configbus.api`), encoded by the one encoder."""
+
     media_type = "application/json"
+
+    def __init__(
+        self, content: msgspec.Struct, status_code: int = 200, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(content, status_code, headers)
 
     def render(self, content: Any) -> bytes:
         return _encoder.encode(content)
@@ -107,22 +129,24 @@ class ApiError(Exception):
         *,
         issues: Sequence[Issue] = (),
         headers: dict[str, str] | None = None,
-        **extra: Any,
+        current_version: int | None = None,
     ) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.issues = list(issues)
+        self.status = status
+        self.body = ErrorBody(
+            code=code,
+            message=message,
+            issues=list(issues),
+            current_version=UNSET if current_version is None else current_version,
+        )
         self.headers = headers or {}
-        self.extra = extra
+
+    @property
+    def code(self) -> str:
+        return self.body.code
 
     def response(self) -> JSON:
-        body: dict[str, Any] = {
-            "code": self.code,
-            "message": self.message,
-            "issues": [{"path": i.path, "message": i.message} for i in self.issues],
-        }
-        body.update(self.extra)
-        return JSON({"error": body}, status_code=self.status, headers=self.headers)
+        return JSON(ErrorEnvelope(error=self.body), status_code=self.status, headers=self.headers)
 
 
 def error_from(exc: Exception, breaker: CircuitBreaker) -> ApiError:
@@ -231,35 +255,56 @@ class Ctx:
             raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
 
     def if_match(self) -> int | None:
+        """The version the caller expects to be current; None for no header or `*`."""
         raw = self.request.headers.get("if-match")
-        if raw is None or raw.strip() == "*":
+        if raw is None:
             return None
-        value = raw.strip().removeprefix("W/").strip('"')
-        if not is_uint(value) or len(value) > 18:
+        match = _if_match.fullmatch(raw.strip())
+        if match is None:
             raise ApiError(400, "bad_request", "If-Match must be a version number")
-        return int(value)
+        return None if match[1] is None else int(match[1])
 
     def idempotency_key(self) -> str | None:
         raw = self.request.headers.get("idempotency-key")
         if raw is None:
             return None
-        if not 1 <= len(raw) <= 200 or not raw.isprintable():
-            raise ApiError(
-                400, "bad_request", "Idempotency-Key must be 1 to 200 printable characters"
-            )
+        if _idempotency_key.fullmatch(raw) is None:
+            raise ApiError(400, "bad_request", f"Idempotency-Key must be {IDEMPOTENCY_KEY_RULE}")
         return raw
 
-    def query_int(self, name: str, *, default: int | None, lo: int, hi: int) -> int | None:
-        raw = self.request.query_params.get(name)
-        if raw is None or raw == "":
-            if default is None and name in ("from", "to"):
-                raise ApiError(400, "bad_request", f"query parameter {name!r} is required")
-            return default
-        if not is_uint(raw) or len(raw) > 18 or not lo <= int(raw) <= hi:
-            raise ApiError(
-                400, "bad_request", f"query parameter {name!r} must be an integer from {lo} to {hi}"
-            )
-        return int(raw)
+    def query(self, type_: type[Q]) -> Q:
+        """The query string as `type_`; an empty parameter counts as absent."""
+        values: dict[str, Any] = {}
+        for f in msgspec.structs.fields(type_):
+            name, raw = f.encode_name, self.request.query_params.get(f.encode_name)
+            if raw is None or raw == "":
+                if f.required:
+                    raise ApiError(400, "bad_request", f"query parameter {name!r} is required")
+                continue
+            integer, wanted = _param_rule(f.type)
+            try:
+                if integer:
+                    # int() and msgspec also take '+1', '1e3' or '²'; a version is digits.
+                    if not is_uint(raw) or len(raw) > MAX_VERSION_DIGITS:
+                        raise msgspec.ValidationError
+                    values[f.name] = msgspec.convert(int(raw), f.type)
+                else:
+                    values[f.name] = msgspec.convert(raw, f.type)
+            except msgspec.ValidationError:
+                raise ApiError(
+                    400, "bad_request", f"query parameter {name!r} must be {wanted}"
+                ) from None
+        return type_(**values)
+
+
+@functools.cache
+def _param_rule(tp: Any) -> tuple[bool, str]:
+    """Whether a query parameter of type `tp` is an integer, and what it must be in words
+    (read from its schema, so the answer says what the spec says)."""
+    schema = msgspec.json.schema(non_null(tp))
+    if schema.get("type") == "integer":
+        return True, f"an integer from {schema['minimum']} to {schema['maximum']}"
+    return False, str(schema.get("title", "valid"))
 
 
 Handler = Callable[[Ctx], Awaitable[Response]]

@@ -5,15 +5,35 @@ from __future__ import annotations
 
 from collections import Counter
 from functools import partial
-from typing import Annotated, Any
+from typing import Any
 
-import msgspec
-from msgspec import Meta
 from starlette.responses import Response
 
 from admin.diff import changed_paths, unified
 from admin.http import JSON, ApiError, Ctx, endpoint, is_uint
 from admin.merge import merge_patch
+from configbus.api import (
+    MAX_VERSION,
+    MAX_VERSION_DIGITS,
+    MESSAGE_MAX,
+    AuditPage,
+    AuditQuery,
+    Diff,
+    DiffQuery,
+    ImportResult,
+    MergePatch,
+    PatchQuery,
+    PublishRequest,
+    ReplicaRow,
+    Replicas,
+    ReplicaSummary,
+    RollbackRequest,
+    RotateRequest,
+    ValidateResult,
+    VersionPage,
+    VersionsQuery,
+    VersionView,
+)
 from configbus.codec import canonical, decode_body, sha256_hex, to_builtins
 from configbus.crypto import (
     decrypt_secrets,
@@ -35,26 +55,7 @@ from configbus.errors import (
 from configbus.store import Export, Kind, PublishResult, RecordMeta, VersionRecord
 from configbus.validation import to_document
 
-Message = Annotated[str, Meta(max_length=1000)]
 PATCH_RETRIES = 5
-
-
-class PublishRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    document: dict[str, Any]
-    message: Message = ""
-
-
-class RollbackRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    to_version: Annotated[int, Meta(ge=1)]
-    message: Message = ""
-
-
-class RotateRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    message: Message = ""
-
-
-def _meta(m: RecordMeta) -> dict[str, Any]:
-    return msgspec.to_builtins(m)  # type: ignore[no-any-return]
 
 
 def _masked(record: VersionRecord) -> tuple[Document, Any]:
@@ -78,12 +79,7 @@ def _published(ctx: Ctx, result: PublishResult, kind: Kind) -> Response:
     ctx.audit_fields.update(version=result.version, outcome_detail=result.outcome)
     path = f"/v1/namespaces/{ctx.namespace}/versions/{result.version}"
     return JSON(
-        {
-            "version": result.version,
-            "epoch": result.epoch,
-            "sha256": result.sha256,
-            "outcome": result.outcome,
-        },
+        result,
         status_code=201 if result.created else 200,
         headers={"ETag": f'"{result.version}"', "Location": path},
     )
@@ -137,12 +133,20 @@ async def get_config(ctx: Ctx) -> Response:
     _, record = await ctx.run(lambda: ctx.store.fetch_head())
     if record is None:
         raise ApiError(404, "no_document", f"nothing published in namespace {ctx.namespace!r}")
-    _, masked = _masked(record)
     ctx.audit_fields["version"] = record.version
+    return _version_view(ctx, record)
+
+
+def _version_view(ctx: Ctx, record: VersionRecord) -> Response:
+    _, masked = _masked(record)
     return JSON(
-        {"namespace": ctx.namespace, **_meta(record.meta), "document": masked},
+        VersionView(**_meta_fields(record), namespace=ctx.namespace, document=masked),
         headers={"ETag": f'"{record.version}"'},
     )
+
+
+def _meta_fields(record: VersionRecord) -> dict[str, Any]:
+    return {f: getattr(record, f) for f in RecordMeta.__struct_fields__}
 
 
 @endpoint("publish", "publish")
@@ -166,8 +170,8 @@ async def put_config(ctx: Ctx) -> Response:
 
 @endpoint("patch", "publish")
 async def patch_config(ctx: Ctx) -> Response:
-    patch = await ctx.json(dict[str, Any])
-    message = ctx.request.query_params.get("message", "")[:1000]
+    patch = await ctx.json(MergePatch)
+    message = ctx.query(PatchQuery).message[:MESSAGE_MAX]
     expected, key = ctx.if_match(), ctx.idempotency_key()
     for attempt in range(PATCH_RETRIES):
         _, record = await ctx.run(lambda: ctx.store.fetch_head())
@@ -206,21 +210,20 @@ async def patch_config(ctx: Ctx) -> Response:
 async def validate(ctx: Ctx) -> Response:
     req = await ctx.json(PublishRequest)
     doc = await _prepare(ctx, req.document)
-    return JSON({"valid": True, "issues": [], "secrets": [p for p, _ in secrets_of(doc)]})
+    return JSON(ValidateResult(valid=True, issues=[], secrets=[p for p, _ in secrets_of(doc)]))
 
 
 @endpoint("versions", "read")
 async def list_versions(ctx: Ctx) -> Response:
-    limit = ctx.query_int("limit", default=50, lo=1, hi=500) or 50
-    before = ctx.query_int("before", default=None, lo=1, hi=2**53)
-    metas = await ctx.run(lambda: ctx.store.versions(limit=limit, before=before))
-    nxt = metas[-1].version if len(metas) == limit else None
-    return JSON({"versions": [_meta(m) for m in metas], "next_before": nxt})
+    q = ctx.query(VersionsQuery)
+    metas = await ctx.run(lambda: ctx.store.versions(limit=q.limit, before=q.before))
+    nxt = metas[-1].version if len(metas) == q.limit else None
+    return JSON(VersionPage(versions=metas, next_before=nxt))
 
 
 def _version_param(ctx: Ctx) -> int:
     raw = ctx.request.path_params.get("n", "")
-    if not is_uint(raw) or len(raw) > 18 or not 1 <= int(raw) <= 2**53:
+    if not is_uint(raw) or len(raw) > MAX_VERSION_DIGITS or not 1 <= int(raw) <= MAX_VERSION:
         raise ApiError(400, "bad_request", "version must be a positive integer")
     return int(raw)
 
@@ -229,31 +232,26 @@ def _version_param(ctx: Ctx) -> int:
 async def get_version(ctx: Ctx) -> Response:
     n = _version_param(ctx)
     record = await ctx.run(lambda: ctx.store.get(n))
-    _, masked = _masked(record)
     ctx.audit_fields["version"] = n
-    return JSON(
-        {"namespace": ctx.namespace, **_meta(record.meta), "document": masked},
-        headers={"ETag": f'"{n}"'},
-    )
+    return _version_view(ctx, record)
 
 
 @endpoint("diff", "read")
 async def diff(ctx: Ctx) -> Response:
-    a = ctx.query_int("from", default=None, lo=1, hi=2**53)
-    b = ctx.query_int("to", default=None, lo=1, hi=2**53)
-    assert a is not None and b is not None
+    q = ctx.query(DiffQuery)
+    a, b = q.from_, q.to
     ra = await ctx.run(lambda: ctx.store.get(a))
     rb = await ctx.run(lambda: ctx.store.get(b))
     _, da = _masked(ra)
     _, db = _masked(rb)
     ctx.audit_fields.update({"from": a, "to": b})
     return JSON(
-        {
-            "from": a,
-            "to": b,
-            "unified": unified(da, db, from_name=f"version {a}", to_name=f"version {b}"),
-            "changes": [msgspec.to_builtins(c) for c in changed_paths(da, db)],
-        }
+        Diff(
+            from_=a,
+            to=b,
+            unified=unified(da, db, from_name=f"version {a}", to_name=f"version {b}"),
+            changes=changed_paths(da, db),
+        )
     )
 
 
@@ -305,61 +303,51 @@ async def replicas(ctx: Ctx) -> Response:
         if info.alive:
             per_version[st.version] += 1
         rows.append(
-            {
-                "replica_id": st.replica_id,
-                "state": st.state,
-                "version": st.version,
-                "epoch": st.epoch,
-                "sha256": st.sha256,
-                "applied_at": st.applied_at,
-                "stale": st.stale,
-                "rejected_version": st.rejected_version,
-                "reason": st.reason,
-                "last_seen": info.last_seen,
-                "alive": info.alive,
-                "on_head": (st.epoch, st.version, st.sha256)
+            ReplicaRow(
+                replica_id=st.replica_id,
+                state=st.state,
+                version=st.version,
+                epoch=st.epoch,
+                sha256=st.sha256,
+                applied_at=st.applied_at,
+                stale=st.stale,
+                rejected_version=st.rejected_version,
+                reason=st.reason,
+                last_seen=info.last_seen,
+                alive=info.alive,
+                on_head=(st.epoch, st.version, st.sha256)
                 == (head.epoch, head.version, head.sha256),
-            }
+            )
         )
-    alive = [r for r in rows if r["alive"]]
-    summary = {
-        "head": head.version,
-        "epoch": head.epoch,
-        "total": len(rows),
-        "alive": len(alive),
-        "dead": len(rows) - len(alive),
-        "rejected": sum(
-            1 for r in alive if r["rejected_version"] is not None or r["state"] == "rejected"
-        ),
-        "per_version": {str(v): c for v, c in sorted(per_version.items())},
-        "all_on_head": bool(alive) and all(r["on_head"] for r in alive),
-    }
-    return JSON({"summary": summary, "replicas": rows})
+    alive = [r for r in rows if r.alive]
+    summary = ReplicaSummary(
+        head=head.version,
+        epoch=head.epoch,
+        total=len(rows),
+        alive=len(alive),
+        dead=len(rows) - len(alive),
+        rejected=sum(1 for r in alive if r.rejected_version is not None or r.state == "rejected"),
+        per_version={str(v): c for v, c in sorted(per_version.items())},
+        all_on_head=bool(alive) and all(r.on_head for r in alive),
+    )
+    return JSON(Replicas(summary=summary, replicas=rows))
 
 
 @endpoint("audit", "read")
 async def audit(ctx: Ctx) -> Response:
-    count = ctx.query_int("count", default=100, lo=1, hi=1000) or 100
-    before = ctx.request.query_params.get("before") or None
-    if before is not None and not _stream_id(before):
-        raise ApiError(400, "bad_request", "'before' must be an audit entry id like 1700-0")
-    if before is not None and not before.strip("0-"):
-        return JSON({"entries": [], "next_before": None})  # nothing is older than 0-0
-    entries = await ctx.run(lambda: ctx.store.audit_entries(count=count, before=before))
-    nxt = entries[-1].id if len(entries) == count else None
-    return JSON({"entries": [msgspec.to_builtins(e) for e in entries], "next_before": nxt})
-
-
-def _stream_id(value: str) -> bool:
-    ms, _, seq = value.partition("-")
-    return is_uint(ms) and len(ms) <= 19 and (seq == "" or (is_uint(seq) and len(seq) <= 19))
+    q = ctx.query(AuditQuery)
+    if q.before is not None and not q.before.strip("0-"):
+        return JSON(AuditPage(entries=[], next_before=None))  # nothing is older than 0-0
+    entries = await ctx.run(lambda: ctx.store.audit_entries(count=q.count, before=q.before))
+    nxt = entries[-1].id if len(entries) == q.count else None
+    return JSON(AuditPage(entries=entries, next_before=nxt))
 
 
 @endpoint("export", "read")
 async def export(ctx: Ctx) -> Response:
     data = await ctx.run(lambda: ctx.store.export())
     ctx.audit_fields.update(head=data.head, versions=len(data.records))
-    return JSON(msgspec.to_builtins(data))
+    return JSON(data)
 
 
 @endpoint("import", "import")
@@ -402,7 +390,7 @@ async def import_(ctx: Ctx) -> Response:
     except NamespaceNotEmpty as exc:  # someone published between the check and the import
         raise ApiError(409, "not_empty", str(exc)) from None
     ctx.audited = True  # the import script audits a successful import
-    return JSON({"head": head, "versions": len(data.records)}, status_code=201)
+    return JSON(ImportResult(head=head, versions=len(data.records)), status_code=201)
 
 
 @endpoint("rotate", "rotate")

@@ -7,13 +7,15 @@
     ├── StoreError               the store refused or could not do an operation
     │   ├── VersionConflict      expected version is not head (carries the current version)
     │   ├── VersionNotFound      no record for that version (trimmed, or never existed)
-    │   ├── IdempotencyMismatch  an idempotency key was reused with a different body
+    │   ├── IdempotencyMismatch  an idempotency key was reused for a different request
     │   ├── NamespaceNotEmpty    an import into a namespace that has versions
     │   ├── RolloutRunning       a publish or a second rollout while a rollout runs
     │   ├── RolloutConflict      a rollout step on a rollout that ended or moved meanwhile
     │   ├── CorruptRecord        a record in Redis is unreadable or fails its checksum
     │   └── StoreUnavailable     Redis cannot be reached (wraps the redis-py error)
-    └── SettingsError            a setting (env var, flag, file) has a bad value
+    ├── SettingsError            a setting (env var, flag, file) has a bad value
+    ├── AdminApiError            the admin service answered with an error (status, code, issues)
+    └── AdminUnreachable         the admin service could not be reached
 
 "Already up to date" and "older version" are outcomes of a sync, not errors: see
 `configbus.watcher.SyncOutcome`.
@@ -78,13 +80,14 @@ class VersionNotFound(StoreError):
 
 
 class IdempotencyMismatch(StoreError):
-    """An idempotency key was reused with a different body."""
+    """An idempotency key was reused for a different request (action, query, If-Match or
+    body): a retry must repeat the request it retries."""
 
     def __init__(self, key: str, version: int) -> None:
         self.key = key
         self.version = version
         super().__init__(
-            f"idempotency key {key!r} was already used for version {version} with another body"
+            f"idempotency key {key!r} was already used for version {version} by another request"
         )
 
 
@@ -122,3 +125,31 @@ class StoreUnavailable(StoreError):
 
 class SettingsError(ConfigBusError):
     """A setting (environment variable, flag or file) has a bad value; the message names it."""
+
+
+class AdminApiError(ConfigBusError):
+    """The admin service answered with an error: its status, code, message and issues."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        issues: Sequence[Issue] = (),
+        current_version: int | None = None,
+        retry_after: str | None = None,
+    ) -> None:
+        self.status, self.code, self.message = status, code, message
+        self.issues = list(issues)
+        self.current_version = current_version
+        self.retry_after = retry_after
+        text = f"{message} (HTTP {status} {code})"
+        text += "".join(f"\n  {i}" for i in self.issues)
+        if retry_after:
+            text += f"\n  retry after {retry_after}s"
+        super().__init__(text)
+
+
+class AdminUnreachable(ConfigBusError):
+    """The admin service could not be reached."""

@@ -21,11 +21,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from configbus.api import ReplicaRow, Replicas
 from configbus.cli.args import namespace_arg
 from configbus.codec import guess_format, load_file, parse
-from configbus.errors import ConfigBusError, InvalidDocument
+from configbus.errors import AdminApiError, AdminUnreachable, ConfigBusError, InvalidDocument
 from configbus.names import DEFAULT_NAMESPACE
-from configbus.tooling.client import AdminApiError, AdminClient, AdminUnreachable
+from configbus.store import PublishResult
+from configbus.tooling.client import AdminClient
 
 EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
 WATCH_CONVERGED, WATCH_REJECTED, WATCH_TIMEOUT, WATCH_UNREACHABLE = 0, 1, 2, 3
@@ -161,18 +165,23 @@ def _read(path: str) -> Any:
 
 
 def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True))
+    print(_json_text(data), end="")
 
 
-def _published(args: argparse.Namespace, res: dict[str, Any], what: str) -> int:
+def _json_text(data: Any) -> str:
+    """An answer as the service sent it (a struct back to JSON), sorted for people."""
+    return json.dumps(msgspec.to_builtins(data), indent=2, sort_keys=True) + "\n"
+
+
+def _published(args: argparse.Namespace, res: PublishResult, what: str) -> int:
     if args.json:
         _print_json(res)
-    elif res["outcome"] == "created":
-        print(f"{what}: version {res['version']} (sha256 {res['sha256'][:12]})")
-    elif res["outcome"] == "noop":
-        print(f"no change: version {res['version']} already holds this document")
+    elif res.outcome == "created":
+        print(f"{what}: version {res.version} (sha256 {res.sha256[:12]})")
+    elif res.outcome == "noop":
+        print(f"no change: version {res.version} already holds this document")
     else:
-        print(f"already done: version {res['version']} (same idempotency key)")
+        print(f"already done: version {res.version} (same idempotency key)")
     return EXIT_OK
 
 
@@ -208,8 +217,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     with _client(args) as c:
         res = c.version(args.version) if args.version else c.get()
-    shown = res if args.json else res["document"]
-    text = json.dumps(shown, indent=2, sort_keys=True) + "\n"
+    shown = msgspec.to_builtins(res) if args.json else res.document
+    text = _json_text(shown)
     if args.output:
         if guess_format(args.output) == "yaml":
             import yaml
@@ -220,8 +229,8 @@ def cmd_get(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     if not args.json:
         print(
-            f"# namespace {res['namespace']} version {res['version']} ({res['kind']} by "
-            f"{res['author']}): {res['message']}",
+            f"# namespace {res.namespace} version {res.version} ({res.kind} by "
+            f"{res.author}): {res.message}",
             file=sys.stderr,
         )
     return EXIT_OK
@@ -271,10 +280,10 @@ def cmd_history(args: argparse.Namespace) -> int:
         _print_json(res)
         return EXIT_OK
     rows = [["VERSION", "KIND", "AUTHOR", "WHEN", "MESSAGE"]]
-    for v in res["versions"]:
-        kind = v["kind"] + (f" of {v['source']}" if v.get("source") else "")
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(v["created_at"]))
-        rows.append([str(v["version"]), kind, v["author"], when, v["message"]])
+    for v in res.versions:
+        kind = v.kind + (f" of {v.source}" if v.source else "")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(v.created_at))
+        rows.append([str(v.version), kind, v.author, when, v.message])
     print(_table(rows) if len(rows) > 1 else "no versions published")
     return EXIT_OK
 
@@ -284,45 +293,39 @@ def cmd_diff(args: argparse.Namespace) -> int:
         res = c.diff(args.a, args.b)
     if args.json:
         _print_json(res)
-    elif not res["changes"]:
+    elif not res.changes:
         print(f"versions {args.a} and {args.b} hold the same document")
     else:
-        sys.stdout.write(res["unified"])
+        sys.stdout.write(res.unified)
     return EXIT_OK
 
 
-def format_status(res: dict[str, Any]) -> str:
-    s = res["summary"]
+def format_status(res: Replicas) -> str:
+    s = res.summary
     lines = [
-        f"head: version {s['head']} (epoch {s['epoch'] or '-'})  "
-        f"replicas: {s['alive']} live, {s['dead']} dead, {s['rejected']} rejecting  "
-        + ("all live replicas on head" if s["all_on_head"] else "NOT all on head")
+        f"head: version {s.head} (epoch {s.epoch or '-'})  "
+        f"replicas: {s.alive} live, {s.dead} dead, {s.rejected} rejecting  "
+        + ("all live replicas on head" if s.all_on_head else "NOT all on head")
     ]
-    if s["per_version"]:
+    if s.per_version:
         rows = [["VERSION", "LIVE REPLICAS"]]
-        for v, n in sorted(s["per_version"].items(), key=lambda kv: -int(kv[0])):
-            rows.append([v + (" (head)" if int(v) == s["head"] else ""), str(n)])
+        for v, n in sorted(s.per_version.items(), key=lambda kv: -int(kv[0])):
+            rows.append([v + (" (head)" if int(v) == s.head else ""), str(n)])
         lines += ["", _table(rows)]
-    if res["replicas"]:
+    if res.replicas:
         rows = [["REPLICA", "STATE", "VERSION", "LAST SEEN", "NOTE"]]
-        for r in res["replicas"]:
+        for r in res.replicas:
             notes = []
-            if not r["alive"]:
+            if not r.alive:
                 notes.append("DEAD (no heartbeat)")
-            if r["rejected_version"] is not None:
-                notes.append(f"rejected version {r['rejected_version']}: {r['reason'] or '?'}")
-            elif r["state"] == "rejected":
-                notes.append(f"rejected: {r['reason'] or '?'}")
-            if r["stale"]:
+            if r.rejected_version is not None:
+                notes.append(f"rejected version {r.rejected_version}: {r.reason or '?'}")
+            elif r.state == "rejected":
+                notes.append(f"rejected: {r.reason or '?'}")
+            if r.stale:
                 notes.append("stale (serving a local copy)")
             rows.append(
-                [
-                    r["replica_id"],
-                    r["state"],
-                    str(r["version"]),
-                    _ago(r["last_seen"]),
-                    "; ".join(notes),
-                ]
+                [r.replica_id, r.state, str(r.version), _ago(r.last_seen), "; ".join(notes)]
             )
         lines += ["", _table(rows)]
     else:
@@ -340,9 +343,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def rejecting_head(res: dict[str, Any]) -> list[dict[str, Any]]:
-    head = res["summary"]["head"]
-    return [r for r in res["replicas"] if r["alive"] and r["rejected_version"] == head]
+def rejecting_head(res: Replicas) -> list[ReplicaRow]:
+    head = res.summary.head
+    return [r for r in res.replicas if r.alive and r.rejected_version == head]
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -360,40 +363,39 @@ def cmd_watch(args: argparse.Namespace) -> int:
             except (AdminApiError, AdminUnreachable) as exc:
                 _fail(args, exc)
                 return WATCH_UNREACHABLE
-            s = res["summary"]
+            s = res.summary
             spread = ", ".join(
                 f"version {v}: {n} live"
-                for v, n in sorted(s["per_version"].items(), key=lambda kv: int(kv[0]))
+                for v, n in sorted(s.per_version.items(), key=lambda kv: int(kv[0]))
             )
-            line = f"head {s['head']}: " + (spread or "no live replicas")
+            line = f"head {s.head}: " + (spread or "no live replicas")
             if not args.json and line != last:
                 print(line, flush=True)
                 last = line
             bad = rejecting_head(res)
             if bad:
                 if args.json:
-                    _print_json({"result": "rejected", **res})
+                    _print_json({"result": "rejected", **msgspec.to_builtins(res)})
                 else:
                     for r in bad:
                         print(
-                            f"replica {r['replica_id']} rejected version {s['head']}: "
-                            f"{r['reason']}",
+                            f"replica {r.replica_id} rejected version {s.head}: {r.reason}",
                             file=sys.stderr,
                         )
                 return WATCH_REJECTED
-            if s["all_on_head"] and s["alive"] >= args.min_replicas:
+            if s.all_on_head and s.alive >= args.min_replicas:
                 if args.json:
-                    _print_json({"result": "converged", **res})
+                    _print_json({"result": "converged", **msgspec.to_builtins(res)})
                 else:
-                    print(f"converged: {s['alive']} live replica(s) run version {s['head']}")
+                    print(f"converged: {s.alive} live replica(s) run version {s.head}")
                 return WATCH_CONVERGED
             if time.monotonic() >= deadline:
                 if args.json:
-                    _print_json({"result": "timeout", **res})
+                    _print_json({"result": "timeout", **msgspec.to_builtins(res)})
                 else:
                     print(
                         f"timeout after {args.timeout:g}s: not every live replica runs "
-                        f"version {s['head']}\n" + format_status(res),
+                        f"version {s.head}\n" + format_status(res),
                         file=sys.stderr,
                     )
                 return WATCH_TIMEOUT
@@ -413,10 +415,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
         _print_json(res)
         return EXIT_OK
     rows = [["WHEN", "ACTOR", "ACTION", "OUTCOME", "DETAILS"]]
-    for e in res["entries"]:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["ts"]))
-        details = " ".join(f"{k}={v}" for k, v in sorted(e["fields"].items()) if v)
-        rows.append([when, e["actor"], e["action"], e["outcome"], details])
+    for e in res.entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.ts))
+        details = " ".join(f"{k}={v}" for k, v in sorted(e.fields.items()) if v)
+        rows.append([when, e.actor, e.action, e.outcome, details])
     print(_table(rows))
     return EXIT_OK
 
@@ -424,11 +426,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     with _client(args) as c:
         res = c.export()
-    text = json.dumps(res, indent=2, sort_keys=True) + "\n"
+    text = _json_text(res)
     if args.output:
         Path(args.output).write_text(text)
         print(
-            f"exported {len(res['records'])} version(s), head {res['head']}, to {args.output}",
+            f"exported {len(res.records)} version(s), head {res.head}, to {args.output}",
             file=sys.stderr,
         )
     else:
@@ -446,5 +448,5 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(res)
     else:
-        print(f"imported {res['versions']} version(s); head is version {res['head']}")
+        print(f"imported {res.versions} version(s); head is version {res.head}")
     return EXIT_OK

@@ -2,52 +2,59 @@
 
     client = AdminClient("http://127.0.0.1:8700", token="...", namespace="default")
     result = client.publish(document, message="raise timeouts", if_match=7)
+    print(result.version)
 
-Every error answer becomes an `AdminApiError` carrying the status, the service's error code,
-its message and each issue with its path; a service that cannot be reached is an
-`AdminUnreachable`.
+Answers are decoded into the contract's structs (`configbus.api`), the same the service
+encodes them from. Every error answer becomes an `AdminApiError` carrying the status, the
+service's error code, its message and each issue with its path; a service that cannot be
+reached is an `AdminUnreachable` (both in `configbus.errors`).
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import httpx
+import msgspec
+from msgspec import UnsetType
 
-from configbus.errors import ConfigBusError, Issue
+from configbus.api import (
+    AuditPage,
+    AuditQuery,
+    Diff,
+    DiffQuery,
+    ErrorEnvelope,
+    ImportResult,
+    PatchQuery,
+    PublishRequest,
+    Replicas,
+    RollbackRequest,
+    RotateRequest,
+    ValidateResult,
+    VersionPage,
+    VersionsQuery,
+    VersionView,
+)
+from configbus.errors import AdminApiError, AdminUnreachable
 from configbus.names import DEFAULT_NAMESPACE
+from configbus.store import Export, PublishResult
 
 DEFAULT_TIMEOUT_S = 10.0
+T = TypeVar("T")
+_encoder = msgspec.json.Encoder()
 
 
-class AdminApiError(ConfigBusError):
-    """The admin service answered with an error."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        issues: list[Issue] | None = None,
-        current_version: int | None = None,
-        retry_after: str | None = None,
-    ) -> None:
-        self.status, self.code, self.message = status, code, message
-        self.issues = issues or []
-        self.current_version = current_version
-        self.retry_after = retry_after
-        text = f"{message} (HTTP {status} {code})"
-        if self.issues:
-            text += "".join(f"\n  {i}" for i in self.issues)
-        if retry_after:
-            text += f"\n  retry after {retry_after}s"
-        super().__init__(text)
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 
 
-class AdminUnreachable(ConfigBusError):
-    """The admin service could not be reached."""
+def _decode(type_: type[T], data: bytes) -> T:
+    """`data` as `type_`, with one decoder per type, built on first use."""
+    decoder = _decoders.get(type_)
+    if decoder is None:
+        decoder = _decoders[type_] = msgspec.json.Decoder(type_)
+    result: T = decoder.decode(data)
+    return result
 
 
 class AdminClient:
@@ -76,37 +83,51 @@ class AdminClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _ns(self, path: str) -> str:
-        return f"/v1/namespaces/{self.namespace}/{path}"
-
     def request(
         self,
         method: str,
         path: str,
         *,
-        json_body: Any = None,
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
-        params: dict[str, Any] | None = None,
+        params: msgspec.Struct | None = None,
     ) -> httpx.Response:
+        """Send one request; an error answer raises AdminApiError."""
+        query = {k: v for k, v in msgspec.to_builtins(params or {}).items() if v is not None}
         try:
-            resp = self._http.request(
-                method,
-                path,
-                json=json_body,
-                content=content,
-                headers=headers,
-                params={k: v for k, v in (params or {}).items() if v is not None},
-            )
+            resp = self._http.request(method, path, content=content, headers=headers, params=query)
         except httpx.HTTPError as exc:
             raise AdminUnreachable(f"admin service at {self.url}: {exc}") from None
         if resp.status_code >= 400:
             raise _error(resp)
         return resp
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        data: dict[str, Any] = self.request(method, self._ns(path), **kwargs).json()
-        return data
+    def _call(
+        self,
+        answer: type[T],
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        params: msgspec.Struct | None = None,
+    ) -> T:
+        content = None if body is None else _encoder.encode(body)
+        if content is not None:
+            headers = {"Content-Type": "application/json", **(headers or {})}
+        resp = self.request(
+            method,
+            f"/v1/namespaces/{self.namespace}/{path}",
+            content=content,
+            headers=headers,
+            params=params,
+        )
+        try:
+            return _decode(answer, resp.content)
+        except msgspec.DecodeError as exc:
+            raise AdminApiError(
+                resp.status_code, "bad_answer", f"unexpected answer from {self.url}: {exc}"
+            ) from None
 
     @staticmethod
     def _write_headers(if_match: int | None, idempotency_key: str | None) -> dict[str, str]:
@@ -117,8 +138,8 @@ class AdminClient:
             h["Idempotency-Key"] = idempotency_key
         return h
 
-    def get(self) -> dict[str, Any]:
-        return self._json("GET", "config")
+    def get(self) -> VersionView:
+        return self._call(VersionView, "GET", "config")
 
     def publish(
         self,
@@ -127,11 +148,12 @@ class AdminClient:
         message: str = "",
         if_match: int | None = None,
         idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
-        return self._json(
+    ) -> PublishResult:
+        return self._call(
+            PublishResult,
             "PUT",
             "config",
-            json_body={"document": document, "message": message},
+            PublishRequest(document=document, message=message),
             headers=self._write_headers(if_match, idempotency_key),
         )
 
@@ -142,30 +164,32 @@ class AdminClient:
         message: str = "",
         if_match: int | None = None,
         idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
-        headers = {
-            "Content-Type": "application/merge-patch+json",
-            **self._write_headers(if_match, idempotency_key),
-        }
-        return self._json(
+    ) -> PublishResult:
+        return self._call(
+            PublishResult,
             "PATCH",
             "config",
-            content=json.dumps(patch).encode(),
-            headers=headers,
-            params={"message": message or None},
+            patch,
+            headers={
+                "Content-Type": "application/merge-patch+json",
+                **self._write_headers(if_match, idempotency_key),
+            },
+            params=PatchQuery(message=message),
         )
 
-    def validate(self, document: Any) -> dict[str, Any]:
-        return self._json("POST", "validate", json_body={"document": document})
+    def validate(self, document: Any) -> ValidateResult:
+        return self._call(ValidateResult, "POST", "validate", PublishRequest(document=document))
 
-    def versions(self, *, limit: int = 50, before: int | None = None) -> dict[str, Any]:
-        return self._json("GET", "versions", params={"limit": limit, "before": before})
+    def versions(self, *, limit: int = 50, before: int | None = None) -> VersionPage:
+        return self._call(
+            VersionPage, "GET", "versions", params=VersionsQuery(limit=limit, before=before)
+        )
 
-    def version(self, n: int) -> dict[str, Any]:
-        return self._json("GET", f"versions/{n}")
+    def version(self, n: int) -> VersionView:
+        return self._call(VersionView, "GET", f"versions/{n}")
 
-    def diff(self, a: int, b: int) -> dict[str, Any]:
-        return self._json("GET", "diff", params={"from": a, "to": b})
+    def diff(self, a: int, b: int) -> Diff:
+        return self._call(Diff, "GET", "diff", params=DiffQuery(from_=a, to=b))
 
     def rollback(
         self,
@@ -174,46 +198,50 @@ class AdminClient:
         message: str = "",
         if_match: int | None = None,
         idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
-        return self._json(
+    ) -> PublishResult:
+        return self._call(
+            PublishResult,
             "POST",
             "rollback",
-            json_body={"to_version": to_version, "message": message},
+            RollbackRequest(to_version=to_version, message=message),
             headers=self._write_headers(if_match, idempotency_key),
         )
 
-    def replicas(self) -> dict[str, Any]:
-        return self._json("GET", "replicas")
+    def replicas(self) -> Replicas:
+        return self._call(Replicas, "GET", "replicas")
 
-    def audit(self, *, count: int = 100, before: str | None = None) -> dict[str, Any]:
-        return self._json("GET", "audit", params={"count": count, "before": before})
+    def audit(self, *, count: int = 100, before: str | None = None) -> AuditPage:
+        return self._call(AuditPage, "GET", "audit", params=AuditQuery(count=count, before=before))
 
-    def export(self) -> dict[str, Any]:
-        return self._json("GET", "export")
+    def export(self) -> Export:
+        return self._call(Export, "GET", "export")
 
-    def import_(self, export: Any) -> dict[str, Any]:
-        return self._json("POST", "import", json_body=export)
+    def import_(self, export: Export | Mapping[str, Any]) -> ImportResult:
+        """Re-seed an empty namespace; `export` as `export()` gave it, or as read from a file
+        (the service checks it)."""
+        return self._call(ImportResult, "POST", "import", export)
 
-    def rotate_secrets(self, *, message: str = "") -> dict[str, Any]:
-        return self._json("POST", "rotate-secrets", json_body={"message": message})
+    def rotate_secrets(self, *, message: str = "") -> PublishResult:
+        return self._call(PublishResult, "POST", "rotate-secrets", RotateRequest(message=message))
 
 
 def _error(resp: httpx.Response) -> AdminApiError:
+    retry_after = resp.headers.get("retry-after")
     try:
-        err = resp.json()["error"]
-        issues = [Issue(i.get("path", ""), i.get("message", "")) for i in err.get("issues", [])]
-        return AdminApiError(
-            resp.status_code,
-            str(err.get("code", "error")),
-            str(err.get("message", "")),
-            issues=issues,
-            current_version=err.get("current_version"),
-            retry_after=resp.headers.get("retry-after"),
-        )
-    except (ValueError, KeyError, TypeError, AttributeError):
+        err = _decode(ErrorEnvelope, resp.content).error
+    except msgspec.DecodeError:  # not the service's envelope: a proxy in between, say
         return AdminApiError(
             resp.status_code,
             "http_error",
             resp.text[:200] or resp.reason_phrase,
-            retry_after=resp.headers.get("retry-after"),
+            retry_after=retry_after,
         )
+    current = None if isinstance(err.current_version, UnsetType) else err.current_version
+    return AdminApiError(
+        resp.status_code,
+        err.code,
+        err.message,
+        issues=err.issues,
+        current_version=current,
+        retry_after=retry_after,
+    )

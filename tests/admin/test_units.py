@@ -5,12 +5,14 @@ from typing import Any
 import httpx
 import pytest
 
-from admin.diff import ChangedPath, changed_paths, unified
+from admin.diff import changed_paths, unified
 from admin.merge import merge_patch
+from configbus.api import ChangedPath
 from configbus.codec import decode_body, sha256_hex
 from configbus.crypto import SecretBox, decrypt_secrets
+from configbus.errors import AdminApiError
 from configbus.testing import sample_data
-from configbus.tooling.client import AdminApiError, AdminClient
+from configbus.tooling.client import AdminClient
 from tests.admin.helpers import SECRET_KEY, app_for, auth, client
 from tests.support import RedisServer
 

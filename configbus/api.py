@@ -1,0 +1,246 @@
+"""The admin HTTP contract, declared once.
+
+Every request and response body of the admin service is a struct here, with the formats
+of its path parameters, query strings and headers. The service decodes requests and
+encodes answers with them, `admin/openapi.py` generates the OpenAPI document from them,
+and the admin client decodes answers into them: a field cannot exist in one and not the
+others.
+
+Requests forbid unknown fields (a typo is an error, never silently ignored); responses do
+not, so a client keeps working against a newer service that adds a field.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from configbus.errors import Issue
+from configbus.names import DEFAULT_NAMESPACE, NAMESPACE_PATTERN, NAMESPACE_RULE
+from configbus.store import AuditEntry, RecordMeta
+
+# Where the generated OpenAPI document keeps its schemas; a `$ref` below points there.
+SCHEMA_REF = "#/components/schemas/{name}"
+
+MAX_VERSION = 2**53  # the largest integer a JSON number holds exactly
+MAX_VERSION_DIGITS = len(str(MAX_VERSION))
+MESSAGE_MAX = 1000
+VERSIONS_PAGE_MAX, VERSIONS_PAGE_DEFAULT = 500, 50
+AUDIT_PAGE_MAX, AUDIT_PAGE_DEFAULT = 1000, 100
+
+# `*` (any version), or a version number, quoted or not, optionally weak (W/"7").
+IF_MATCH_PATTERN = rf'^(?:\*|(?:W/)?"?([0-9]{{1,{MAX_VERSION_DIGITS}}})"?)$'
+IDEMPOTENCY_KEY_MAX = 200
+# Printable ASCII, as the Idempotency-Key draft's structured-header string allows.
+IDEMPOTENCY_KEY_PATTERN = rf"^[\x20-\x7e]{{1,{IDEMPOTENCY_KEY_MAX}}}$"
+IDEMPOTENCY_KEY_RULE = f"1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters"
+# A Redis stream id: milliseconds, optionally `-sequence` (each fits a 64-bit integer).
+AUDIT_ID_PATTERN = r"^[0-9]{1,19}(?:-[0-9]{1,19})?$"
+
+Namespace = Annotated[
+    str, Meta(pattern=NAMESPACE_PATTERN, description=NAMESPACE_RULE, examples=[DEFAULT_NAMESPACE])
+]
+Version = Annotated[int, Meta(ge=1, le=MAX_VERSION, examples=[1])]
+Message = Annotated[str, Meta(max_length=MESSAGE_MAX, description="why (kept in history)")]
+IfMatch = Annotated[
+    str,
+    Meta(pattern=IF_MATCH_PATTERN, description="publish only if this is the current version"),
+]
+IdempotencyKey = Annotated[
+    str,
+    Meta(
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="a retry with the same key returns the first result",
+    ),
+]
+# A string parameter's `title` says what it must be, in the 400 answer to a bad one.
+AuditId = Annotated[str, Meta(pattern=AUDIT_ID_PATTERN, title="an audit entry id like 1700-0")]
+ETag = Annotated[str, Meta(pattern=r'^"[0-9]+"$', description="the version, quoted")]
+RetryAfter = Annotated[str, Meta(pattern=r"^[0-9]+$", description="seconds to wait")]
+
+# A document travels as plain JSON: the service checks it itself, so a bad one is answered
+# with every issue and its path (decoding straight into `Document` stops at the first), and
+# a masked one shown to a client is printed as it came. Its schema is the real `Document`.
+DocumentJSON = Annotated[
+    dict[str, Any],
+    Meta(
+        extra_json_schema={"$ref": SCHEMA_REF.format(name="Document")},
+        description="a config document (see Document)",
+    ),
+]
+
+
+class _Request(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Base of request bodies: strict, immutable, keyword-only."""
+
+
+class _Response(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of response bodies: immutable, keyword-only, tolerant of fields added later."""
+
+
+class PublishRequest(_Request, frozen=True, kw_only=True):
+    """A full document to publish (PUT config) or to check (POST validate)."""
+
+    document: DocumentJSON
+    message: Message = ""
+
+
+class RollbackRequest(_Request, frozen=True, kw_only=True):
+    """Publish the body of `to_version` again, as a new version."""
+
+    to_version: Version
+    message: Message = ""
+
+
+class RotateRequest(_Request, frozen=True, kw_only=True):
+    """Re-encrypt every secret with the newest key, as a new version."""
+
+    message: Message = ""
+
+
+# A JSON merge patch (RFC 7396) of the current, masked document; a patch object naming a
+# secret form replaces that secret whole.
+MergePatch = Annotated[
+    dict[str, Any], Meta(description="a JSON merge patch (RFC 7396) of the current document")
+]
+
+
+class ErrorBody(_Response, frozen=True, kw_only=True):
+    """What went wrong: a stable code, a message, and every issue with its path."""
+
+    code: str
+    message: str
+    issues: list[Issue]
+    # Set on a version conflict and on an import into a namespace that has versions.
+    current_version: int | UnsetType = UNSET
+
+
+class ErrorEnvelope(_Response, frozen=True, kw_only=True):
+    """Every error answer of the admin service."""
+
+    error: ErrorBody
+
+
+class Status(_Response, frozen=True, kw_only=True):
+    status: str
+
+
+class VersionView(RecordMeta, frozen=True, kw_only=True):
+    """One version with its document, secrets masked."""
+
+    namespace: str
+    document: DocumentJSON
+
+
+class VersionPage(_Response, frozen=True, kw_only=True):
+    """Versions newest first; `next_before` asks for the next page, null on the last."""
+
+    versions: list[RecordMeta]
+    next_before: int | None
+
+
+class ValidateResult(_Response, frozen=True, kw_only=True):
+    """A valid document and the paths of its secrets."""
+
+    valid: bool
+    issues: list[Issue]
+    secrets: list[str]
+
+
+class ChangedPath(msgspec.Struct, frozen=True):
+    """A leaf-most path where two documents differ."""
+
+    path: str
+    change: Literal["added", "removed", "changed"]
+
+
+class Diff(_Response, frozen=True, kw_only=True):
+    from_: int = msgspec.field(name="from")
+    to: int
+    unified: str
+    changes: list[ChangedPath]
+
+
+class ReplicaRow(_Response, frozen=True, kw_only=True):
+    """What one replica last reported, and whether it is alive and on head."""
+
+    replica_id: str
+    state: Literal["applied", "rejected", "pending"]
+    version: int
+    epoch: str | None
+    sha256: str | None
+    applied_at: float | None
+    stale: bool
+    rejected_version: int | None
+    reason: str | None
+    last_seen: float
+    alive: bool
+    on_head: bool
+
+
+class ReplicaSummary(_Response, frozen=True, kw_only=True):
+    """The rollout at a glance; `per_version` counts live replicas by version."""
+
+    head: int
+    epoch: str | None
+    total: int
+    alive: int
+    dead: int
+    rejected: int
+    per_version: dict[str, int]
+    all_on_head: bool
+
+
+class Replicas(_Response, frozen=True, kw_only=True):
+    summary: ReplicaSummary
+    replicas: list[ReplicaRow]
+
+
+class AuditPage(_Response, frozen=True, kw_only=True):
+    """Audit entries newest first; `next_before` asks for the next page, null on the last."""
+
+    entries: list[AuditEntry]
+    next_before: str | None
+
+
+class ImportResult(_Response, frozen=True, kw_only=True):
+    head: int
+    versions: int
+
+
+class VersionsQuery(_Request, frozen=True, kw_only=True):
+    limit: Annotated[int, Meta(ge=1, le=VERSIONS_PAGE_MAX, description="page size")] = (
+        VERSIONS_PAGE_DEFAULT
+    )
+    before: Annotated[Version, Meta(description="only versions older than this")] | None = None
+
+
+class DiffQuery(_Request, frozen=True, kw_only=True):
+    from_: Annotated[Version, Meta(description="the older version")] = msgspec.field(name="from")
+    to: Annotated[Version, Meta(description="the newer version", examples=[2])]
+
+
+class AuditQuery(_Request, frozen=True, kw_only=True):
+    count: Annotated[int, Meta(ge=1, le=AUDIT_PAGE_MAX, description="page size")] = (
+        AUDIT_PAGE_DEFAULT
+    )
+    before: Annotated[AuditId, Meta(description="only entries older than this id")] | None = None
+
+
+class PatchQuery(_Request, frozen=True, kw_only=True):
+    message: Annotated[
+        str, Meta(description=f"the version's message (cut at {MESSAGE_MAX} characters)")
+    ] = ""
+
+
+def non_null(tp: Any) -> Any:
+    """`T` for `T | None`, else `tp`: a query parameter is absent rather than null."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
