@@ -3,6 +3,7 @@ state (`request.state.services`), never in module globals."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import TypedDict
@@ -15,13 +16,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from admin import routes
+from admin import rollout_routes, routes
 from admin.auth import TokenTable
 from admin.breaker import CircuitBreaker
 from admin.http import JSON, ApiError, Services, services
 from admin.metrics import AdminMetrics
 from admin.openapi import spec
 from admin.ratelimit import RateLimiter
+from admin.rollouts import Driver
 from admin.settings import AdminSettings
 from configbus.api import Status
 from configbus.connection import connect
@@ -99,9 +101,20 @@ def create_app(settings: AdminSettings) -> Starlette:
             box=box,
             metrics=AdminMetrics(),
         )
+        driver = Driver(
+            redis,
+            store_for=svc.store,
+            on_step=lambda ns, r, step: svc.metrics.rollouts.labels(
+                {"advance": "advanced", "promote": "promoted", "abort": "aborted"}[step]
+            ).inc(),
+        )
+        driving = asyncio.create_task(driver.run(), name="rollout-driver")
         try:
             yield {"services": svc}
         finally:
+            driving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await driving
             await redis.aclose()
 
     spec_json = msgspec.json.encode(spec())
@@ -119,6 +132,10 @@ def create_app(settings: AdminSettings) -> Starlette:
         Route(f"{ns}/versions/{{n}}", routes.get_version, methods=["GET"]),
         Route(f"{ns}/diff", routes.diff, methods=["GET"]),
         Route(f"{ns}/rollback", routes.rollback, methods=["POST"]),
+        Route(f"{ns}/rollouts", rollout_routes.start_rollout, methods=["POST"]),
+        Route(f"{ns}/rollout", rollout_routes.get_rollout, methods=["GET"]),
+        Route(f"{ns}/rollout/promote", rollout_routes.promote_rollout, methods=["POST"]),
+        Route(f"{ns}/rollout/abort", rollout_routes.abort_rollout, methods=["POST"]),
         Route(f"{ns}/replicas", routes.replicas, methods=["GET"]),
         Route(f"{ns}/audit", routes.audit, methods=["GET"]),
         Route(f"{ns}/export", routes.export, methods=["GET"]),

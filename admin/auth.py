@@ -8,13 +8,14 @@ from typing import Literal
 
 from admin.settings import Role, Token, hash_token
 
-Permission = Literal["read", "validate", "publish", "rollback", "rotate", "import"]
+# `steer`: promote or abort a running rollout.
+Permission = Literal["read", "validate", "publish", "rollback", "rotate", "import", "steer"]
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
     "viewer": frozenset({"read"}),
-    "publisher": frozenset({"read", "validate", "publish"}),
-    "sre": frozenset({"read", "rollback"}),
-    "admin": frozenset({"read", "validate", "publish", "rollback", "rotate", "import"}),
+    "publisher": frozenset({"read", "validate", "publish", "steer"}),
+    "sre": frozenset({"read", "rollback", "steer"}),
+    "admin": frozenset({"read", "validate", "publish", "rollback", "rotate", "import", "steer"}),
 }
 
 

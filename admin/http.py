@@ -44,6 +44,8 @@ from configbus.errors import (
     IdempotencyMismatch,
     InvalidDocument,
     Issue,
+    RolloutConflict,
+    RolloutRunning,
     SecretError,
     StoreError,
     StoreUnavailable,
@@ -169,6 +171,10 @@ def error_from(exc: Exception, breaker: CircuitBreaker) -> ApiError:
         return ApiError(404, "version_not_found", str(exc))
     if isinstance(exc, IdempotencyMismatch):
         return ApiError(422, "idempotency_mismatch", str(exc))
+    if isinstance(exc, RolloutRunning):
+        return ApiError(409, "rollout_running", str(exc))
+    if isinstance(exc, RolloutConflict):
+        return ApiError(409, "rollout_conflict", str(exc))
     if isinstance(exc, BreakerOpen):
         return ApiError(
             503,
@@ -308,7 +314,9 @@ def _param_rule(tp: Any) -> tuple[bool, str]:
 
 
 Handler = Callable[[Ctx], Awaitable[Response]]
-WRITE_PERMISSIONS: frozenset[Permission] = frozenset({"publish", "rollback", "rotate", "import"})
+WRITE_PERMISSIONS: frozenset[Permission] = frozenset(
+    {"publish", "rollback", "rotate", "import", "steer"}
+)
 
 
 def endpoint(
@@ -363,7 +371,9 @@ def endpoint(
                 response = err.response()
                 outcome = err.code
                 redis_down = isinstance(exc, StoreUnavailable)
-                if ctx is not None and isinstance(exc, VersionConflict | IdempotencyMismatch):
+                if ctx is not None and isinstance(
+                    exc, VersionConflict | IdempotencyMismatch | RolloutRunning
+                ):
                     ctx.audited = True  # only Store.publish raises these; its script audits
             status = response.status_code
             if redis_down:

@@ -37,6 +37,12 @@ class AdminMetrics:
             "Audit entries that could not be written",
             registry=self.registry,
         )
+        self.rollouts = Counter(
+            "configbus_admin_rollouts_total",
+            "Rollouts by what happened to them (started, promoted, aborted)",
+            ["event"],
+            registry=self.registry,
+        )
         self.rate_limited = Counter(
             "configbus_admin_rate_limited_total",
             "Write requests refused by the rate limit",

@@ -31,6 +31,9 @@ from configbus.api import (
     Replicas,
     RetryAfter,
     RollbackRequest,
+    RolloutAction,
+    RolloutRequest,
+    RolloutView,
     RotateRequest,
     Status,
     ValidateResult,
@@ -124,6 +127,37 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         RollbackRequest,
         writes=True,
         errors=WRITE_ERRORS,
+    ),
+    ("post", f"{NS}/rollouts"): Op(
+        "start a rollout: a new version (document or merge patch) for stages of replicas "
+        "first, judged by the guard; head moves only when the last stage passes",
+        "publish",
+        PUBLISHED,
+        RolloutRequest,
+        writes=True,
+        errors=(*WRITE_ERRORS, 404),
+    ),
+    ("get", f"{NS}/rollout"): Op(
+        "the rollout (running, or the last one ended) with the guard's view of its stage",
+        "read",
+        {200: ("the rollout", RolloutView)},
+        errors=(404,),
+    ),
+    ("post", f"{NS}/rollout/promote"): Op(
+        "promote the running rollout now: its version becomes head",
+        "steer",
+        {200: ("the promoted rollout", RolloutView)},
+        RolloutAction,
+        errors=(400, 404, 409, 413, 429),
+        body_required=False,
+    ),
+    ("post", f"{NS}/rollout/abort"): Op(
+        "abort the running rollout: its replicas go back to head",
+        "steer",
+        {200: ("the aborted rollout", RolloutView)},
+        RolloutAction,
+        errors=(400, 404, 409, 413, 429),
+        body_required=False,
     ),
     ("get", f"{NS}/replicas"): Op(
         "rollout status of every replica", "read", {200: ("replicas and a summary", Replicas)}

@@ -19,10 +19,19 @@ import time
 from collections.abc import Callable, Iterable
 
 import msgspec
+import redis.asyncio as aioredis
 
 from configbus.errors import RolloutConflict, StoreError
 from configbus.records import ReplicaInfo, ReplicaStatus
-from configbus.rollout import Rollout, RolloutState, Traffic, Verdict, add, judge, share_members
+from configbus.rollout import (
+    Assessment,
+    Rollout,
+    RolloutState,
+    Traffic,
+    add,
+    judge,
+    share_members,
+)
 from configbus.rollout_store import Baseline, RolloutStore, Step
 from configbus.store import Store, guarded
 
@@ -32,17 +41,6 @@ log = logging.getLogger("admin.rollouts")
 ACTIVE_INDEX = "cb:rollouts:active"
 DEFAULT_TICK_S = 0.25
 DEFAULT_LEASE_S = 5.0
-
-
-class Assessment(msgspec.Struct, frozen=True, kw_only=True):
-    """What the guard makes of the current stage now, and who it looked at."""
-
-    action: str  # 'abort' | 'advance' | 'promote' | 'wait'
-    reason: str
-    verdict: Verdict | None = None
-    stage_replicas: tuple[str, ...] = ()
-    baseline_replicas: tuple[str, ...] = ()
-    baked_s: float = 0.0
 
 
 async def activate(store: Store) -> None:
@@ -113,6 +111,7 @@ class Driver:
 
     def __init__(
         self,
+        redis: aioredis.Redis,
         *,
         store_for: Callable[[str], Store],
         on_step: Callable[[str, Rollout, str], None] | None = None,
@@ -120,6 +119,7 @@ class Driver:
         lease_s: float = DEFAULT_LEASE_S,
         holder: str | None = None,
     ) -> None:
+        self._redis = redis
         self._store_for = store_for
         self._on_step = on_step
         self.tick_s = tick_s
@@ -137,8 +137,7 @@ class Driver:
             await asyncio.sleep(self.tick_s)
 
     async def tick(self) -> None:
-        any_store = self._store_for("default")
-        raw = await guarded(any_store.redis.smembers(ACTIVE_INDEX), "rollout index")
+        raw = await guarded(self._redis.smembers(ACTIVE_INDEX), "rollout index")
         for ns in sorted(x.decode() if isinstance(x, bytes) else x for x in raw):
             try:
                 await self.drive(self._store_for(ns))

@@ -58,7 +58,7 @@ from configbus.validation import to_document
 PATCH_RETRIES = 5
 
 
-def _masked(record: VersionRecord) -> tuple[Document, Any]:
+def masked_document(record: VersionRecord) -> tuple[Document, Any]:
     """The stored document and its masked builtins (what people see)."""
     record.verify()
     try:
@@ -72,7 +72,7 @@ def _masked(record: VersionRecord) -> tuple[Document, Any]:
     return stored, to_builtins(mask_secrets(stored))
 
 
-def _published(ctx: Ctx, result: PublishResult, kind: Kind) -> Response:
+def published(ctx: Ctx, result: PublishResult, kind: Kind) -> Response:
     ctx.svc.metrics.publishes.labels(kind, result.outcome).inc()
     # The publish script audits created and noop; an idempotent replay is audited here.
     ctx.audited = result.outcome != "idempotent"
@@ -102,7 +102,7 @@ async def _head_document(ctx: Ctx) -> Document | None:
         return None
 
 
-async def _encrypt(ctx: Ctx, doc: Document) -> Document:
+async def encrypt(ctx: Ctx, doc: Document) -> Document:
     """Encrypt plaintext secrets. A secret equal to the one stored at the same path keeps its
     stored ciphertext, so re-sending the same file is a no-op (and an idempotent retry)
     rather than a new version that differs only by Fernet's random IV."""
@@ -120,7 +120,7 @@ async def _encrypt(ctx: Ctx, doc: Document) -> Document:
     return encrypt_secrets(doc, box, previous=await _head_document(ctx))
 
 
-async def _prepare(ctx: Ctx, data: Any) -> Document:
+async def prepare(ctx: Ctx, data: Any) -> Document:
     """Validate, and put the stored ciphertext back where a masked secret came back unchanged."""
     doc = to_document(data)
     if any(s.masked is not None for _, s in secrets_of(doc)):
@@ -138,7 +138,7 @@ async def get_config(ctx: Ctx) -> Response:
 
 
 def _version_view(ctx: Ctx, record: VersionRecord) -> Response:
-    _, masked = _masked(record)
+    _, masked = masked_document(record)
     return JSON(
         VersionView(**_meta_fields(record), namespace=ctx.namespace, document=masked),
         headers={"ETag": f'"{record.version}"'},
@@ -153,7 +153,7 @@ def _meta_fields(record: VersionRecord) -> dict[str, Any]:
 async def put_config(ctx: Ctx) -> Response:
     req = await ctx.json(PublishRequest)
     expected, key = ctx.if_match(), ctx.idempotency_key()
-    body = canonical(await _encrypt(ctx, await _prepare(ctx, req.document)))
+    body = canonical(await encrypt(ctx, await prepare(ctx, req.document)))
     result = await ctx.run(
         lambda: ctx.store.publish(
             body,
@@ -165,7 +165,7 @@ async def put_config(ctx: Ctx) -> Response:
             kind="publish",
         )
     )
-    return _published(ctx, result, "publish")
+    return published(ctx, result, "publish")
 
 
 @endpoint("patch", "publish")
@@ -181,9 +181,9 @@ async def patch_config(ctx: Ctx) -> Response:
                 "no_document",
                 f"nothing published in namespace {ctx.namespace!r}; PUT a document first",
             )
-        stored, masked = _masked(record)
+        stored, masked = masked_document(record)
         doc = unmask_secrets(to_document(merge_patch(masked, patch)), stored)
-        body = canonical(await _encrypt(ctx, doc))
+        body = canonical(await encrypt(ctx, doc))
         try:
             result = await ctx.run(
                 partial(
@@ -202,14 +202,14 @@ async def patch_config(ctx: Ctx) -> Response:
             if expected is not None or attempt == PATCH_RETRIES - 1:
                 raise
             continue
-        return _published(ctx, result, "patch")
+        return published(ctx, result, "patch")
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 @endpoint("validate", "validate")
 async def validate(ctx: Ctx) -> Response:
     req = await ctx.json(PublishRequest)
-    doc = await _prepare(ctx, req.document)
+    doc = await prepare(ctx, req.document)
     return JSON(ValidateResult(valid=True, issues=[], secrets=[p for p, _ in secrets_of(doc)]))
 
 
@@ -242,8 +242,8 @@ async def diff(ctx: Ctx) -> Response:
     a, b = q.from_, q.to
     ra = await ctx.run(lambda: ctx.store.get(a))
     rb = await ctx.run(lambda: ctx.store.get(b))
-    _, da = _masked(ra)
-    _, db = _masked(rb)
+    _, da = masked_document(ra)
+    _, db = masked_document(rb)
     ctx.audit_fields.update({"from": a, "to": b})
     return JSON(
         Diff(
@@ -271,7 +271,7 @@ async def rollback(ctx: Ctx) -> Response:
             message=req.message,
         )
     )
-    return _published(ctx, result, "rollback")
+    return published(ctx, result, "rollback")
 
 
 def _check_replicas_accept(ctx: Ctx, record: VersionRecord) -> None:
@@ -402,7 +402,7 @@ async def rotate(ctx: Ctx) -> Response:
     _, record = await ctx.run(lambda: ctx.store.fetch_head())
     if record is None:
         raise ApiError(404, "no_document", f"nothing published in namespace {ctx.namespace!r}")
-    stored, _ = _masked(record)
+    stored, _ = masked_document(record)
     body = canonical(reencrypt_secrets(stored, box))
     result = await ctx.run(
         lambda: ctx.store.publish(
@@ -413,4 +413,4 @@ async def rotate(ctx: Ctx) -> Response:
             kind="rotate",
         )
     )
-    return _published(ctx, result, "rotate")
+    return published(ctx, result, "rotate")

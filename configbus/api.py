@@ -21,6 +21,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from configbus.errors import Issue
 from configbus.names import DEFAULT_NAMESPACE, NAMESPACE_PATTERN, NAMESPACE_RULE
+from configbus.rollout import Assessment, Guard, Rollout
 from configbus.store import AuditEntry, RecordMeta
 
 # Where the generated OpenAPI document keeps its schemas; a `$ref` below points there.
@@ -235,6 +236,51 @@ class PatchQuery(_Request, frozen=True, kw_only=True):
     message: Annotated[
         str, Meta(description=f"the version's message (cut at {MESSAGE_MAX} characters)")
     ] = ""
+
+
+MAX_STAGES = 10
+# `10%` (a share of live replicas) or `tier=canary,zone=eu` (labels a replica carries).
+SELECTOR_PATTERN = r"^(?:[0-9]{1,3}(?:\.[0-9]+)?%|[^=,\s]+=[^=,\s]+(?:,[^=,\s]+=[^=,\s]+)*)$"
+
+
+class StageRequest(_Request, frozen=True, kw_only=True):
+    """One stage: who runs the new version, and how long it bakes before the next."""
+
+    selector: Annotated[
+        str,
+        Meta(
+            pattern=SELECTOR_PATTERN,
+            description="`10%` (a share of live replicas, stable per replica) or "
+            "`tier=canary` (replicas carrying these labels)",
+            examples=["tier=canary", "10%"],
+        ),
+    ]
+    bake_s: Annotated[float, Meta(ge=0, le=7 * 86400, description="seconds")] = 60.0
+
+
+class RolloutRequest(_Request, frozen=True, kw_only=True):
+    """A new version for stages of replicas first: a full document or a merge patch of
+    head (exactly one), the stages in order, and the guard that judges each."""
+
+    document: DocumentJSON | None = None
+    patch: MergePatch | None = None
+    message: Message = ""
+    stages: Annotated[list[StageRequest], Meta(min_length=1, max_length=MAX_STAGES)]
+    guard: Guard = Guard()
+
+
+class RolloutAction(_Request, frozen=True, kw_only=True):
+    """Promote or abort a running rollout by hand; the message goes to the audit."""
+
+    message: Message = ""
+
+
+class RolloutView(_Response, frozen=True, kw_only=True):
+    """The namespace's rollout (running, or the last one ended) and, while it runs, the
+    guard's view of the current stage."""
+
+    rollout: Rollout
+    assessment: Assessment | None = None
 
 
 def non_null(tp: Any) -> Any:

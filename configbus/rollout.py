@@ -199,6 +199,17 @@ class Verdict(msgspec.Struct, frozen=True, kw_only=True):
     baseline_p99_ms: float = 0.0
 
 
+class Assessment(msgspec.Struct, frozen=True, kw_only=True):
+    """What the guard makes of the current stage now, and who it looked at."""
+
+    action: str  # 'abort' | 'advance' | 'promote' | 'wait'
+    reason: str
+    verdict: Verdict | None = None
+    stage_replicas: tuple[str, ...] = ()
+    baseline_replicas: tuple[str, ...] = ()
+    baked_s: float = 0.0
+
+
 def judge(guard: Guard, stage: Traffic, baseline: Traffic, *, label: str) -> Verdict:
     """Judge a stage's traffic against the baseline's over the same window."""
     s_rate = stage.errors / stage.requests if stage.requests else 0.0

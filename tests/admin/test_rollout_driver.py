@@ -116,7 +116,7 @@ async def test_a_failing_canary_is_aborted_by_the_guard_and_a_good_one_promoted(
     canary = await fleet.add("c1", tier="canary")
     stable = [await fleet.add(f"s{i}") for i in range(2)]
     await until(lambda: all(on(w, 1) for w in fleet.watchers.values()), 5, "v1 everywhere")
-    driver = Driver(store_for=stores(stack, redis_server.url), tick_s=0.05)
+    driver = Driver(store.redis, store_for=stores(stack, redis_server.url), tick_s=0.05)
 
     await start(store, Stage(selector=Selector(labels={"tier": "canary"}), bake_s=0))
     await until(lambda: on(canary, 2), 5, "canary on v2")
@@ -149,7 +149,7 @@ async def test_an_admin_dying_mid_bake_is_replaced_and_promotes_once(
     await until(lambda: all(on(w, 1) for w in fleet.watchers.values()), 5, "v1 everywhere")
 
     def driver(name: str) -> Driver:
-        return Driver(store_for=stores(stack, redis_server.url), tick_s=0.05, lease_s=0.5,
+        return Driver(store.redis, store_for=stores(stack, redis_server.url), tick_s=0.05, lease_s=0.5,
                       holder=name)  # fmt: skip
 
     first, second = driver("admin-a"), driver("admin-b")
