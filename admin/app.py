@@ -96,7 +96,10 @@ def create_app(settings: AdminSettings) -> Starlette:
                 failures=settings.breaker_failures, reset_s=settings.breaker_reset_s
             ),
             limiter=RateLimiter(
-                redis, limit=settings.publish_limit, window_s=settings.publish_window_s
+                redis,
+                limit=settings.publish_limit,
+                window_s=settings.publish_window_s,
+                timeout_s=settings.redis_timeout_s,
             ),
             box=box,
             metrics=AdminMetrics(),
@@ -104,6 +107,7 @@ def create_app(settings: AdminSettings) -> Starlette:
         try:
             yield {"services": svc}
         finally:
+            await svc.limiter.aclose()
             await redis.aclose()
 
     ns = "/v1/namespaces/{ns}"

@@ -220,7 +220,7 @@ async def test_redis_stopped_503_under_100ms(own_redis: RedisServer, namespace: 
 
 
 async def test_publish_rate_limit_429(redis_server: RedisServer, namespace: str) -> None:
-    keys = ("cb:admin:ratelimit:{ada}", "cb:admin:ratelimit:{sam}")
+    keys = ("cb:{_}:rl:publish:ada", "cb:{_}:rl:publish:sam")
     redis_server.client().delete(*keys)
     app = app_for(redis_server.url, publish_limit=3, publish_window_s=60)
     async with client(app) as c:
