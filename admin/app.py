@@ -96,7 +96,10 @@ def create_app(settings: AdminSettings) -> Starlette:
                 failures=settings.breaker_failures, reset_s=settings.breaker_reset_s
             ),
             limiter=RateLimiter(
-                redis, limit=settings.publish_limit, window_s=settings.publish_window_s
+                redis,
+                limit=settings.publish_limit,
+                window_s=settings.publish_window_s,
+                timeout_s=settings.redis_timeout_s,
             ),
             box=box,
             metrics=AdminMetrics(),
@@ -115,6 +118,7 @@ def create_app(settings: AdminSettings) -> Starlette:
             driving.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await driving
+            await svc.limiter.aclose()
             await redis.aclose()
 
     spec_json = msgspec.json.encode(spec())

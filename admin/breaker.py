@@ -1,27 +1,19 @@
-"""A circuit breaker around Redis: fail fast while it is down, probe to find it back.
-
-closed ──(N consecutive StoreUnavailable)──► open ──(reset_s elapsed)──► half-open
-  ▲                                            ▲                            │ one probe call
-  └──────────────── probe succeeds ────────────┴──── probe fails ───────────┘
-"""
+"""The circuit breaker around Redis: the library's state machine (`configbus.breaker`), with
+what only the admin decides: a `StoreUnavailable` is a failure, and an open circuit answers
+`BreakerOpen` (a `StoreUnavailable`, so it becomes a 503) with when to retry."""
 
 from __future__ import annotations
 
-import enum
 import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from configbus.breaker import Breaker
+from configbus.document import CircuitBreaker as BreakerSettings
 from configbus.errors import StoreUnavailable
 
 T = TypeVar("T")
-
-
-class BreakerState(enum.Enum):
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
 
 
 class BreakerOpen(StoreUnavailable):
@@ -32,59 +24,31 @@ class BreakerOpen(StoreUnavailable):
         super().__init__(f"Redis unavailable (circuit open, retry in {retry_after_s:.1f}s)")
 
 
-class CircuitBreaker:
+class CircuitBreaker(Breaker):
+    """Opens after `failures` StoreUnavailable in a row; one probe after `reset_s`."""
+
     def __init__(
         self, *, failures: int, reset_s: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.failures_to_open = failures
-        self.reset_s = reset_s
-        self._clock = clock
-        self._failures = 0
-        self._opened_at = 0.0
-        self._probing = False
-        self._state = BreakerState.CLOSED
-
-    @property
-    def state(self) -> BreakerState:
-        if self._state is BreakerState.OPEN and self._clock() - self._opened_at >= self.reset_s:
-            return BreakerState.HALF_OPEN
-        return self._state
-
-    def retry_after_s(self) -> float:
-        return max(0.0, self.reset_s - (self._clock() - self._opened_at))
+        super().__init__(
+            BreakerSettings(failure_threshold=failures, recovery_timeout_s=reset_s), clock=clock
+        )
 
     def retry_after_header(self) -> str:
         return str(max(1, math.ceil(self.retry_after_s())))
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run `fn` unless the circuit is open; StoreUnavailable counts as a failure."""
-        state = self.state
-        probe = False
-        if state is BreakerState.OPEN or (state is BreakerState.HALF_OPEN and self._probing):
+        if not self.allow():
             raise BreakerOpen(self.retry_after_s())
-        if state is BreakerState.HALF_OPEN:
-            self._probing = probe = True
         try:
             result = await fn()
         except StoreUnavailable:
-            self._record_failure(probe)
+            self.failure()
             raise
         except BaseException:
-            if probe:
-                self._probing = False
+            # Redis answered (a domain error) or the request went away: no verdict.
+            self.release()
             raise
-        self._record_success()
+        self.success()
         return result
-
-    def _record_failure(self, probe: bool) -> None:
-        self._failures += 1
-        if probe:
-            self._probing = False
-        if probe or self._failures >= self.failures_to_open:
-            self._state = BreakerState.OPEN
-            self._opened_at = self._clock()
-
-    def _record_success(self) -> None:
-        self._failures = 0
-        self._probing = False
-        self._state = BreakerState.CLOSED

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from admin.auth import Permission, TokenTable, allows
-from admin.breaker import BreakerOpen, BreakerState, CircuitBreaker
+from admin.breaker import BreakerOpen, CircuitBreaker
 from admin.metrics import AdminMetrics
 from admin.ratelimit import RateLimiter
 from admin.settings import AdminSettings, Token
@@ -38,6 +38,7 @@ from configbus.api import (
     ErrorEnvelope,
     non_null,
 )
+from configbus.breaker import BreakerState
 from configbus.crypto import SecretBox
 from configbus.errors import (
     CorruptRecord,

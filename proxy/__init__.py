@@ -14,7 +14,7 @@ Answers carry `x-configbus-version` (the version that served the request),
 `x-ratelimit-limit`, `x-ratelimit-remaining` and, on 429, `retry-after`.
 
 Modules, one idea each: `app` (create_app, lifespan, small endpoints), `chat` (the hot
-endpoint), `runtime` (the snapshot built per version), `routing`, `breaker`, `limits`,
-`upstream` (a provider's pool), `anthropic` (Messages API translation), `decode`, `errors`,
+endpoint), `runtime` (the snapshot built per version), `routing`, `limits`, `upstream` (a
+provider's pool and circuit breaker), `anthropic` (Messages API translation), `errors`,
 `metrics`, `settings`.
 """

@@ -60,8 +60,26 @@ class State(TypedDict):
     chat: ChatHandler
 
 
+# The document's `logging.level` governs every logger of the replica: its own, the
+# library's and the server's. uvicorn gives its child loggers levels of their own (from
+# `--log-level`), so naming the parent is not enough.
+REPLICA_LOGGERS = (
+    "configbus",
+    "proxy",
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "uvicorn.asgi",
+)
+
+
+def set_log_level(level: str) -> None:
+    for name in REPLICA_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
 def _on_swap(new: Applied[Runtime], old: Applied[Runtime] | None) -> None:
-    logging.getLogger("proxy").setLevel(new.value.log_level)
+    set_log_level(new.value.log_level)
     if old is not None and old.value is not new.value:
         old.value.retire()
 

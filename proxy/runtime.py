@@ -1,4 +1,7 @@
-"""The runtime snapshot: everything a request needs, built from one document, never mutated.
+"""The runtime snapshot: everything a request needs, built from one document.
+
+Its routes, clients and settings never change once built; what moves is bookkeeping (the
+requests in flight, retirement) and the state its providers carry (breaker, limiter).
 
     build(document, previous) → Runtime   (the watcher swaps it in)
 
@@ -16,8 +19,8 @@ from typing import Any
 
 import msgspec
 
+from configbus.breaker import BreakerState
 from configbus.document import Document
-from proxy.breaker import BreakerState
 from proxy.routing import Route, Target
 from proxy.upstream import ProviderRuntime
 

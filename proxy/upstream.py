@@ -16,8 +16,8 @@ from typing import Any
 
 import aiohttp
 
+from configbus.breaker import Breaker, BreakerState
 from configbus.document import CircuitBreaker, Provider
-from proxy.breaker import Breaker, BreakerState
 from proxy.limits import LocalWindow
 
 log = logging.getLogger("proxy.upstream")

@@ -44,7 +44,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         f"they are cut; env {v.PROXY_GRACEFUL_TIMEOUT_S.name} (default "
         f"{v.PROXY_GRACEFUL_TIMEOUT_S.default:g}, the default provider timeout)",
     )
-    p.add_argument("--log-level", default="warning", help="uvicorn's log level")
+    p.add_argument(
+        "--log-level",
+        default="warning",
+        help="uvicorn's log level until a config is applied; from then on the document's "
+        "logging.level sets every logger of the replica",
+    )
     p.set_defaults(func=_run)
 
 

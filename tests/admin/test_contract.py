@@ -20,6 +20,7 @@ import pytest
 from admin.openapi import OPERATIONS, spec
 from configbus.api import ErrorEnvelope
 from configbus.connection import connect
+from configbus.counters import counter_key
 from configbus.store import ReplicaStatus, Store
 from configbus.testing import sample_data
 from tests.admin.helpers import app_for, auth, client
@@ -149,7 +150,7 @@ async def test_every_answer_is_the_documented_one(
         assert r.status_code == 404
     await store.redis.aclose()
 
-    limited = "cb:admin:ratelimit:{paul}"
+    limited = counter_key("publish", "paul")
     redis_server.client().delete(limited)
     async with client(app_for(redis_server.url, publish_limit=1)) as c:
         for status in (201, 429):

@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from admin.breaker import BreakerOpen, BreakerState, CircuitBreaker
+from admin.breaker import BreakerOpen, CircuitBreaker
+from configbus.breaker import BreakerState
 from configbus.errors import StoreUnavailable
 from configbus.testing import sample_data
 from tests.admin.helpers import SECRET_KEY, TOKENS_ENV, app_for, auth, client
@@ -49,13 +50,13 @@ async def test_breaker_opens_fails_fast_and_probes() -> None:
     assert calls == 2 and 0 < info.value.retry_after_s <= 5
     assert b.retry_after_header() == "5"
     clock.now += 5
-    assert b.state.value == "half_open"
+    assert b.state is BreakerState.HALF_OPEN
     with pytest.raises(StoreUnavailable):
         await b.call(down)  # the probe fails: open again, for a full period
     assert b.state is BreakerState.OPEN
     clock.now += 5
     assert await b.call(up) == "ok"
-    assert b.state.value == "closed"
+    assert b.state is BreakerState.CLOSED
 
 
 def _publish(c: httpx.Client, ns: str, level: str) -> httpx.Response:
@@ -219,7 +220,7 @@ async def test_redis_stopped_503_under_100ms(own_redis: RedisServer, namespace: 
 
 
 async def test_publish_rate_limit_429(redis_server: RedisServer, namespace: str) -> None:
-    keys = ("cb:admin:ratelimit:{ada}", "cb:admin:ratelimit:{sam}")
+    keys = ("cb:{_}:rl:publish:ada", "cb:{_}:rl:publish:sam")
     redis_server.client().delete(*keys)
     app = app_for(redis_server.url, publish_limit=3, publish_window_s=60)
     async with client(app) as c:

@@ -1,91 +1,44 @@
+"""The proxy's use of the breaker (the state machine is tested in tests/core): one per
+provider, exported as a metric, and carried over a config swap that keeps its settings."""
+
 from __future__ import annotations
 
+import msgspec
+
+from configbus.breaker import BreakerState
 from configbus.document import CircuitBreaker
-from proxy.breaker import Breaker, BreakerState
+from configbus.testing import sample_document
+from proxy.runtime import Builder
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
+async def test_breaker_state_survives_a_swap_and_restarts_when_its_settings_change() -> None:
+    exported: list[tuple[str, BreakerState]] = []
+    b = Builder(env={}, on_breaker=lambda name, st: exported.append((name, st)))
+    doc = sample_document()
+    r1 = b.build(doc, None)
+    assert sorted(exported) == [("upstream-a", BreakerState.CLOSED), ("upstream-b", 0)]
+    exported.clear()
+    breaker = r1.providers["upstream-a"].breaker
+    for _ in range(3):  # the sample's upstream-a opens after 3 failures
+        breaker.failure()
+    assert exported == [("upstream-a", BreakerState.OPEN)]
 
-    def __call__(self) -> float:
-        return self.now
+    # Another version, same provider settings: the same breaker, still open.
+    r2 = b.build(msgspec.structs.replace(doc, metadata={"owner": "sre"}), r1)
+    assert r2.providers["upstream-a"].breaker is breaker
+    assert breaker.state is BreakerState.OPEN and not breaker.allow()
 
-
-def state(b: Breaker) -> BreakerState:
-    return b.state  # a call, so the type checker does not narrow it between steps
-
-
-def make(
-    threshold: int = 3, recovery: float = 10.0, probes: int = 1
-) -> tuple[Breaker, Clock, list[BreakerState]]:
-    clock, changes = Clock(), list[BreakerState]()
-    b = Breaker(
-        CircuitBreaker(
-            failure_threshold=threshold, recovery_timeout_s=recovery, half_open_max_calls=probes
-        ),
-        clock=clock,
-        on_change=changes.append,
+    # Changed breaker settings (the document default upstream-b uses): b starts afresh, closed,
+    # and its state is exported at once; a keeps its breaker.
+    exported.clear()
+    r3 = b.build(
+        msgspec.structs.replace(doc, circuit_breaker=CircuitBreaker(failure_threshold=9)), r2
     )
-    return b, clock, changes
-
-
-def test_opens_after_threshold_consecutive_failures() -> None:
-    b, _, changes = make(threshold=3)
-    for _ in range(2):
-        assert b.allow()
-        b.failure()
-    assert state(b) is BreakerState.CLOSED
-    b.failure()
-    assert state(b) is BreakerState.OPEN
-    assert not b.allow()
-    assert changes == [BreakerState.OPEN]
-
-
-def test_success_resets_the_failure_count() -> None:
-    b, _, _ = make(threshold=3)
-    b.failure()
-    b.failure()
-    b.success()
-    b.failure()
-    b.failure()
-    assert state(b) is BreakerState.CLOSED
-
-
-def test_half_open_after_recovery_then_probe_success_closes() -> None:
-    b, clock, changes = make(threshold=1, recovery=10)
-    b.failure()
-    clock.now += 9.9
-    assert not b.allow()
-    clock.now += 0.2
-    assert state(b) is BreakerState.HALF_OPEN
-    assert b.allow()  # the probe
-    assert not b.allow()  # only one probe at a time
-    b.success()
-    assert state(b) is BreakerState.CLOSED
-    assert b.allow()
-    assert changes == [BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.CLOSED]
-
-
-def test_probe_failure_reopens_for_a_full_recovery_period() -> None:
-    b, clock, _ = make(threshold=1, recovery=10)
-    b.failure()
-    clock.now += 10
-    assert b.allow()
-    b.failure()
-    assert state(b) is BreakerState.OPEN
-    clock.now += 5
-    assert not b.allow()
-    clock.now += 5
-    assert b.allow()
-
-
-def test_half_open_allows_configured_probes_and_release_frees_one() -> None:
-    b, clock, _ = make(threshold=1, recovery=1, probes=2)
-    b.failure()
-    clock.now += 1
-    assert b.allow()
-    assert b.allow()
-    assert not b.allow()
-    b.release()
-    assert b.allow()
+    assert r3.providers["upstream-a"].breaker is breaker
+    fresh = r3.providers["upstream-b"].breaker
+    assert fresh is not r2.providers["upstream-b"].breaker
+    assert fresh.config.failure_threshold == 9 and fresh.state is BreakerState.CLOSED
+    assert exported == [("upstream-b", BreakerState.CLOSED)]
+    for r in (r1, r2, r3):
+        r.retire()
+    await b.aclose()

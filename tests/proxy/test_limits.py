@@ -73,14 +73,14 @@ async def test_hits_queued_behind_a_call_in_flight_share_the_next_call() -> None
     redis = fakeredis.FakeAsyncRedis()
     lim = FleetLimiter(redis, "ns")
     calls = []
-    real = lim._call
+    real = lim.counter._call
 
     async def counting(keys: list[str]) -> object:
         calls.append(len(keys))
         await asyncio.sleep(0.01)  # a round trip, during which other hits queue up
         return await real(keys)
 
-    lim._call = counting  # type: ignore[method-assign]
+    lim.counter._call = counting  # type: ignore[method-assign]
     results = await asyncio.gather(*(lim.hit("a" if i % 2 else "b", 3) for i in range(10)))
     assert calls == [1, 9]  # the first went alone, at once; the rest together
     assert sum(r.allowed for r in results) == 6  # 3 for a, 3 for b

@@ -1,12 +1,16 @@
-"""A per-provider circuit breaker: closed → open → half-open → closed.
+"""A circuit breaker: fail fast while something is down, let a few probes find it back.
 
-- closed: calls pass; `failure_threshold` consecutive failures open it.
-- open: calls are refused until `recovery_timeout_s` has passed, then it is half-open.
-- half-open: up to `half_open_max_calls` probes pass; a success closes it, a failure
-  opens it again for another `recovery_timeout_s`.
+    closed ──(failure_threshold failures in a row)──► open ◄──(a probe fails)──┐
+      ▲                                               │ recovery_timeout_s     │
+      │                                               ▼                        │
+      └──────────────(a probe succeeds)───────────── half-open ────────────────┘
+                                        (up to half_open_max_calls probes at once)
 
-The clock is injected so the state machine is tested without sleeping. One event loop
-drives it, so there are no locks.
+The caller reports each call: `allow()` before it, then `success()`, `failure()` or
+`release()` (no verdict, e.g. cancelled). What counts as a failure and how "open" is
+answered belong to the caller: the admin around Redis (`admin/breaker.py`), the proxy per
+upstream provider. The clock is injected so the state machine is tested without sleeping.
+One event loop drives it, so plain attributes and no locks: it sits on the request path.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from configbus.document import CircuitBreaker
 
 
 class BreakerState(enum.IntEnum):
-    # The values are the `breaker_state` metric: 0 closed, 1 half-open, 2 open.
+    # The values are metric values (the proxy's `breaker_state`): 0 closed, 1 half-open,
+    # 2 open, so a dashboard can plot "how open" as a number.
     CLOSED = 0
     HALF_OPEN = 1
     OPEN = 2
@@ -50,6 +55,10 @@ class Breaker:
     def _recovered(self) -> bool:
         return self._clock() - self._opened_at >= self.config.recovery_timeout_s
 
+    def retry_after_s(self) -> float:
+        """Seconds until an open breaker lets a probe through (0 once it would)."""
+        return max(0.0, self.config.recovery_timeout_s - (self._clock() - self._opened_at))
+
     def allow(self) -> bool:
         """May a call go out now? In half-open, True takes one probe slot."""
         st = self._state
@@ -74,10 +83,11 @@ class Breaker:
     def failure(self) -> None:
         if self._state is BreakerState.HALF_OPEN:
             self._open()
-            return
-        self._failures += 1
-        if self._state is BreakerState.CLOSED and self._failures >= self.config.failure_threshold:
-            self._open()
+        elif self._state is BreakerState.CLOSED:
+            self._failures += 1
+            if self._failures >= self.config.failure_threshold:
+                self._open()
+        # Open: a call let through before it opened failed late; the period is not extended.
 
     def release(self) -> None:
         """A call that passed `allow()` ended with no verdict (e.g. the client went away)."""
