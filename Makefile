@@ -50,7 +50,7 @@ bench: $(STAMP) redis-server wrk
 	@if [ -f bench/proxy_overhead.py ]; then $(BIN)/python bench/proxy_overhead.py; fi
 
 chaos: $(STAMP) redis-server
-	$(BIN)/python bench/chaos.py --minutes 10
+	$(BIN)/python -m bench.chaos --minutes 10
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

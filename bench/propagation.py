@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import statistics
 import sys
 import time
@@ -27,6 +28,7 @@ from configbus.connection import connect
 from configbus.settings import BusSettings
 from configbus.store import Store
 from configbus.tooling.localredis import LocalRedis
+from configbus.tooling.procs import child_options, signal_tree
 from configbus.validation import to_document
 from configbus.watcher import Watcher
 
@@ -134,7 +136,7 @@ async def run_case(url: str, k: int, size: int, publishes: int, procs: int) -> d
     for n in per:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--worker", url, str(n),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, **child_options(),
         )  # fmt: skip
         ready = asyncio.Event()
         readers.append(asyncio.create_task(read(proc, ready)))
@@ -154,14 +156,14 @@ async def run_case(url: str, k: int, size: int, publishes: int, procs: int) -> d
             if i >= warmup:
                 latencies.append((max(arrivals[result.version]) - t0) * 1000)
     finally:
-        for proc in children:
+        for proc in children:  # a closed stdin is the workers' cue to exit
             assert proc.stdin is not None
             proc.stdin.close()
         for proc in children:
             try:
                 await asyncio.wait_for(proc.wait(), 20)
             except TimeoutError:
-                proc.kill()
+                signal_tree(proc.pid, signal.SIGKILL)
                 await proc.wait()
         for r in readers:
             r.cancel()

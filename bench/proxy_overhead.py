@@ -241,7 +241,7 @@ def main() -> int:
                 "runs_with": busy,
             }
         results["replica_reloading_every_100ms"] = reload
-        results["redis_alive_at_end"] = redis.proc is not None and redis.proc.poll() is None
+        results["redis_alive_at_end"] = redis.running()
         status = json.loads(
             subprocess.run(
                 ["curl", "-s", f"http://127.0.0.1:{rport}/status"], capture_output=True, text=True

@@ -1,4 +1,8 @@
-"""Real servers for tests: a redis-server we own, uvicorn processes, bounded polling."""
+"""Real servers for tests: a redis-server we own, child processes, bounded polling.
+
+Thin wrappers over `configbus.tooling.procs` (the one process harness), kept so tests read
+the same as before.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-import httpx
 import redis
 
 from configbus.tooling.localredis import LocalRedis, ping
-from configbus.tooling.localredis import free_port as free_port  # re-exported for the tests
+from configbus.tooling.procs import Child
+from configbus.tooling.procs import free_port as free_port  # re-exported for the tests
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,27 +66,6 @@ class RedisServer(LocalRedis):
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port)
 
-    def stop(self, *, hard: bool = False) -> None:
-        """Stop our process (SIGKILL when `hard`), resuming it first if paused."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-        super().stop(hard=hard)
-
-    def restart(self, *, empty: bool = True) -> None:
-        self.stop(hard=True)
-        if empty:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir.mkdir(parents=True)
-        self.start()
-
-    def pause(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGCONT)
-
 
 class Service:
     """A child process (uvicorn app, CLI) that we started and stop by PID."""
@@ -90,46 +73,27 @@ class Service:
     def __init__(
         self, args: Sequence[str], *, env: dict[str, str] | None = None, name: str = ""
     ) -> None:
-        self.args = list(args)
-        self.env = {**os.environ, **(env or {})}
-        self.name = name or self.args[0]
-        self.log = Path(tempfile.mkstemp(prefix="cb-svc-", suffix=".log")[1])
-        self.proc: subprocess.Popen[bytes] | None = None
+        log = Path(tempfile.mkstemp(prefix="cb-svc-", suffix=".log")[1])
+        self.child = Child(args, name=name, env={**os.environ, **(env or {})}, log=log, cwd=ROOT)
+        self.name = self.child.name
+        self.log = log
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.child.proc
 
     def start(self) -> Service:
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
-            )
+        self.child.start()
         return self
 
     def wait_http(self, url: str, *, status: int = 200, timeout: float = 20.0) -> None:
-        def ok() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.proc.returncode}:\n" + self.output()
-                )
-            return httpx.get(url, timeout=1.0).status_code == status
-
-        wait_for(ok, timeout=timeout, what=f"{self.name} at {url}")
+        self.child.wait_http(url, status=status, timeout=timeout)
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")
+        return self.child.output()
 
     def stop(self, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        code = self.proc.returncode
-        self.proc = None
-        return code
+        return self.child.stop(sig, grace=timeout)
 
 
 def configbus_cmd(*args: str) -> list[str]:

@@ -67,7 +67,7 @@ def banner(fleet: Fleet) -> str:
     cb = _program()
     admin = fleet.child("admin").url
     replica = next(c for c in fleet.children if c.name.startswith("replica-")).url
-    rows = "\n".join(f"  {c.name:<11} {c.url:<26} pid {c.proc.pid}" for c in fleet.children)
+    rows = "\n".join(f"  {c.name:<11} {c.url:<26} pid {c.child.pid}" for c in fleet.children)
     chat = (
         f"curl -s {replica}/v1/chat/completions -H 'Authorization: Bearer {fleet.client_key}' "
         """-H 'Content-Type: application/json' """
@@ -110,9 +110,9 @@ def run(args: argparse.Namespace) -> int:
         print(banner(fleet), flush=True)
         while True:
             for c in fleet.children:
-                if c.proc.poll() is not None:
+                if not c.child.running():
                     print(
-                        f"configbus up: {c.name} exited with code {c.proc.returncode}; "
+                        f"configbus up: {c.name} exited with code {c.child.returncode}; "
                         f"see {_rel(c.log)}. Stopping the fleet.",
                         file=sys.stderr,
                     )

@@ -3,7 +3,8 @@
 Redis comes from the first of: the server at CONFIGBUS_REDIS_URL when it answers; a
 `redis-server` from PATH on a free port; an embedded fakeredis server (with Lua) in this
 process, so the fleet still runs where no Redis exists. Every child is started here and
-stopped here, by PID: SIGTERM, then SIGKILL for any that outlive the grace period.
+stopped here through `configbus.tooling.procs`: by PID, with its process group, SIGTERM then
+SIGKILL for any that outlive the grace period, and never outliving `configbus up` itself.
 """
 
 from __future__ import annotations
@@ -13,15 +14,11 @@ import hashlib
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import msgspec
 
 from configbus.codec import canonical, parse
@@ -30,7 +27,8 @@ from configbus.crypto import SecretBox, encrypt_secrets, generate_key
 from configbus.names import DEFAULT_NAMESPACE
 from configbus.store import Store
 from configbus.tooling.embedded import start_embedded_redis
-from configbus.tooling.localredis import LocalRedis, free_port, ping
+from configbus.tooling.localredis import LocalRedis, ping
+from configbus.tooling.procs import Child, free_port, stop_all
 from configbus.validation import to_document
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"  # package data: works from a wheel
@@ -39,11 +37,20 @@ DEMO_KEY_SHA256 = hashlib.sha256(b"sk-configbus-demo").hexdigest()
 
 
 @dataclass
-class Child:
-    name: str
+class Member:
+    """One service of the fleet: its process and the URL it serves."""
+
     url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
+    child: Child
+
+    @property
+    def name(self) -> str:
+        return self.child.name
+
+    @property
+    def log(self) -> Path:
+        assert self.child.log is not None
+        return self.child.log
 
 
 @dataclass
@@ -56,11 +63,11 @@ class Fleet:
     redis_kind: str
     admin_token: str
     client_key: str
-    children: list[Child] = field(default_factory=list)
+    children: list[Member] = field(default_factory=list)
     local_redis: LocalRedis | None = None
     embedded: Any = None
 
-    def child(self, name: str) -> Child:
+    def child(self, name: str) -> Member:
         return next(c for c in self.children if c.name == name)
 
     def describe(self) -> dict[str, Any]:
@@ -70,24 +77,15 @@ class Fleet:
             "admin_token": self.admin_token,
             "client_key": self.client_key,
             "processes": [
-                {"name": c.name, "url": c.url, "pid": c.proc.pid, "log": str(c.log)}
+                {"name": c.name, "url": c.url, "pid": c.child.pid, "log": str(c.log)}
                 for c in self.children
             ],
-            "pids": [c.proc.pid for c in self.children]
-            + ([self.local_redis.proc.pid] if self.local_redis and self.local_redis.proc else []),
+            "pids": [c.child.pid for c in self.children]
+            + ([self.local_redis.pid] if self.local_redis and self.local_redis.pid else []),
         }
 
     def stop(self, grace_s: float = 10.0) -> None:
-        for c in self.children:
-            if c.proc.poll() is None:
-                c.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for c in self.children:
-            try:
-                c.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                c.proc.kill()
-                c.proc.wait()
+        stop_all([c.child for c in self.children], grace=grace_s)
         self.children.clear()
         if self.local_redis is not None:
             self.local_redis.cleanup()
@@ -143,24 +141,6 @@ async def _seed(url: str, namespace: str, box: SecretBox, text: str) -> int:
         await store.redis.aclose()
 
 
-def _wait_http(child: Child, path: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if child.proc.poll() is not None:
-            raise RuntimeError(
-                f"{child.name} exited with code {child.proc.returncode}; its log:\n"
-                + child.log.read_text(errors="replace")[-2000:]
-            )
-        try:
-            if httpx.get(child.url + path, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{child.name} did not answer {child.url}{path} in {timeout_s}s")
-        time.sleep(0.05)
-
-
 def start_fleet(
     *, replicas: int = 3, port_base: int = DEFAULT_PORT_BASE, run_dir: Path | None = None
 ) -> Fleet:
@@ -193,19 +173,13 @@ def start_fleet(
         }
         me = [sys.executable, "-m", "configbus"]
 
-        def spawn(name: str, port: int, args: list[str], extra: dict[str, str]) -> Child:
-            log = run_dir / f"{name}.log"
-            with log.open("wb") as out:
-                proc = subprocess.Popen(
-                    [*me, *args, "--host", "127.0.0.1", "--port", str(port)],
-                    env={**common, **extra},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                )
-            child = Child(name, f"http://127.0.0.1:{port}", proc, log)
-            fleet.children.append(child)
-            return child
+        def spawn(name: str, port: int, args: list[str], extra: dict[str, str]) -> Member:
+            argv = [*me, *args, "--host", "127.0.0.1", "--port", str(port)]
+            child = Child(argv, name=name, env={**common, **extra}, log=run_dir / f"{name}.log")
+            member = Member(f"http://127.0.0.1:{port}", child)
+            fleet.children.append(member)
+            child.start()
+            return member
 
         mock_a = spawn("mock-a", a_port, ["mock-upstream", "--name", "mock-a"], {})
         mock_b = spawn("mock-b", b_port, ["mock-upstream", "--name", "mock-b"], {})
@@ -238,11 +212,11 @@ def start_fleet(
             )
             for i, port in enumerate(proxy_ports)
         ]
-        for child in (mock_a, mock_b):
-            _wait_http(child, "/_stats")
-        _wait_http(admin, "/health/ready")
-        for child in proxies:
-            _wait_http(child, "/health/ready")
+        for m in (mock_a, mock_b):
+            m.child.wait_http(m.url + "/_stats")
+        admin.child.wait_http(admin.url + "/health/ready")
+        for m in proxies:
+            m.child.wait_http(m.url + "/health/ready")
         (run_dir / "up.json").write_bytes(
             msgspec.json.format(msgspec.json.encode(fleet.describe()))
         )

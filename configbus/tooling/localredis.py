@@ -1,21 +1,20 @@
-"""A redis-server child process on a free loopback port, for `configbus up` and benchmarks."""
+"""A redis-server child on a loopback port, for `configbus up`, the tests and the benches.
+
+It is a `procs.Child` with Redis's arguments, a ping as its readiness check and the faults
+the tests and the chaos soak inject (pause, restart with or without its data).
+"""
 
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
+import signal
 import tempfile
-import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from configbus.tooling.procs import Child, free_port
 
 
 def ping(url: str, timeout_s: float = 0.5) -> bool:
@@ -30,55 +29,93 @@ def ping(url: str, timeout_s: float = 0.5) -> bool:
 
 
 class LocalRedis:
-    """Starts `redis-server` from PATH; stops it (and only it) by its PID."""
+    """`redis-server` from PATH, its data in `dir/data` and its log in `dir/redis.log`.
 
-    def __init__(self, *, port: int | None = None, appendonly: bool = False) -> None:
+    `dir` is a new temp directory unless given; `cleanup()` removes it. With `appendonly`
+    every write is fsynced to the AOF, so a restart "with data" keeps the lineage.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        appendonly: bool = False,
+        dir: Path | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise FileNotFoundError("redis-server is not on PATH")
-        self.binary = binary
         self.port = port or free_port()
-        self.appendonly = appendonly
-        self.dir = Path(tempfile.mkdtemp(prefix="configbus-redis-"))
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.dir = dir or Path(tempfile.mkdtemp(prefix="configbus-redis-"))
+        self.data = self.dir / "data"
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.paused = False
+        aof = ["--appendonly", "yes", "--appendfsync", "always"] if appendonly else ["--appendonly", "no"]  # fmt: skip
+        argv = [
+            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--protected-mode", "no",
+            "--save", "", *aof, "--dir", str(self.data), "--daemonize", "no",
+            "--loglevel", "warning", *extra_args,
+        ]  # fmt: skip
+        self.child = Child(argv, name=f"redis-server:{self.port}", log=self.dir / "redis.log")
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def pid(self) -> int | None:
+        return self.child.pid
+
+    def running(self) -> bool:
+        return self.child.running()
+
+    def spawn(self) -> LocalRedis:
+        """Start the process without waiting for it (see `wait_ready`)."""
+        self.child.start()
+        self.paused = False
+        return self
+
+    def wait_ready(self, timeout_s: float = 10.0) -> None:
+        try:
+            self.child.wait_ready(
+                lambda: ping(self.url, 0.3), timeout=timeout_s, interval=0.01, what="answering"
+            )
+        except TimeoutError:
+            self.stop(hard=True)
+            raise
+
     def start(self, timeout_s: float = 10.0) -> LocalRedis:
-        args = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "yes" if self.appendonly else "no",
-            "--dir", str(self.dir), "--daemonize", "no", "--loglevel", "warning",
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout_s
-        while not ping(self.url):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"redis-server did not answer on port {self.port}")
-            time.sleep(0.02)
+        self.spawn().wait_ready(timeout_s)
         return self
 
     def stop(self, *, hard: bool = False) -> None:
-        """Stop the process (SIGKILL when `hard`); its data directory stays for a restart."""
-        if self.proc is not None and self.proc.poll() is None:
-            if hard:
-                self.proc.kill()
-            else:
-                self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        """Stop the process (SIGKILL when `hard`); its data stays for a restart."""
+        self.child.stop(signal.SIGKILL if hard else signal.SIGTERM)
+        self.paused = False
+
+    def wipe(self) -> None:
+        """Remove the data (while stopped): the next start is an empty Redis."""
+        shutil.rmtree(self.data, ignore_errors=True)
+        self.data.mkdir(parents=True)
+
+    def restart(self, *, empty: bool = True) -> None:
+        self.stop(hard=True)
+        if empty:
+            self.wipe()
+        self.start()
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open and nothing answers, like a stalled server."""
+        self.child.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        self.child.send_signal(signal.SIGCONT)
+        self.paused = False
 
     def cleanup(self) -> None:
-        """Stop, and remove the data directory."""
+        """Stop, and remove the directory."""
         self.stop(hard=True)
         shutil.rmtree(self.dir, ignore_errors=True)
 

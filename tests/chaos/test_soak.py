@@ -1,4 +1,4 @@
-"""The chaos soak, short: `bench/chaos.py --minutes 1` against a real fleet, checked on its
+"""The chaos soak, short: `python -m bench.chaos --minutes 1` against a real fleet, checked on its
 JSON summary. Every fault kind runs at least once; the 10-minute run is `make chaos`."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def test_one_minute_soak_keeps_every_invariant(tmp_path: Path) -> None:
     out = tmp_path / "summary.json"
     args = [
         sys.executable,
-        str(ROOT / "bench" / "chaos.py"),
+        *("-m", "bench.chaos"),
         *("--minutes", "1", "--run-dir", str(tmp_path / "run"), "--json-out", str(out)),
     ]
     proc = subprocess.Popen(

@@ -16,6 +16,7 @@ from configbus.connection import connect
 from configbus.document import Document
 from configbus.settings import BusSettings
 from configbus.store import Store
+from configbus.tooling.localredis import LocalRedis
 from configbus.watcher import Watcher
 from tests.core.helpers import body
 from tests.support import free_port, wait_for
@@ -33,38 +34,19 @@ def cluster_url() -> Iterator[str]:
         port = free_port()
         if port + 10000 <= 65535:  # each node also listens on port + 10000 (the cluster bus)
             ports.append(port)
-    procs = []
+    nodes = [
+        LocalRedis(
+            port=port,
+            dir=root / str(port),
+            extra_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+        )
+        for port in ports
+    ]
     try:
-        for port in ports:
-            d = root / str(port)
-            d.mkdir()
-            procs.append(
-                subprocess.Popen(
-                    [
-                        "redis-server",
-                        "--port",
-                        str(port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        str(d / "nodes.conf"),
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--dir",
-                        str(d),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-        for port in ports:
-            wait_for(lambda p=port: subprocess.run(["redis-cli", "-p", str(p), "ping"],
-                                                   capture_output=True, text=True).stdout.strip()
-                     == "PONG", timeout=10, what=f"cluster node {port}")  # fmt: skip
+        for node in nodes:
+            node.spawn()
+        for node in nodes:
+            node.wait_ready()
         subprocess.run(
             ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
              "--cluster-replicas", "0", "--cluster-yes"],
@@ -75,9 +57,8 @@ def cluster_url() -> Iterator[str]:
         ).stdout, timeout=15, what="cluster_state:ok")  # fmt: skip
         yield f"redis://127.0.0.1:{ports[0]}/0?cluster=true"
     finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
+        for node in nodes:
+            node.cleanup()
         shutil.rmtree(root, ignore_errors=True)
 
 

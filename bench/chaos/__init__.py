@@ -1,0 +1,34 @@
+"""Chaos soak: a real fleet under client load while faults hit it and versions keep coming.
+
+    python -m bench.chaos --minutes 10          # `make chaos`; also `python bench/chaos`
+    python -m bench.chaos --minutes 1 --json-out summary.json
+
+It owns everything it runs (stopped by PID, also on failure): a `redis-server` with AOF in a
+temp dir (so "restart with data" keeps the lineage), two admin services, three proxy
+replicas with last-known-good files and a short reconcile interval, and two mock upstreams
+(`a` primary, `b` the fallback). While client load runs on every replica and a publisher
+keeps publishing through the admins (If-Match + Idempotency-Key, re-reading head on 409),
+a schedule of faults cycles:
+
+    redis_kill_with_data    SIGKILL Redis, restart it on its AOF
+    redis_restart_empty     SIGKILL Redis, restart it with no data: a new epoch
+    redis_pause             SIGSTOP past every client timeout, then SIGCONT
+    pubsub_kill             CLIENT KILL TYPE pubsub, then publish at once
+    replica_restart         Redis down, SIGTERM a replica, restart it from its snapshot file
+                            (must serve, marked stale), then Redis back
+    invalid_document        a schema-invalid record written straight into Redis as head
+    corrupt_record          a record whose body fails its checksum / that lacks fields
+    two_admins              two admins publish on the same base: one 201, one 409
+    clients_kill            CLIENT KILL TYPE normal: every plain connection dropped at once
+    upstream_fail           the primary upstream answers 500: the fallback must answer
+
+Invariants are checked all along (replicas' /status polled ~10x/s, every answer classified,
+history read every second) and a JSON summary is printed; the exit code is 0 when every
+check holds. Causes of failed requests are read from the answer: config (no config, 401,
+403, 404, 400), redis/internal (500, client timeout, connection errors to a live replica),
+upstream (502, 504, circuit open), rate limit (429).
+
+The package, one concern per module: `processes` (the fleet it runs), `documents` (what it
+publishes), `publisher` and `load` (the traffic), `invariants` (what it watches),
+`inject` and `faults` (what it breaks), `report` (the summary), `soak` (the run).
+"""

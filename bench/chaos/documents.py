@@ -1,0 +1,38 @@
+"""The documents the soak publishes, and the bad bodies it injects."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+
+from configbus.codec import canonical
+from configbus.testing import sample_data
+from configbus.validation import to_document
+
+
+def document(n: int, mock_a: str, mock_b: str) -> dict[str, Any]:
+    """Version n of the soak's document: valid, distinct from every other n."""
+    data = sample_data(upstream_a=mock_a + "/v1", upstream_b=mock_b + "/v1")
+    data["clients"][0]["rate_limit"] = {"rpm": 10_000_000}  # the soak measures config, not limits
+    data["models"][0]["params"] = {"temperature": (n % 10) / 10}
+    data["metadata"] = {"owner": "chaos", "change": str(n)}
+    return data
+
+
+def invalid_body(mock_a: str, mock_b: str) -> bytes:
+    """A document that decodes as JSON but fails validation: a model on an unknown provider."""
+    data = document(0, mock_a, mock_b)
+    data["models"][0]["deployments"] = [{"provider": "no-such-provider", "model": "x"}]
+    data["providers"][0]["api_key"] = {"secret": "plaintext-never-stored"}
+    return msgspec.json.encode(data)
+
+
+def canonical_body(data: dict[str, Any]) -> bytes:
+    """A valid document body as the admin would store it, minus encryption (the secret
+    becomes an env reference, so no key is needed)."""
+    data = json.loads(json.dumps(data))
+    data["providers"][0].pop("api_key")
+    data["providers"][0]["api_key_env"] = "UPSTREAM_B_KEY"
+    return canonical(to_document(data))

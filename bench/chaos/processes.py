@@ -1,0 +1,180 @@
+"""The fleet the soak runs: Redis (AOF), two mock upstreams, two admins, three replicas.
+
+Every process is a `configbus.tooling.procs.Child`: its own process group, stopped by PID,
+and it dies with the soak even if the soak is SIGKILLed. Children are started from the event
+loop's thread (the main one, which outlives them); waits and stops run in worker threads so
+the load and the pollers keep going meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import redis.asyncio as aioredis
+
+from configbus.crypto import generate_key
+from configbus.tooling.localredis import LocalRedis
+from configbus.tooling.procs import Child, free_port, stop_all
+
+NAMESPACE = "chaos"
+KEYS = f"cb:{{{NAMESPACE}}}:"  # the prefix of every key of the namespace
+ADMIN_TOKEN = "chaos-admin-token-" + secrets.token_hex(8)
+RECONCILE_S = 0.5
+HEARTBEAT_S = 0.5
+STOP_GRACE_S = 15.0
+
+
+class Service:
+    """A `python -m configbus ...` child on a free port, logging to `<run_dir>/<name>.log`."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], run_dir: Path) -> None:
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [sys.executable, "-m", "configbus", *args, "--port", str(self.port)]
+        self.child = Child(argv, name=name, env=env, log=run_dir / f"{name}.log")
+
+    def start(self) -> None:
+        self.child.start()
+
+    async def wait_http(self, path: str, timeout_s: float = 30.0) -> None:
+        await asyncio.to_thread(self.child.wait_http, self.url + path, timeout=timeout_s)
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout_s: float = STOP_GRACE_S) -> int | None:
+        return await asyncio.to_thread(self.child.stop, sig, grace=timeout_s)
+
+
+@dataclass
+class Replica:
+    service: Service
+    rid: str
+    down: bool = False  # deliberately stopped: no load, no polling
+    in_flight: int = 0
+    http: httpx.AsyncClient | None = None
+    last: tuple[str, int] | None = None  # (epoch, version) last seen in /status
+    left_epochs: set[str] = field(default_factory=set)
+
+    @property
+    def url(self) -> str:
+        return self.service.url
+
+
+class Fleet:
+    def __init__(self, run_dir: Path, concurrency: int) -> None:
+        try:
+            self.redis = LocalRedis(dir=run_dir / "redis", appendonly=True)
+        except FileNotFoundError:
+            raise SystemExit(
+                "redis-server is not on PATH (make redis-server installs it)"
+            ) from None
+        self.run_dir = run_dir
+        self.concurrency = concurrency
+        self.secret_key = generate_key()
+        self.r = aioredis.Redis(
+            port=self.redis.port, socket_timeout=1.0, socket_connect_timeout=0.5
+        )
+        self.mock_a = Service("mock-a", ["mock-upstream", "--name", "a"], self.env(), run_dir)
+        self.mock_b = Service("mock-b", ["mock-upstream", "--name", "b"], self.env(), run_dir)
+        admin_env = self.env(
+            CONFIGBUS_ADMIN_TOKENS=f"chaos:admin:{ADMIN_TOKEN}",
+            CONFIGBUS_ADMIN_PUBLISH_LIMIT="1000000",
+            CONFIGBUS_ADMIN_BREAKER_RESET_S="0.5",
+        )
+        self.admins = [
+            Service(f"admin-{i}", ["admin", "--log-level", "warning"], admin_env, run_dir)
+            for i in (1, 2)
+        ]
+        self.replicas: list[Replica] = []
+        for i in (1, 2, 3):
+            rid = f"replica-{i}"
+            env = self.env(
+                CONFIGBUS_REPLICA_ID=rid,
+                CONFIGBUS_SNAPSHOT_PATH=str(run_dir / f"{rid}.lkg.json"),
+                CONFIGBUS_RECONCILE_INTERVAL_S=str(RECONCILE_S),
+                CONFIGBUS_HEARTBEAT_INTERVAL_S=str(HEARTBEAT_S),
+                UPSTREAM_B_KEY="sk-upstream-b",
+            )
+            self.replicas.append(Replica(Service(rid, ["proxy"], env, run_dir), rid))
+        self.admin_http: list[httpx.AsyncClient] = []
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONFIGBUS_")}
+        env.update(
+            CONFIGBUS_REDIS_URL=self.redis.url,
+            CONFIGBUS_NAMESPACE=NAMESPACE,
+            CONFIGBUS_SECRET_KEYS=self.secret_key,
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(extra)
+        return env
+
+    # -- Redis ---------------------------------------------------------------------------
+
+    async def start_redis(self, *, wipe: bool = False) -> None:
+        if wipe:
+            self.redis.wipe()
+        self.redis.spawn()
+        await asyncio.to_thread(self.redis.wait_ready)
+
+    async def kill_redis(self) -> None:
+        await asyncio.to_thread(self.redis.stop, hard=True)
+
+    def redis_down(self) -> bool:
+        return self.redis.paused or not self.redis.running()
+
+    async def head(self) -> tuple[str | None, int]:
+        head, epoch = await self.r.mget([KEYS + "head", KEYS + "epoch"])
+        return (epoch.decode() if epoch else None), int(head or 0)
+
+    # -- services ------------------------------------------------------------------------
+
+    async def start_services(self) -> None:
+        """Redis, the mocks (answering in 5 ms) and the admins; replicas come later."""
+        await self.start_redis()
+        for s in (self.mock_a, self.mock_b, *self.admins):
+            s.start()
+        for s in (self.mock_a, self.mock_b):
+            await s.wait_http("/_stats")
+        async with httpx.AsyncClient(timeout=2) as http:
+            for s in (self.mock_a, self.mock_b):
+                (await http.post(s.url + "/_control", json={"latency_ms": 5})).raise_for_status()
+        for s in self.admins:
+            await s.wait_http("/health/ready")
+        self.admin_http = [
+            httpx.AsyncClient(
+                base_url=s.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=5.0
+            )
+            for s in self.admins
+        ]
+
+    async def start_replicas(self) -> None:
+        for rep in self.replicas:
+            rep.service.start()
+        for rep in self.replicas:
+            await rep.service.wait_http("/health/ready")
+            rep.http = self.client()
+
+    def client(self) -> httpx.AsyncClient:
+        """A replica's client for the load loops."""
+        return httpx.AsyncClient(
+            timeout=10.0, limits=httpx.Limits(max_connections=self.concurrency + 4)
+        )
+
+    async def stop(self) -> None:
+        """Stop everything (together, one grace period), then close our connections."""
+        services = [r.service for r in self.replicas] + [*self.admins, self.mock_a, self.mock_b]
+        await asyncio.to_thread(stop_all, [s.child for s in services], grace=STOP_GRACE_S)
+        for rep in self.replicas:
+            if rep.http is not None:
+                await rep.http.aclose()
+        for h in self.admin_http:
+            await h.aclose()
+        await self.r.aclose()
+        await self.kill_redis()  # its directory stays in the run dir with the logs
