@@ -12,7 +12,7 @@ from starlette.responses import Response
 from admin.http import JSON, ApiError, Ctx, endpoint
 from admin.merge import merge_patch
 from admin.rollouts import activate, assess, ended, snapshot
-from admin.routes import encrypt, masked_document, prepare, published
+from admin.routes import encrypt, masked_document, prepare, published, store_publish
 from configbus.api import RolloutAction, RolloutRequest, RolloutView
 from configbus.codec import canonical
 from configbus.crypto import unmask_secrets
@@ -57,7 +57,8 @@ async def _body(ctx: Ctx, req: RolloutRequest) -> bytes:
 async def start_rollout(ctx: Ctx) -> Response:
     req = await ctx.json(RolloutRequest)
     stages = _stages(req)
-    expected, key = ctx.if_match(), ctx.idempotency_key()
+    expected = ctx.if_match()
+    ctx.idempotency_key()  # a bad header is a 400 before any work
     body = await _body(ctx, req)
     now = time.time()
     members: tuple[str, ...] = ()
@@ -78,17 +79,8 @@ async def start_rollout(ctx: Ctx) -> Response:
         started_at=now,
         stage_started_at=now,
     )
-    result = await ctx.run(
-        lambda: ctx.store.publish(
-            body,
-            expected_version=expected,
-            idempotency_key=key,
-            request_sha256=ctx.request_fingerprint(),
-            author=ctx.token.name,
-            message=req.message,
-            kind="rollout",
-            rollout=rollout,
-        )
+    result = await store_publish(
+        ctx, body, kind="rollout", message=req.message, expected=expected, rollout=rollout
     )
     if result.created:
         await ctx.run(lambda: activate(ctx.store))

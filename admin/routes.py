@@ -4,7 +4,6 @@ its Redis calls go through `ctx.run` (the circuit breaker)."""
 from __future__ import annotations
 
 from collections import Counter
-from functools import partial
 from typing import Any
 
 from starlette.responses import Response
@@ -52,6 +51,7 @@ from configbus.errors import (
     SecretError,
     VersionConflict,
 )
+from configbus.rollout import Rollout
 from configbus.store import Export, Kind, PublishResult, RecordMeta, VersionRecord
 from configbus.validation import to_document
 
@@ -82,6 +82,31 @@ def published(ctx: Ctx, result: PublishResult, kind: Kind) -> Response:
         result,
         status_code=201 if result.created else 200,
         headers={"ETag": f'"{result.version}"', "Location": path},
+    )
+
+
+async def store_publish(
+    ctx: Ctx,
+    body: bytes,
+    *,
+    kind: Kind,
+    message: str,
+    expected: int | None,
+    rollout: Rollout | None = None,
+) -> PublishResult:
+    """Publish `body` for this request: its token, Idempotency-Key and fingerprint."""
+    key = ctx.idempotency_key()
+    return await ctx.run(
+        lambda: ctx.store.publish(
+            body,
+            expected_version=expected,
+            idempotency_key=key,
+            request_sha256=ctx.request_fingerprint(),
+            author=ctx.token.name,
+            message=message,
+            kind=kind,
+            rollout=rollout,
+        )
     )
 
 
@@ -152,19 +177,9 @@ def _meta_fields(record: VersionRecord) -> dict[str, Any]:
 @endpoint("publish", "publish")
 async def put_config(ctx: Ctx) -> Response:
     req = await ctx.json(PublishRequest)
-    expected, key = ctx.if_match(), ctx.idempotency_key()
+    expected = ctx.if_match()
     body = canonical(await encrypt(ctx, await prepare(ctx, req.document)))
-    result = await ctx.run(
-        lambda: ctx.store.publish(
-            body,
-            expected_version=expected,
-            idempotency_key=key,
-            request_sha256=ctx.request_fingerprint(),
-            author=ctx.token.name,
-            message=req.message,
-            kind="publish",
-        )
-    )
+    result = await store_publish(ctx, body, kind="publish", message=req.message, expected=expected)
     return published(ctx, result, "publish")
 
 
@@ -172,7 +187,8 @@ async def put_config(ctx: Ctx) -> Response:
 async def patch_config(ctx: Ctx) -> Response:
     patch = await ctx.json(MergePatch)
     message = ctx.query(PatchQuery).message[:MESSAGE_MAX]
-    expected, key = ctx.if_match(), ctx.idempotency_key()
+    expected = ctx.if_match()
+    ctx.idempotency_key()  # a bad header is a 400 before any work
     for attempt in range(PATCH_RETRIES):
         _, record = await ctx.run(lambda: ctx.store.fetch_head())
         if record is None:
@@ -185,17 +201,12 @@ async def patch_config(ctx: Ctx) -> Response:
         doc = unmask_secrets(to_document(merge_patch(masked, patch)), stored)
         body = canonical(await encrypt(ctx, doc))
         try:
-            result = await ctx.run(
-                partial(
-                    ctx.store.publish,
-                    body,
-                    expected_version=record.version if expected is None else expected,
-                    idempotency_key=key,
-                    request_sha256=ctx.request_fingerprint(),
-                    author=ctx.token.name,
-                    message=message,
-                    kind="patch",
-                )
+            result = await store_publish(
+                ctx,
+                body,
+                kind="patch",
+                message=message,
+                expected=record.version if expected is None else expected,
             )
         except VersionConflict:
             # Without If-Match the caller asked to patch whatever is current: re-read, retry.
