@@ -11,11 +11,20 @@ from starlette.responses import Response
 
 from admin.http import JSON, ApiError, Ctx, endpoint
 from admin.merge import merge_patch
+from admin.preflight import preflight
 from admin.rollouts import activate, assess, ended, snapshot
-from admin.routes import encrypt, masked_document, prepare, published, store_publish
+from admin.routes import (
+    encrypt,
+    head_document,
+    masked_document,
+    prepare,
+    published,
+    store_publish,
+)
 from configbus.api import RolloutAction, RolloutRequest, RolloutView
 from configbus.codec import canonical
 from configbus.crypto import unmask_secrets
+from configbus.document import Document
 from configbus.errors import Issue, RolloutConflict
 from configbus.rollout import Rollout, RolloutState, Stage, parse_selector, share_members
 from configbus.rollout_store import RolloutStore, Step
@@ -34,7 +43,7 @@ def _stages(req: RolloutRequest) -> tuple[Stage, ...]:
     return tuple(stages)
 
 
-async def _body(ctx: Ctx, req: RolloutRequest) -> bytes:
+async def _document(ctx: Ctx, req: RolloutRequest) -> Document:
     if (req.document is None) == (req.patch is None):
         raise ApiError(
             422,
@@ -43,14 +52,14 @@ async def _body(ctx: Ctx, req: RolloutRequest) -> bytes:
             issues=[Issue("", "exactly one of 'document' and 'patch'")],
         )
     if req.document is not None:
-        return canonical(await encrypt(ctx, await prepare(ctx, req.document)))
+        return await encrypt(ctx, await prepare(ctx, req.document))
     _, record = await ctx.run(lambda: ctx.store.fetch_head())
     if record is None:
         raise ApiError(404, "no_document", f"nothing published in namespace {ctx.namespace!r}")
     stored, masked = masked_document(record)
     assert req.patch is not None
     doc = unmask_secrets(to_document(merge_patch(masked, req.patch)), stored)
-    return canonical(await encrypt(ctx, doc))
+    return await encrypt(ctx, doc)
 
 
 @endpoint("rollout_start", "publish")
@@ -59,7 +68,14 @@ async def start_rollout(ctx: Ctx) -> Response:
     stages = _stages(req)
     expected = ctx.if_match()
     ctx.idempotency_key()  # a bad header is a 400 before any work
-    body = await _body(ctx, req)
+    doc = await _document(ctx, req)
+    if req.preflight:
+        issues = await preflight(doc, await head_document(ctx), ctx.svc.box)
+        if issues:
+            raise ApiError(
+                422, "preflight_failed", "a changed provider failed its preflight", issues=issues
+            )
+    body = canonical(doc)
     now = time.time()
     members: tuple[str, ...] = ()
     if stages[0].selector.share is not None:

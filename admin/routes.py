@@ -110,7 +110,7 @@ async def store_publish(
     )
 
 
-async def _head_document(ctx: Ctx) -> Document | None:
+async def head_document(ctx: Ctx) -> Document | None:
     """The head's stored document, or None when there is none or it cannot be trusted. A
     corrupt or invalid head (written by something that bypassed the admin) must not stop an
     admin from publishing the fix: its secrets are simply not reused."""
@@ -142,14 +142,14 @@ async def encrypt(ctx: Ctx, doc: Document) -> Document:
             "this admin has no CONFIGBUS_SECRET_KEYS, so it cannot store secrets",
             issues=[Issue(p, "cannot encrypt: no secret keys configured") for p in plaintext],
         )
-    return encrypt_secrets(doc, box, previous=await _head_document(ctx))
+    return encrypt_secrets(doc, box, previous=await head_document(ctx))
 
 
 async def prepare(ctx: Ctx, data: Any) -> Document:
     """Validate, and put the stored ciphertext back where a masked secret came back unchanged."""
     doc = to_document(data)
     if any(s.masked is not None for _, s in secrets_of(doc)):
-        doc = unmask_secrets(doc, await _head_document(ctx))
+        doc = unmask_secrets(doc, await head_document(ctx))
     return doc
 
 

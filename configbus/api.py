@@ -267,6 +267,9 @@ class RolloutRequest(_Request, frozen=True, kw_only=True):
     message: Message = ""
     stages: Annotated[list[StageRequest], Meta(min_length=1, max_length=MAX_STAGES)]
     guard: Guard = Guard()
+    # Before stage 1, ask each provider whose settings changed for its model list with the
+    # stored key; refuse the rollout with the provider's answer when that fails.
+    preflight: bool = False
 
 
 class RolloutAction(_Request, frozen=True, kw_only=True):
