@@ -127,11 +127,17 @@ class Driver:
         self.holder = holder or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
     async def run(self) -> None:
+        failing = False  # log a Redis outage once, not on every tick
         while True:
             try:
                 await self.tick()
+                if failing:
+                    log.info("rollout driver: Redis is back")
+                failing = False
             except StoreError as exc:
-                log.warning("rollout driver: %s", exc)
+                if not failing:
+                    log.warning("rollout driver: %s", exc)
+                failing = True
             except Exception:
                 log.exception("rollout driver tick failed")
             await asyncio.sleep(self.tick_s)
