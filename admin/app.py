@@ -115,9 +115,9 @@ def create_app(settings: AdminSettings) -> Starlette:
         try:
             yield {"services": svc}
         finally:
+            driver.stop()
             driving.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await driving
+            await asyncio.wait([driving], timeout=5)
             await svc.limiter.aclose()
             await redis.aclose()
 

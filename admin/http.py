@@ -39,6 +39,7 @@ from configbus.api import (
     non_null,
 )
 from configbus.breaker import BreakerState
+from configbus.codec import MAX_DEPTH, parse
 from configbus.crypto import SecretBox
 from configbus.errors import (
     CorruptRecord,
@@ -250,7 +251,16 @@ class Ctx:
         if default is not None and not raw.strip():
             return default
         try:
+            # msgspec keeps the last of duplicate keys and nests as deep as the stack goes:
+            # the strict parser refuses both first, as the CLI does (same verdict either way).
+            parse(raw, "json", source="request body")
             return msgspec.json.decode(raw, type=type_)
+        except InvalidDocument as exc:
+            raise ApiError(400, "invalid_json", exc.issues[0].message) from None
+        except RecursionError:
+            raise ApiError(
+                400, "invalid_json", f"request body: nested deeper than {MAX_DEPTH} levels"
+            ) from None
         except msgspec.ValidationError as exc:
             raise ApiError(
                 422,

@@ -125,10 +125,16 @@ class Driver:
         self.tick_s = tick_s
         self.lease_s = lease_s
         self.holder = holder or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._stopping = False
+
+    def stop(self) -> None:
+        self._stopping = True
 
     async def run(self) -> None:
+        """Tick until `stop()`. The flag, not only the cancellation, ends the loop: redis-py
+        may turn a cancellation into a ConnectionError, which the loop would survive."""
         failing = False  # log a Redis outage once, not on every tick
-        while True:
+        while not self._stopping:
             try:
                 await self.tick()
                 if failing:
