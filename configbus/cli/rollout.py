@@ -45,6 +45,12 @@ def add_canary_flags(p: argparse.ArgumentParser) -> None:
         help="how long each stage runs healthy before the next (10s, 2m, 1h; default 60s)",
     )
     g.add_argument(
+        "--preflight",
+        action="store_true",
+        help="before stage 1, ask each provider whose settings changed for its model list "
+        "with the stored key; refuse the rollout if one fails",
+    )
+    g.add_argument(
         "--max-error-rate",
         type=rate_arg,
         metavar="RATE",
@@ -73,7 +79,10 @@ def add_canary_flags(p: argparse.ArgumentParser) -> None:
 def stages_from(args: argparse.Namespace) -> list[StageRequest] | None:
     """The stages the flags ask for; None for a plain publish."""
     if not args.canary:
-        given = [f"--{f.replace('_', '-')}" for f in ("bake", *GUARD_FLAGS) if _given(args, f)]
+        flags = ("bake", *GUARD_FLAGS)
+        given = [f"--{f.replace('_', '-')}" for f in flags if _given(args, f)]
+        if args.preflight:
+            given.append("--preflight")
         if given:
             raise ConfigBusError(f"{', '.join(given)}: only with --canary (a rollout)")
         return None

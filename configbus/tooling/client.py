@@ -219,6 +219,7 @@ class AdminClient:
         document: Any = None,
         patch: Any = None,
         guard: Guard | None = None,
+        preflight: bool = False,
         message: str = "",
         if_match: int | None = None,
         idempotency_key: str | None = None,
@@ -235,6 +236,7 @@ class AdminClient:
                 message=message,
                 stages=stages,
                 guard=guard or Guard(),
+                preflight=preflight,
             ),
             headers=self._write_headers(if_match, idempotency_key),
         )

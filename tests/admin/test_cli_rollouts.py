@@ -24,7 +24,7 @@ from tests.admin.test_cli import cli, write
 from tests.admin.test_rollout_driver import Fleet, on
 from tests.core.helpers import make_store
 from tests.core.test_watcher import settings, stack, until
-from tests.support import RedisServer
+from tests.support import RedisServer, free_port
 
 __all__ = ["stack"]
 
@@ -224,6 +224,18 @@ async def test_rollback_during_a_rollout_aborts_it_first(env: Env, tmp_path: Pat
     assert code == 0 and "converged: 3 live replica(s) run version 4" in out, out + err
 
 
+async def test_preflight_refuses_a_rollout_to_a_dead_provider(env: Env, tmp_path: Path) -> None:
+    dead = write(
+        tmp_path, "dead.json", sample_data(upstream_a=f"http://127.0.0.1:{free_port()}/v1")
+    )
+    code, out, err = await env.cb(
+        "publisher", "publish", dead, "-m", "m", "--canary", "tier=canary", "--preflight"
+    )
+    assert code == 1 and "preflight_failed" in err and "providers[0]" in err, out + err
+    code, _, err = await env.cb("viewer", "rollout", "status")
+    assert code == 1 and "no rollout" in err
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -246,6 +258,7 @@ def test_bad_flags_are_refused_by_the_parser(
     ("flags", "message"),
     [
         (["--bake", "10s"], "--bake: only with --canary"),
+        (["--preflight"], "--preflight: only with --canary"),
         (["--canary", "5%", "--max-error-rate", "120%"], "--max-error-rate 1.2: must be <= 1"),
         (["--canary", "5%", "--min-requests", "0"], "--min-requests 0: must be >= 1"),
         (["--canary", "5%", "--max-p99-ratio", "0.5"], "--max-p99-ratio 0.5: must be >= 1"),
