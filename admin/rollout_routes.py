@@ -12,7 +12,7 @@ from starlette.responses import Response
 from admin.http import JSON, ApiError, Ctx, endpoint
 from admin.merge import merge_patch
 from admin.preflight import preflight
-from admin.rollouts import activate, assess, ended, snapshot
+from admin.rollouts import activate, assess, end_by_hand, snapshot
 from admin.routes import (
     encrypt,
     head_document,
@@ -25,9 +25,9 @@ from configbus.api import RolloutAction, RolloutRequest, RolloutView
 from configbus.codec import canonical
 from configbus.crypto import unmask_secrets
 from configbus.document import Document
-from configbus.errors import Issue, RolloutConflict
+from configbus.errors import Issue
 from configbus.rollout import Rollout, RolloutState, Stage, parse_selector, share_members
-from configbus.rollout_store import RolloutStore, Step
+from configbus.rollout_store import RolloutStore
 from configbus.validation import to_document
 
 
@@ -128,17 +128,12 @@ async def get_rollout(ctx: Ctx) -> Response:
 async def _end(ctx: Ctx, state: RolloutState) -> Response:
     rs, rollout = await _view(ctx)
     req = await ctx.json(RolloutAction, default=RolloutAction())
-    verb = "promoted" if state is RolloutState.PROMOTED else "aborted"
-    reason = f"{verb} by {ctx.token.name}" + (f": {req.message}" if req.message else "")
-    if not rollout.running:
-        raise RolloutConflict(f"rollout {rollout.id} already ended ({rollout.state.value})")
-    done = ended(rollout, state, reason, time.time())
-    step: Step = "promote" if state is RolloutState.PROMOTED else "abort"
-    await ctx.run(lambda: rs.step(step, done, expected_stage=None))
-    ctx.svc.metrics.rollouts.labels(verb).inc()
-    ctx.audit_fields["message"] = reason
-    stored = await ctx.run(rs.get)
-    return JSON(RolloutView(rollout=stored or done))
+    done = await ctx.run(
+        lambda: end_by_hand(rs, rollout, state, actor=ctx.token.name, message=req.message)
+    )
+    ctx.svc.metrics.rollouts.labels(done.state.value).inc()
+    ctx.audit_fields["message"] = done.reason
+    return JSON(RolloutView(rollout=done))
 
 
 @endpoint("rollout_promote", "steer")

@@ -106,6 +106,22 @@ def ended(r: Rollout, state: RolloutState, reason: str, now: float) -> Rollout:
     return msgspec.structs.replace(r, state=state, reason=reason, ended_at=now)
 
 
+async def end_by_hand(
+    rs: RolloutStore, r: Rollout, state: RolloutState, *, actor: str, message: str = ""
+) -> Rollout:
+    """End a running rollout now, whatever its stage: a person's promote or abort, or the
+    abort a rollback makes first. One checked step, so it never crosses the driver's;
+    RolloutConflict when the rollout already ended. Answers the rollout as stored."""
+    if not r.running:
+        raise RolloutConflict(f"rollout {r.id} already ended ({r.state.value})")
+    verb = "promoted" if state is RolloutState.PROMOTED else "aborted"
+    reason = f"{verb} by {actor}" + (f": {message}" if message else "")
+    done = ended(r, state, reason, time.time())
+    step: Step = "promote" if state is RolloutState.PROMOTED else "abort"
+    await rs.step(step, done, expected_stage=None)
+    return await rs.get() or done
+
+
 class Driver:
     """One admin's rollout driver; `run()` until cancelled."""
 

@@ -9,8 +9,9 @@ from typing import Any
 from starlette.responses import Response
 
 from admin.diff import changed_paths, unified
-from admin.http import JSON, ApiError, Ctx, endpoint, is_uint
+from admin.http import JSON, ApiError, Ctx, endpoint, error_from, is_uint
 from admin.merge import merge_patch
+from admin.rollouts import end_by_hand
 from configbus.api import (
     MAX_VERSION,
     MAX_VERSION_DIGITS,
@@ -48,10 +49,12 @@ from configbus.errors import (
     InvalidDocument,
     Issue,
     NamespaceNotEmpty,
+    RolloutConflict,
     SecretError,
     VersionConflict,
 )
-from configbus.rollout import Rollout
+from configbus.rollout import Rollout, RolloutState
+from configbus.rollout_store import RolloutStore
 from configbus.store import Export, Kind, PublishResult, RecordMeta, VersionRecord
 from configbus.validation import to_document
 
@@ -273,6 +276,7 @@ async def rollback(ctx: Ctx) -> Response:
     ctx.audit_fields["to_version"] = req.to_version
     source = await ctx.run(lambda: ctx.store.get(req.to_version))
     _check_replicas_accept(ctx, source)
+    await _abort_rollout_for(ctx, req, expected)
     result = await ctx.run(
         lambda: ctx.store.rollback(
             req.to_version,
@@ -283,6 +287,40 @@ async def rollback(ctx: Ctx) -> Response:
         )
     )
     return published(ctx, result, "rollback")
+
+
+async def _abort_rollout_for(ctx: Ctx, req: RollbackRequest, expected: int | None) -> None:
+    """A rollback during a rollout aborts the rollout first (audited), so its replicas fall
+    back with everyone else. A stale If-Match refuses the rollback before anything moves."""
+    rs = RolloutStore(ctx.store)
+    rollout = await ctx.run(rs.get)
+    if rollout is None or not rollout.running:
+        return
+    if expected is not None:
+        head = await ctx.run(lambda: ctx.store.head())
+        if head.version != expected:
+            raise error_from(VersionConflict(expected, head.version), ctx.svc.breaker)
+    why = f"rollback to version {req.to_version}" + (f": {req.message}" if req.message else "")
+    try:
+        done = await ctx.run(
+            lambda: end_by_hand(
+                rs, rollout, RolloutState.ABORTED, actor=ctx.token.name, message=why
+            )
+        )
+    except RolloutConflict:
+        return  # it ended meanwhile (the guard was quicker): nothing left to abort
+    ctx.svc.metrics.rollouts.labels("aborted").inc()
+    await ctx.run(
+        lambda: ctx.store.audit(
+            "rollout_abort",
+            ctx.token.name,
+            "ok",
+            version=done.version,
+            rollout=done.id,
+            stage=done.stage + 1,
+            message=done.reason,
+        )
+    )
 
 
 def _check_replicas_accept(ctx: Ctx, record: VersionRecord) -> None:
@@ -328,6 +366,8 @@ async def replicas(ctx: Ctx) -> Response:
                 alive=info.alive,
                 on_head=(st.epoch, st.version, st.sha256)
                 == (head.epoch, head.version, head.sha256),
+                labels=dict(st.labels),
+                staged=st.staged,
             )
         )
     alive = [r for r in rows if r.alive]

@@ -181,6 +181,8 @@ class ReplicaRow(_Response, frozen=True, kw_only=True):
     last_seen: float
     alive: bool
     on_head: bool
+    labels: dict[str, str] = {}  # what rollout stages select it by
+    staged: bool = False  # runs a rollout's version, not head
 
 
 class ReplicaSummary(_Response, frozen=True, kw_only=True):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from configbus.names import NAMESPACE_RULE, is_namespace
-from configbus.rollout import parse_labels
+from configbus.rollout import parse_labels, parse_selector
 
 
 def namespace_arg(value: str) -> str:
@@ -20,3 +21,35 @@ def label_arg(value: str) -> list[tuple[str, str]]:
         return list(parse_labels(value, where="label").items())
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def selector_arg(value: str) -> str:
+    """A stage's selector (`10%`, `tier=canary`), checked here and sent in canonical form."""
+    try:
+        return str(parse_selector(value))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]*)?)(ms|s|m|h)?$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+DURATION_RULE = "a duration like 10s, 2m, 1h or plain seconds"
+
+
+def duration_arg(value: str) -> float:
+    """`10s`, `2m`, `1h`, `500ms` or plain seconds, as seconds."""
+    m = _DURATION.fullmatch(value.strip())
+    if m is None:
+        raise argparse.ArgumentTypeError(f"{value!r} is not {DURATION_RULE}")
+    return float(m[1]) * _UNIT_S[m[2] or "s"]
+
+
+def rate_arg(value: str) -> float:
+    """A rate as a fraction (`0.05`) or a percentage (`5%`)."""
+    text = value.strip()
+    try:
+        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a rate: a fraction like 0.05 or a percentage like 5%"
+        ) from None

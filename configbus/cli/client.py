@@ -1,13 +1,17 @@
 """The client subcommands: `configbus publish | get | patch | validate | history | diff |
-rollback | status | watch | rotate-secrets | audit | export | import`, against an admin service.
+rollback | status | watch | rollout | rotate-secrets | audit | export | import`, against an
+admin service.
 
 Every command takes `--admin-url` (CONFIGBUS_ADMIN_URL), `--token` (CONFIGBUS_ADMIN_TOKEN),
 `--namespace` (CONFIGBUS_NAMESPACE) and `--json` (machine-readable output). Errors name what
 is wrong and exit non-zero: 1 when the service refused (invalid document, conflict, denied),
 2 when the command could not run (bad file, service unreachable).
 
-`configbus watch` exit codes: 0 every live replica runs head; 1 a live replica rejected head;
-2 timeout before convergence; 3 the admin service could not be asked.
+`publish` and `patch` with `--canary` start a rollout (configbus/cli/rollout.py). `configbus
+watch` follows the namespace's latest change: a rollout to its end (0 promoted and every live
+replica on the new head, 1 aborted or a replica rejected its version), else head until every
+live replica runs it (0; 1 a live replica rejected head); 2 timeout; 3 the admin service could
+not be asked.
 """
 
 from __future__ import annotations
@@ -23,16 +27,21 @@ from typing import Any
 
 import msgspec
 
-from configbus.api import ReplicaRow, Replicas
+from configbus.api import ReplicaRow, Replicas, RolloutView
+from configbus.cli import rollout as ro
 from configbus.cli.args import namespace_arg
+from configbus.cli.text import ago, table
 from configbus.codec import guess_format, load_file, parse
 from configbus.errors import AdminApiError, AdminUnreachable, ConfigBusError, InvalidDocument
 from configbus.names import DEFAULT_NAMESPACE
+from configbus.rollout import RolloutState
 from configbus.store import PublishResult
 from configbus.tooling.client import AdminClient
 
 EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
 WATCH_CONVERGED, WATCH_REJECTED, WATCH_TIMEOUT, WATCH_UNREACHABLE = 0, 1, 2, 3
+WATCH_PROMOTED, WATCH_ABORTED = WATCH_CONVERGED, WATCH_REJECTED
+DEFAULT_WATCH_TIMEOUT_S = 60.0
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -68,9 +77,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         )
         p.add_argument("--idempotency-key", help="a retry with the same key is not repeated")
 
-    p = add("publish", cmd_publish, "publish a document file (JSON, YAML or TOML)")
+    p = add(
+        "publish",
+        cmd_publish,
+        "publish a document file (JSON, YAML or TOML); with --canary, to stages of replicas first",
+    )
     p.add_argument("file")
     writes(p)
+    ro.add_canary_flags(p)
     p = add("get", cmd_get, "print the current document (secrets masked)")
     p.add_argument("--version", type=int, help="a past version instead of head")
     p.add_argument(
@@ -79,6 +93,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = add("patch", cmd_patch, "publish a JSON merge patch (RFC 7396) of the current document")
     p.add_argument("file")
     writes(p)
+    ro.add_canary_flags(p)
     p = add("validate", cmd_validate, "check a document file; offline without an admin URL")
     p.add_argument("file")
     p.add_argument("--offline", action="store_true", help="check locally, do not ask the admin")
@@ -91,14 +106,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = add("rollback", cmd_rollback, "publish version N's body again as a new version")
     p.add_argument("version", type=int)
     writes(p)
-    add("status", cmd_status, "rollout status: replicas per version, rejected and dead ones")
+    add("status", cmd_status, "replicas per version, their labels, rejected and dead ones")
     p = add(
         "watch",
         cmd_watch,
-        "follow a rollout until every live replica runs head; exit 0 "
-        "converged, 1 a replica rejected head, 2 timeout, 3 admin unreachable",
+        "follow the latest change: a running rollout to its end (exit 0 promoted and "
+        "converged, 1 aborted or a replica rejected its version), else until every live "
+        "replica runs head (0; 1 a replica rejected head); 2 timeout, 3 admin unreachable",
     )
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help=f"seconds (default {DEFAULT_WATCH_TIMEOUT_S:g}; for a running rollout, the bake "
+        f"time it has left plus {DEFAULT_WATCH_TIMEOUT_S:g})",
+    )
     p.add_argument("--interval", type=float, default=0.5, help="poll interval in seconds")
     p.add_argument(
         "--min-replicas",
@@ -106,6 +128,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=1,
         help="live replicas needed to call it converged (default 1)",
     )
+    p = add(
+        "rollout",
+        cmd_rollout,
+        "the namespace's rollout: status (with the guard's live figures), promote or abort",
+    )
+    p.add_argument("action", choices=("status", "promote", "abort"))
+    p.add_argument("-m", "--message", default="", help="why (kept in the audit)")
     p = add(
         "rotate-secrets", cmd_rotate, "re-encrypt every secret with the newest key (a new version)"
     )
@@ -186,21 +215,69 @@ def _published(args: argparse.Namespace, res: PublishResult, what: str) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
+    stages = ro.stages_from(args)
+    guard = ro.guard_from(args) if stages else None
     data = _read(args.file)
     with _client(args) as c:
-        res = c.publish(
-            data, message=args.message, if_match=args.if_match, idempotency_key=args.idempotency_key
+        if stages is None:
+            res = c.publish(
+                data,
+                message=args.message,
+                if_match=args.if_match,
+                idempotency_key=args.idempotency_key,
+            )
+            return _published(args, res, "published")
+        res = c.start_rollout(
+            document=data,
+            stages=stages,
+            guard=guard,
+            preflight=args.preflight,
+            message=args.message,
+            if_match=args.if_match,
+            idempotency_key=args.idempotency_key,
         )
-    return _published(args, res, "published")
+        return _rollout_started(args, c, res)
 
 
 def cmd_patch(args: argparse.Namespace) -> int:
+    stages = ro.stages_from(args)
+    guard = ro.guard_from(args) if stages else None
     data = _read(args.file)
     with _client(args) as c:
-        res = c.patch(
-            data, message=args.message, if_match=args.if_match, idempotency_key=args.idempotency_key
+        if stages is None:
+            res = c.patch(
+                data,
+                message=args.message,
+                if_match=args.if_match,
+                idempotency_key=args.idempotency_key,
+            )
+            return _published(args, res, "patched")
+        res = c.start_rollout(
+            patch=data,
+            stages=stages,
+            guard=guard,
+            preflight=args.preflight,
+            message=args.message,
+            if_match=args.if_match,
+            idempotency_key=args.idempotency_key,
         )
-    return _published(args, res, "patched")
+        return _rollout_started(args, c, res)
+
+
+def _rollout_started(args: argparse.Namespace, c: AdminClient, res: PublishResult) -> int:
+    """Print a rollout's start as a publish is printed, plus its id and stages."""
+    if res.outcome == "noop":
+        return _published(args, res, "rollout")
+    view = _latest_rollout(c)
+    if view is not None and view.rollout.version != res.version:
+        view = None  # an idempotent replay of a rollout that is no longer the latest
+    if args.json:
+        _print_json({**msgspec.to_builtins(res), "rollout": msgspec.to_builtins(view)})
+    else:
+        if res.outcome == "idempotent":
+            print(f"already done: version {res.version} (same idempotency key)")
+        print(ro.format_started(res, view))
+    return EXIT_OK
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -257,22 +334,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _ago(ts: float | None) -> str:
-    if not ts:
-        return "-"
-    s = max(0.0, time.time() - ts)
-    return (
-        f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago" if s < 7200 else f"{s / 3600:.0f}h ago"
-    )
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
-
-
 def cmd_history(args: argparse.Namespace) -> int:
     with _client(args) as c:
         res = c.versions(limit=args.limit, before=args.before)
@@ -284,7 +345,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         kind = v.kind + (f" of {v.source}" if v.source else "")
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(v.created_at))
         rows.append([str(v.version), kind, v.author, when, v.message])
-    print(_table(rows) if len(rows) > 1 else "no versions published")
+    print(table(rows) if len(rows) > 1 else "no versions published")
     return EXIT_OK
 
 
@@ -307,15 +368,17 @@ def format_status(res: Replicas) -> str:
         f"replicas: {s.alive} live, {s.dead} dead, {s.rejected} rejecting  "
         + ("all live replicas on head" if s.all_on_head else "NOT all on head")
     ]
+    staged = ro.staged_versions(res)
     if s.per_version:
         rows = [["VERSION", "LIVE REPLICAS"]]
         for v, n in sorted(s.per_version.items(), key=lambda kv: -int(kv[0])):
-            rows.append([v + (" (head)" if int(v) == s.head else ""), str(n)])
-        lines += ["", _table(rows)]
+            mark = " (head)" if int(v) == s.head else " (rollout)" if int(v) in staged else ""
+            rows.append([v + mark, str(n)])
+        lines += ["", table(rows)]
     if res.replicas:
-        rows = [["REPLICA", "STATE", "VERSION", "LAST SEEN", "NOTE"]]
+        rows = [["REPLICA", "STATE", "VERSION", "LABELS", "LAST SEEN", "NOTE"]]
         for r in res.replicas:
-            notes = []
+            notes = ["staged (a rollout's version)"] if r.staged else []
             if not r.alive:
                 notes.append("DEAD (no heartbeat)")
             if r.rejected_version is not None:
@@ -324,10 +387,18 @@ def format_status(res: Replicas) -> str:
                 notes.append(f"rejected: {r.reason or '?'}")
             if r.stale:
                 notes.append("stale (serving a local copy)")
+            labels = ",".join(f"{k}={v}" for k, v in sorted(r.labels.items())) or "-"
             rows.append(
-                [r.replica_id, r.state, str(r.version), _ago(r.last_seen), "; ".join(notes)]
+                [
+                    r.replica_id,
+                    r.state,
+                    str(r.version),
+                    labels,
+                    ago(r.last_seen),
+                    "; ".join(notes),
+                ]
             )
-        lines += ["", _table(rows)]
+        lines += ["", table(rows)]
     else:
         lines.append("no replica has reported")
     return "\n".join(lines)
@@ -343,63 +414,160 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def rejecting(res: Replicas, version: int) -> list[ReplicaRow]:
+    return [r for r in res.replicas if r.alive and r.rejected_version == version]
+
+
 def rejecting_head(res: Replicas) -> list[ReplicaRow]:
-    head = res.summary.head
-    return [r for r in res.replicas if r.alive and r.rejected_version == head]
+    return rejecting(res, res.summary.head)
 
 
-def cmd_watch(args: argparse.Namespace) -> int:
-    deadline = time.monotonic() + args.timeout
+def _latest_rollout(c: AdminClient) -> RolloutView | None:
+    """The namespace's rollout (running, or the last one ended); None when it never had one."""
     try:
-        c = _client(args)
-    except ConfigBusError as exc:
-        _fail(args, exc)
-        return WATCH_UNREACHABLE
-    last = ""
-    with c:
+        return c.rollout()
+    except AdminApiError as exc:
+        if exc.code == "no_rollout":
+            return None
+        raise
+
+
+class _Watch:
+    """One `configbus watch`: its client, deadline and output."""
+
+    def __init__(self, args: argparse.Namespace, c: AdminClient, deadline: float) -> None:
+        self.args, self.c, self.deadline = args, c, deadline
+        self.last: object = None
+
+    def say(self, key: object, line: str) -> None:
+        """Print `line` when `key` differs from the last one said (not under --json)."""
+        if not self.args.json and key != self.last:
+            print(line, flush=True)
+            self.last = key
+
+    def done(self, result: str, code: int, res: Replicas, view: RolloutView | None) -> int:
+        if self.args.json:
+            extra = {"rollout": msgspec.to_builtins(view)} if view is not None else {}
+            _print_json({"result": result, **extra, **msgspec.to_builtins(res)})
+        return code
+
+    def timed_out(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+    def follow_rollout(self, view: RolloutView) -> int:
+        """Until the rollout ends: aborted (or a replica rejecting its version) is 1; once
+        promoted, the fleet must converge on the new head."""
         while True:
-            try:
-                res = c.replicas()
-            except (AdminApiError, AdminUnreachable) as exc:
-                _fail(args, exc)
-                return WATCH_UNREACHABLE
+            r = view.rollout
+            res = self.c.replicas()
+            if r.state is RolloutState.ABORTED:
+                if not self.args.json:
+                    print(
+                        f"rollout {r.id} aborted at stage {r.stage + 1} of {len(r.stages)}: "
+                        f"{r.reason}\nversion {r.version} is not head; its replicas are back "
+                        f"on version {res.summary.head}",
+                        file=sys.stderr,
+                    )
+                return self.done("aborted", WATCH_ABORTED, res, view)
+            if r.state is RolloutState.PROMOTED:
+                self.say(("promoted", r.id), f"rollout {r.id} promoted: {r.reason}")
+                return self.converge(view)
+            bad = rejecting(res, r.version)
+            if bad:
+                if not self.args.json:
+                    for row in bad:
+                        print(
+                            f"replica {row.replica_id} rejected version {r.version}: {row.reason}",
+                            file=sys.stderr,
+                        )
+                return self.done("rejected", WATCH_REJECTED, res, view)
+            self.say(*ro.progress(view))
+            if self.timed_out():
+                if not self.args.json:
+                    print(
+                        f"timeout after {self.args.timeout:g}s: rollout {r.id} still runs\n"
+                        + ro.format_rollout(view),
+                        file=sys.stderr,
+                    )
+                return self.done("timeout", WATCH_TIMEOUT, res, view)
+            time.sleep(self.args.interval)
+            view = self.c.rollout()
+
+    def converge(self, view: RolloutView | None = None) -> int:
+        """Until every live replica runs head (0), one rejects it (1) or time runs out (2)."""
+        while True:
+            res = self.c.replicas()
             s = res.summary
             spread = ", ".join(
                 f"version {v}: {n} live"
                 for v, n in sorted(s.per_version.items(), key=lambda kv: int(kv[0]))
             )
             line = f"head {s.head}: " + (spread or "no live replicas")
-            if not args.json and line != last:
-                print(line, flush=True)
-                last = line
+            self.say(line, line)
             bad = rejecting_head(res)
             if bad:
-                if args.json:
-                    _print_json({"result": "rejected", **msgspec.to_builtins(res)})
-                else:
+                if not self.args.json:
                     for r in bad:
                         print(
                             f"replica {r.replica_id} rejected version {s.head}: {r.reason}",
                             file=sys.stderr,
                         )
-                return WATCH_REJECTED
-            if s.all_on_head and s.alive >= args.min_replicas:
-                if args.json:
-                    _print_json({"result": "converged", **msgspec.to_builtins(res)})
-                else:
+                return self.done("rejected", WATCH_REJECTED, res, view)
+            if s.all_on_head and s.alive >= self.args.min_replicas:
+                if not self.args.json:
                     print(f"converged: {s.alive} live replica(s) run version {s.head}")
-                return WATCH_CONVERGED
-            if time.monotonic() >= deadline:
-                if args.json:
-                    _print_json({"result": "timeout", **msgspec.to_builtins(res)})
-                else:
+                return self.done("converged", WATCH_CONVERGED, res, view)
+            if self.timed_out():
+                if not self.args.json:
                     print(
-                        f"timeout after {args.timeout:g}s: not every live replica runs "
+                        f"timeout after {self.args.timeout:g}s: not every live replica runs "
                         f"version {s.head}\n" + format_status(res),
                         file=sys.stderr,
                     )
-                return WATCH_TIMEOUT
-            time.sleep(args.interval)
+                return self.done("timeout", WATCH_TIMEOUT, res, view)
+            time.sleep(self.args.interval)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    try:
+        c = _client(args)
+    except ConfigBusError as exc:
+        _fail(args, exc)
+        return WATCH_UNREACHABLE
+    with c:
+        try:
+            view = _latest_rollout(c)
+            head = c.replicas().summary.head
+            # The rollout is the latest change while it runs, and once ended until a later
+            # version exists (an aborted one stays above head; a promoted one is head).
+            current = view is not None and (view.rollout.running or view.rollout.version >= head)
+            if args.timeout is None:
+                args.timeout = DEFAULT_WATCH_TIMEOUT_S
+                if view is not None and view.rollout.running:
+                    args.timeout += ro.bake_left(view.rollout, time.time())
+            w = _Watch(args, c, started + args.timeout)
+            if current and view is not None:
+                return w.follow_rollout(view)
+            return w.converge()
+        except (AdminApiError, AdminUnreachable) as exc:
+            _fail(args, exc)
+            return WATCH_UNREACHABLE
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        if args.action == "promote":
+            view = c.promote_rollout(message=args.message)
+        elif args.action == "abort":
+            view = c.abort_rollout(message=args.message)
+        else:
+            view = c.rollout()
+    if args.json:
+        _print_json(view)
+    else:
+        print(ro.format_rollout(view))
+    return EXIT_OK
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
@@ -419,7 +587,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.ts))
         details = " ".join(f"{k}={v}" for k, v in sorted(e.fields.items()) if v)
         rows.append([when, e.actor, e.action, e.outcome, details])
-    print(_table(rows))
+    print(table(rows))
     return EXIT_OK
 
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from configbus.tooling.fleet import DEFAULT_PORT_BASE, Fleet, start_fleet
+from configbus.tooling.fleet import CANARY_LABELS, DEFAULT_PORT_BASE, Fleet, start_fleet
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,7 +66,8 @@ def _rel(path: Path) -> str:
 def banner(fleet: Fleet) -> str:
     cb = _program()
     admin = fleet.child("admin").url
-    replica = next(c for c in fleet.children if c.name.startswith("replica-")).url
+    first = next(c for c in fleet.children if c.name.startswith("replica-"))
+    replica, canary = first.url, first.name
     rows = "\n".join(f"  {c.name:<11} {c.url:<26} pid {c.child.pid}" for c in fleet.children)
     chat = (
         f"curl -s {replica}/v1/chat/completions -H 'Authorization: Bearer {fleet.client_key}' "
@@ -94,6 +95,12 @@ The tour (in another terminal):
   # 4. roll back to version 1
   $ {cb} rollback 1 -m "back to mock-a"
   $ {cb} status
+  # 5. a valid change that breaks traffic (mock-a on a dead port, no fallback), canary
+  #    first: {canary} carries {CANARY_LABELS}; its failing requests make the guard abort
+  $ {cb} publish {_rel(d / "broken-provider.yaml")} -m "move mock-a" --canary {CANARY_LABELS} --bake 10s
+  $ for i in $(seq 30); do {chat} -o /dev/null -w '%{{http_code}} '; done; echo
+  $ {cb} watch
+  $ {cb} rollout status
 
 Logs: {_rel(d)}/*.log.   Ctrl-C stops the fleet.
 """

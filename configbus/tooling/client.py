@@ -30,7 +30,11 @@ from configbus.api import (
     PublishRequest,
     Replicas,
     RollbackRequest,
+    RolloutAction,
+    RolloutRequest,
+    RolloutView,
     RotateRequest,
+    StageRequest,
     ValidateResult,
     VersionPage,
     VersionsQuery,
@@ -38,6 +42,7 @@ from configbus.api import (
 )
 from configbus.errors import AdminApiError, AdminUnreachable
 from configbus.names import DEFAULT_NAMESPACE
+from configbus.rollout import Guard
 from configbus.store import Export, PublishResult
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -206,6 +211,45 @@ class AdminClient:
             RollbackRequest(to_version=to_version, message=message),
             headers=self._write_headers(if_match, idempotency_key),
         )
+
+    def start_rollout(
+        self,
+        *,
+        stages: list[StageRequest],
+        document: Any = None,
+        patch: Any = None,
+        guard: Guard | None = None,
+        preflight: bool = False,
+        message: str = "",
+        if_match: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> PublishResult:
+        """A new version for `stages` of replicas first (a full document or a merge patch of
+        head); `rollout()` then shows it."""
+        return self._call(
+            PublishResult,
+            "POST",
+            "rollouts",
+            RolloutRequest(
+                document=document,
+                patch=patch,
+                message=message,
+                stages=stages,
+                guard=guard or Guard(),
+                preflight=preflight,
+            ),
+            headers=self._write_headers(if_match, idempotency_key),
+        )
+
+    def rollout(self) -> RolloutView:
+        """The running rollout, or the last one ended, with the guard's view while it runs."""
+        return self._call(RolloutView, "GET", "rollout")
+
+    def promote_rollout(self, *, message: str = "") -> RolloutView:
+        return self._call(RolloutView, "POST", "rollout/promote", RolloutAction(message=message))
+
+    def abort_rollout(self, *, message: str = "") -> RolloutView:
+        return self._call(RolloutView, "POST", "rollout/abort", RolloutAction(message=message))
 
     def replicas(self) -> Replicas:
         return self._call(Replicas, "GET", "replicas")

@@ -34,6 +34,7 @@ from configbus.validation import to_document
 EXAMPLES = Path(__file__).resolve().parent / "examples"  # package data: works from a wheel
 DEFAULT_PORT_BASE = 7400
 DEMO_KEY_SHA256 = hashlib.sha256(b"sk-configbus-demo").hexdigest()
+CANARY_LABELS = "tier=canary"  # replica-1's labels
 
 
 @dataclass
@@ -183,7 +184,7 @@ def start_fleet(
 
         mock_a = spawn("mock-a", a_port, ["mock-upstream", "--name", "mock-a"], {})
         mock_b = spawn("mock-b", b_port, ["mock-upstream", "--name", "mock-b"], {})
-        for name in ("fleet.yaml", "fleet-v2.yaml", "broken.yaml"):
+        for name in ("fleet.yaml", "fleet-v2.yaml", "broken.yaml", "broken-provider.yaml"):
             text = render(name, mock_a.url, mock_b.url, fleet.client_key)
             (run_dir / name).write_text(text)
         asyncio.run(
@@ -208,6 +209,8 @@ def start_fleet(
                 {
                     "CONFIGBUS_REPLICA_ID": f"replica-{i + 1}",
                     "CONFIGBUS_SNAPSHOT_PATH": str(run_dir / f"replica-{i + 1}.lkg.json"),
+                    # The tour's canary: a rollout's `tier=canary` stage runs here first.
+                    "CONFIGBUS_REPLICA_LABELS": CANARY_LABELS if i == 0 else "",
                 },
             )
             for i, port in enumerate(proxy_ports)

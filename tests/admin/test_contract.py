@@ -115,7 +115,11 @@ async def test_every_answer_is_the_documented_one(
         await store.report(
             ReplicaStatus(replica_id="r1", state="rejected", version=1, rejected_version=3)
         )
-        await store.report(ReplicaStatus(replica_id="r2", state="applied", version=3))
+        await store.report(
+            ReplicaStatus(
+                replica_id="r2", state="applied", version=3, labels={"tier": "canary"}, staged=True
+            )
+        )
         assert (await call("GET", f"{base}/replicas")).status_code == 200
         assert (await call("GET", f"{base}/audit?count=2")).status_code == 200
         assert (await call("GET", f"{base}/audit?before=0-0")).status_code == 200

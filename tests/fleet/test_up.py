@@ -75,7 +75,8 @@ def test_tour_as_printed_then_ctrl_c_leaves_no_process(
 ) -> None:
     proc, out, run_dir = fleet
     commands = [m[1] for m in re.finditer(r"^  \$ (.+)$", out, re.M)]
-    export, chat, publish, watch, broken, rollback, status = commands
+    export, chat, publish, watch, broken, rollback, status, *canary_step = commands
+    canary, load, follow, rollout_status = canary_step
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONFIGBUS_")}
     for assignment in export.removeprefix("export ").split():
         key, value = assignment.split("=", 1)
@@ -108,6 +109,22 @@ def test_tour_as_printed_then_ctrl_c_leaves_no_process(
         what="replicas on version 3",
     )
     assert "3 (head)  3" in run(status, env).stdout
+    assert ask() == "served by mock-a"
+
+    # 5. a valid but broken document, canary first: the guard aborts it by itself.
+    r = run(canary, env)
+    assert r.returncode == 0 and "rollout ro-" in r.stdout and "version 4" in r.stdout, r.stderr
+    assert "stage 1: tier=canary, bake 10s" in r.stdout
+    r = run(load, env)
+    assert r.returncode == 0 and r.stdout.split().count("200") < 10, r.stdout
+    r = run(follow, env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert re.search(r"aborted at stage 1 of 1: stage 1 error rate 100% .* over \d+", r.stderr)
+    r = run(rollout_status, env)
+    assert r.returncode == 0 and "state:    ABORTED" in r.stdout, r.stdout + r.stderr
+    assert re.search(r"reason:   stage 1 error rate 100% .* over \d+ requests", r.stdout)
+    per_version = json.loads(run(status + " --json", env).stdout)["summary"]["per_version"]
+    assert per_version == {"3": 3}  # the canary is back on head; the others never left it
     assert ask() == "served by mock-a"
 
     pids = json.loads((run_dir / "up.json").read_text())["pids"]
