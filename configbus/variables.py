@@ -391,7 +391,7 @@ ADMIN_HINT_MAX_BYTES = Variable[int](
     meaning="A plain publish whose document is at most this big carries it in the change "
     "hint, so replicas apply it without reading Redis (they still verify it); 0: never. "
     "Redis copies each hint to every subscriber: see docs/scale.md.",
-    reader=Reader[int](kind="bytes (≥ 0)", parse=_integer, check=_at_least_zero),
+    reader=Reader[int](kind="bytes (0: never)", parse=_integer, check=_at_least_zero),
     commands=frozenset({"admin"}),
 )
 
