@@ -87,7 +87,10 @@ class Services:
             if len(self.stores) >= MAX_STORES:
                 self.stores.pop(next(iter(self.stores)))
             store = self.stores[namespace] = Store(
-                self.redis, namespace, retention=self.settings.history_retention
+                self.redis,
+                namespace,
+                retention=self.settings.history_retention,
+                inline_max_bytes=self.settings.hint_max_bytes,
             )
         return store
 

@@ -109,6 +109,7 @@ class AdminSettings(msgspec.Struct, frozen=True, kw_only=True):
     redis_timeout_s: float = v.ADMIN_REDIS_TIMEOUT_S.default
     # Versions kept per namespace; the Store trims older ones (never head).
     history_retention: int = v.ADMIN_HISTORY_RETENTION.default
+    hint_max_bytes: int = v.ADMIN_HINT_MAX_BYTES.default
 
     @classmethod
     def from_env(
@@ -160,4 +161,5 @@ ADMIN_FIELDS: Mapping[str, Variable[Any]] = {
     "breaker_reset_s": v.ADMIN_BREAKER_RESET_S,
     "redis_timeout_s": v.ADMIN_REDIS_TIMEOUT_S,
     "history_retention": v.ADMIN_HISTORY_RETENTION,
+    "hint_max_bytes": v.ADMIN_HINT_MAX_BYTES,
 }

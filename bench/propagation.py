@@ -1,13 +1,32 @@
-"""Propagation latency: from a publish to "all K watchers applied it".
+"""Propagation latency: from a publish to "all K watchers applied it", beside a floor.
 
 Starts its own redis-server, runs K watchers spread over several processes, publishes
 N versions one after another (each waits until every watcher applied the previous one)
-and prints JSON with p50 / p99 / max milliseconds, for a 10 KB and a 1 MB document.
+and prints JSON with p50 / p99 / max milliseconds per document size and K.
 
-    python bench/propagation.py [--ks 1,20,100] [--publishes 200] [--sizes 10000,1000000]
+    python bench/propagation.py [--ks 20,100,1000] [--publishes 50] [--sizes 10000]
+                                [--modes floor,bus] [--rollouts 5]
+
+Two modes run with the same K, processes and document, one after the other:
+
+- `floor`: the least any bus could do. K subscribers, each on its own connection; the
+  publisher SETs the body and PUBLISHes the version; each subscriber GETs the body and
+  decodes it into the typed document (msgspec, no semantic checks). No status, no checksum.
+- `bus`: K configbus watchers doing the full replica work (learn the target, fetch or take
+  the hinted body, checksum, strict decode, semantic checks, swap, status report).
+
+Per case it also reports what an apply costs: Redis commands and microseconds per apply
+from INFO commandstats (commands run inside a Lua script are counted by Redis both on
+their own and inside the script's time, so `cmd_usec` is an upper bound), Redis process
+CPU per apply (INFO cpu: includes socket writes and pub/sub fan-out, which commandstats
+does not see), and the worker processes' CPU per apply. Everything in the measured window
+counts: reconcile ticks, status reports, the publisher's own commands.
+
+With `--rollouts R`, the bus mode also runs R rounds of rollout steps (start a rollout whose
+stage selects half the watchers by label, abort it; start another and promote it) and
+reports how fast each step reaches the replicas it moves, beside the publishes.
 
 Timestamps are CLOCK_MONOTONIC (`time.monotonic`), which every process on the machine shares.
-Each watcher does the full replica work: fetch, checksum, strict decode, semantic checks, swap.
 """
 
 from __future__ import annotations
@@ -23,16 +42,20 @@ import sys
 import time
 from typing import Any
 
-from configbus.codec import canonical, decode_body
+import msgspec
+
+from bench.propagation_worker import FLOOR_CHANNEL, FLOOR_KEY, NAMESPACE, run_worker
+from configbus.codec import canonical
 from configbus.connection import connect
-from configbus.settings import BusSettings
+from configbus.rollout import Rollout, RolloutState, Selector, Stage
+from configbus.rollout_store import RolloutStore
 from configbus.store import Store
 from configbus.tooling.localredis import LocalRedis
 from configbus.tooling.procs import child_options, signal_tree
 from configbus.validation import to_document
-from configbus.watcher import Watcher
 
-NAMESPACE = "bench"
+WARMUP = 5
+SETTLE_S = 1.0  # after the last apply, before the counters are read: late status reports
 
 
 def document(size: int) -> bytes:
@@ -69,130 +92,240 @@ def numbered(base: bytes, n: int) -> bytes:
     return base[: -len(SUFFIX)] + b'"metadata":{"n":%d}}' % n
 
 
-# -- worker process: W watchers; prints "<version> <monotonic>" once all W applied it --------
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return round(s[min(len(s) - 1, int(len(s) * q))], 3)
 
 
-async def worker(url: str, count: int) -> None:
-    applied: dict[int, int] = {}
-    out = sys.stdout
-
-    def on_change(new: Any, old: Any) -> None:
-        n = applied.get(new.version, 0) + 1
-        applied[new.version] = n
-        if n == count:
-            out.write(f"{new.version} {time.monotonic():.9f}\n")
-            out.flush()
-
-    watchers = []
-    for i in range(count):
-        store = Store(connect(url), NAMESPACE)
-        settings = BusSettings(
-            namespace=NAMESPACE, replica_id=f"{os.getpid()}-{i}",
-            reconcile_interval_s=5.0, heartbeat_interval_s=30.0,
-        )  # fmt: skip
-        w: Watcher[Any, Any] = Watcher(store, decode=decode_body, settings=settings)
-        w.add_listener(on_change)
-        await w.start()
-        watchers.append(w)
-    out.write("ready\n")
-    out.flush()
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until parent closes
-    for w in watchers:
-        await w.stop()
-        await w.store.redis.aclose()
-    if os.environ.get("BENCH_CPU"):
-        import resource
-
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        print(f"worker cpu user={ru.ru_utime:.2f}s sys={ru.ru_stime:.2f}s", file=sys.stderr)
+def summary(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    return {
+        "n": len(values),
+        "p50_ms": round(statistics.median(values), 3),
+        "p99_ms": pct(values, 0.99),
+        "max_ms": round(max(values), 3),
+    }
 
 
-# -- parent -----------------------------------------------------------------------------
+class Fleet:
+    """The worker processes of one case, and what they report: `(version, group, nth)`
+    arrives once per process when all its watchers of that group applied that version for
+    the nth time."""
 
+    def __init__(self, mode: str, url: str, per: list[int]) -> None:
+        self.mode, self.url, self.per = mode, url, per
+        self.procs: list[asyncio.subprocess.Process] = []
+        self.readers: list[asyncio.Task[None]] = []
+        self.arrivals: dict[tuple[int, str, int], list[float]] = {}
+        self.events: dict[tuple[int, str, int], asyncio.Event] = {}
+        self.cpu: asyncio.Queue[float] = asyncio.Queue()
+        self.groups: dict[str, int] = {}  # group → processes that have watchers in it
 
-async def run_case(url: str, k: int, size: int, publishes: int, procs: int) -> dict[str, Any]:
-    store = Store(connect(url), NAMESPACE)
-    await store.redis.flushdb()  # our own redis-server, started by this script
-    per = [k // procs + (1 if i < k % procs else 0) for i in range(procs)]
-    per = [n for n in per if n]
-    children = []
-    arrivals: dict[int, list[float]] = {}
-    done: dict[int, asyncio.Event] = {}
+    async def start(self) -> None:
+        first = 0
+        for n in self.per:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.propagation", "--worker", self.mode, self.url,
+                str(n), str(first),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, **child_options(),
+            )  # fmt: skip
+            for g, count in (("a", (n + 1 - first % 2) // 2), ("b", (n + first % 2) // 2)):
+                if count:
+                    self.groups[g] = self.groups.get(g, 0) + 1
+            first += n
+            ready = asyncio.Event()
+            self.readers.append(asyncio.create_task(self._read(proc, ready)))
+            self.procs.append(proc)
+            await asyncio.wait_for(ready.wait(), 120)
 
-    async def read(proc: asyncio.subprocess.Process, ready: asyncio.Event) -> None:
+    async def _read(self, proc: asyncio.subprocess.Process, ready: asyncio.Event) -> None:
         assert proc.stdout is not None
         async for line in proc.stdout:
-            text = line.decode().strip()
-            if text == "ready":
+            parts = line.decode().split()
+            if parts == ["ready"]:
                 ready.set()
-                continue
-            version, ts = text.split()
-            v = int(version)
-            arrivals.setdefault(v, []).append(float(ts))
-            if len(arrivals[v]) == len(per):
-                done.setdefault(v, asyncio.Event()).set()
+            elif parts[0] == "cpu":
+                self.cpu.put_nowait(float(parts[1]))
+            else:
+                key = (int(parts[0]), parts[1], int(parts[2]))
+                got = self.arrivals.setdefault(key, [])
+                got.append(float(parts[3]))
+                if len(got) == self.groups[key[1]]:
+                    self.event(key).set()
 
-    readers = []
-    for n in per:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--worker", url, str(n),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, **child_options(),
-        )  # fmt: skip
-        ready = asyncio.Event()
-        readers.append(asyncio.create_task(read(proc, ready)))
-        children.append(proc)
-        await asyncio.wait_for(ready.wait(), 60)
+    def event(self, key: tuple[int, str, int]) -> asyncio.Event:
+        return self.events.setdefault(key, asyncio.Event())
 
-    base = document(size)
-    latencies = []
-    warmup = 5
-    try:
-        for i in range(publishes + warmup):
-            body = numbered(base, i + 1)
-            t0 = time.monotonic()
-            result = await store.publish(body)
-            ev = done.setdefault(result.version, asyncio.Event())
-            await asyncio.wait_for(ev.wait(), 60)
-            if i >= warmup:
-                latencies.append((max(arrivals[result.version]) - t0) * 1000)
-    finally:
-        for proc in children:  # a closed stdin is the workers' cue to exit
+    async def reached(self, t0: float, *keys: tuple[int, str, int]) -> float:
+        """ms from t0 until every process reported every key."""
+        for key in keys:
+            await asyncio.wait_for(self.event(key).wait(), 120)
+        return (max(max(self.arrivals[k]) for k in keys) - t0) * 1000
+
+    async def cpu_s(self) -> float:
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"cpu\n")
+        return sum([await asyncio.wait_for(self.cpu.get(), 30) for _ in self.procs])
+
+    async def stop(self) -> None:
+        for proc in self.procs:  # a closed stdin is the workers' cue to exit
             assert proc.stdin is not None
             proc.stdin.close()
-        for proc in children:
+        for proc in self.procs:
             try:
-                await asyncio.wait_for(proc.wait(), 20)
+                await asyncio.wait_for(proc.wait(), 60)
             except TimeoutError:
                 signal_tree(proc.pid, signal.SIGKILL)
                 await proc.wait()
-        for r in readers:
+        for r in self.readers:
             r.cancel()
-        await store.redis.aclose()
-    latencies.sort()
-    return {
-        "watchers": k,
-        "processes": len(per),
-        "doc_bytes": len(base),
-        "publishes": len(latencies),
-        "p50_ms": round(statistics.median(latencies), 3),
-        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 3),
-        "max_ms": round(latencies[-1], 3),
+
+
+async def redis_counters(store: Store) -> tuple[dict[str, tuple[int, int]], float]:
+    stats = await store.redis.info("commandstats")
+    cmds = {
+        name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
+        for name, v in stats.items()
     }
+    cpu = await store.redis.info("cpu")
+    return cmds, float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
+def costs(
+    before: tuple[dict[str, tuple[int, int]], float],
+    after: tuple[dict[str, tuple[int, int]], float],
+    applies: int,
+    worker_cpu_s: float,
+) -> dict[str, Any]:
+    skip = {"config|resetstat", "info"}  # the bench's own reads of the counters
+    calls = {n: c - before[0].get(n, (0, 0))[0] for n, (c, _) in after[0].items() if n not in skip}
+    usec = {n: u - before[0].get(n, (0, 0))[1] for n, (_, u) in after[0].items() if n not in skip}
+    per = {n: round(c / applies, 3) for n, c in sorted(calls.items()) if c}
+    return {
+        "applies": applies,
+        "redis_calls_per_apply": per,
+        "redis_cmd_usec_per_apply": round(sum(usec.values()) / applies, 2),
+        "redis_cpu_usec_per_apply": round((after[1] - before[1]) * 1e6 / applies, 2),
+        "worker_cpu_usec_per_apply": round(worker_cpu_s * 1e6 / applies, 2),
+    }
+
+
+async def run_case(
+    url: str, mode: str, k: int, size: int, publishes: int, procs: int, rollouts: int
+) -> dict[str, Any]:
+    store = Store(connect(url), NAMESPACE)
+    await store.redis.flushdb()  # our own redis-server, started by this script
+    per = [k // procs + (1 if i < k % procs else 0) for i in range(procs)]
+    fleet = Fleet(mode, url, [n for n in per if n])
+    await fleet.start()
+    groups = list(fleet.groups)
+    base = document(size)
+    latencies: list[float] = []
+    nth: dict[tuple[int, str], int] = {}
+
+    def expect(version: int, *gs: str) -> list[tuple[int, str, int]]:
+        out = []
+        for g in gs:
+            n = nth[(version, g)] = nth.get((version, g), 0) + 1
+            out.append((version, g, n))
+        return out
+
+    async def publish(n: int) -> float:
+        body = numbered(base, n)
+        t0 = time.monotonic()
+        if mode == "floor":
+            await store.redis.set(FLOOR_KEY, body)
+            await store.redis.publish(FLOOR_CHANNEL, str(n))
+            version = n
+        else:
+            version = (await store.publish(body)).version
+        return await fleet.reached(t0, *expect(version, *groups))
+
+    try:
+        for i in range(WARMUP):
+            await publish(i + 1)
+        await store.redis.config_resetstat()
+        before = await redis_counters(store)
+        cpu0 = await fleet.cpu_s()
+        for i in range(publishes):
+            latencies.append(await publish(WARMUP + i + 1))
+        await asyncio.sleep(SETTLE_S)
+        after = await redis_counters(store)
+        cpu1 = await fleet.cpu_s()
+        steps = await rollout_rounds(store, fleet, base, rollouts, expect) if mode == "bus" else {}
+    finally:
+        await fleet.stop()
+        await store.redis.aclose()
+    return {
+        "mode": mode,
+        "watchers": k,
+        "processes": len(fleet.procs),
+        "doc_bytes": len(base),
+        **summary(latencies),
+        **costs(before, after, k * publishes, cpu1 - cpu0),
+        **({"rollout_steps": steps} if steps else {}),
+    }
+
+
+async def rollout_rounds(
+    store: Store, fleet: Fleet, base: bytes, rounds: int, expect: Any
+) -> dict[str, dict[str, float]]:
+    """Each round: start (stage = watchers labelled half=a), abort; start, promote."""
+    rs = RolloutStore(store)
+    out: dict[str, list[float]] = {"start": [], "abort": [], "promote": []}
+    stage = Stage(selector=Selector(labels={"half": "a"}), bake_s=0)
+    n = 1_000_000
+    for _ in range(rounds):
+        for end in ("abort", "promote"):
+            n += 1
+            now = time.time()
+            new = Rollout(
+                id=f"bench-{n}", version=0, sha256="", epoch="", base=0, stages=(stage,),
+                started_at=now, stage_started_at=now,
+            )  # fmt: skip
+            head = (await store.head()).version
+            t0 = time.monotonic()
+            version = (await store.publish(numbered(base, n), rollout=new)).version
+            out["start"].append(await fleet.reached(t0, *expect(version, "a")))
+            running = await rs.get()
+            assert running is not None
+            state = RolloutState.ABORTED if end == "abort" else RolloutState.PROMOTED
+            done = msgspec.structs.replace(running, state=state)
+            t0 = time.monotonic()
+            await rs.step(end, done, expected_stage=0)  # type: ignore[arg-type]
+            moved = expect(head, "a") if end == "abort" else expect(version, "b")
+            out[end].append(await fleet.reached(t0, *moved))
+    return {step: summary(v) for step, v in out.items()}
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     results = []
-    with LocalRedis() as redis_server:
+    with LocalRedis(extra_args=["--maxclients", "20000"]) as redis_server:
         for size in args.sizes:
             for k in args.ks:
                 procs = min(k, args.processes)
-                res = await run_case(redis_server.url, k, size, args.publishes, procs)
-                print(json.dumps(res), file=sys.stderr)
-                results.append(res)
+                row: dict[str, Any] = {"watchers": k, "doc_bytes": size}
+                for mode in args.modes:
+                    rollouts = args.rollouts if mode == "bus" else 0
+                    res = await run_case(
+                        redis_server.url, mode, k, size, args.publishes, procs, rollouts
+                    )
+                    print(json.dumps(res), file=sys.stderr, flush=True)
+                    row[mode] = res
+                if "floor" in row and "bus" in row:
+                    row["p99_vs_floor"] = round(row["bus"]["p99_ms"] / row["floor"]["p99_ms"], 2)
+                    row["p50_vs_floor"] = round(row["bus"]["p50_ms"] / row["floor"]["p50_ms"], 2)
+                results.append(row)
     return {
         "benchmark": "propagation",
-        "what": "ms from publish() call to the moment the last of K watchers swapped it in",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "what": "ms from the publish call to the moment the last of K watchers swapped it in",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_at_end": os.getloadavg(),
+        },
         "results": results,
     }
 
@@ -201,13 +334,16 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         import uvloop
 
-        uvloop.run(worker(sys.argv[2], int(sys.argv[3])))
+        mode, url, count, first = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+        uvloop.run(run_worker(mode, url, count, first))
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
-    p.add_argument("--ks", type=ints, default=[1, 20, 100], help="watcher counts")
-    p.add_argument("--sizes", type=ints, default=[10_000, 1_000_000], help="document bytes")
-    p.add_argument("--publishes", type=int, default=200)
+    p.add_argument("--ks", type=ints, default=[20, 100, 1000], help="watcher counts")
+    p.add_argument("--sizes", type=ints, default=[10_000], help="document bytes")
+    p.add_argument("--publishes", type=int, default=50)
+    p.add_argument("--modes", type=lambda s: s.split(","), default=["floor", "bus"])
+    p.add_argument("--rollouts", type=int, default=5, help="rollout rounds per bus case")
     p.add_argument(
         "--processes", type=int, default=os.cpu_count() or 2, help="worker processes (at most)"
     )

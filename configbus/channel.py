@@ -3,7 +3,8 @@
 Messages are hints, never the only way to learn of a change (reconcile covers a lost one),
 so the listener's one job is to come back: it resubscribes with capped, jittered backoff
 after any loss, and reports each (re)subscribe, since messages may have been missed while
-it was away.
+it was away. Given a function rather than a client, it listens where that function says
+and moves when the answer changes (a read replica set aside, then back).
 """
 
 from __future__ import annotations
@@ -26,14 +27,19 @@ class ChannelListener:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: aioredis.Redis | Callable[[], aioredis.Redis],
         channels: dict[str, Callable[[bytes], None]],
         *,
         on_subscribed: Callable[[], None],
         running: Callable[[], bool],
         max_backoff_s: float,
     ) -> None:
-        self._redis = redis
+        if isinstance(redis, aioredis.Redis) or hasattr(redis, "pubsub"):  # a (cluster) client
+            client: aioredis.Redis = redis  # type: ignore[assignment]
+            self._source: Callable[[], aioredis.Redis] = lambda: client
+        else:
+            self._source = redis
+        self._redis = self._source()
         self._channels = channels
         self._on_subscribed = on_subscribed
         self._running = running
@@ -68,6 +74,7 @@ class ChannelListener:
             wait=wait_exponential_jitter(multiplier=0.05, max=self._max_backoff_s, jitter=0.1),
         ):
             with attempt:
+                self._redis = self._source()
                 # A cluster client must know the slot map before its pub/sub can route.
                 await self._redis.initialize()
                 pubsub = self._redis.pubsub()
@@ -84,6 +91,8 @@ class ChannelListener:
     async def _read(self, pubsub: PubSub) -> None:
         handlers = {c.encode(): fn for c, fn in self._channels.items()}
         while self._running():
+            if self._source() is not self._redis:
+                return  # resubscribe where the source now says
             msg = await pubsub.get_message(timeout=1.0)
             if msg is None:
                 continue

@@ -9,6 +9,7 @@ shares one hash tag, so the store's scripts and the change channel work unchange
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -19,6 +20,8 @@ from redis.backoff import ExponentialWithJitterBackoff
 
 DEFAULT_SOCKET_TIMEOUT_S = 2.0
 DEFAULT_CONNECT_TIMEOUT_S = 1.0
+# Reads from a read replica give up sooner: the primary is there to answer instead.
+READ_REPLICA_TIMEOUT_S = 0.5
 
 
 def connect(
@@ -56,3 +59,23 @@ def _split_cluster_flag(url: str) -> tuple[str, bool]:
         return url, False
     rest = urlencode([(k, v) for k, v in query if k != "cluster"])
     return urlunsplit(parts._replace(query=rest)), flags[-1].lower() in ("1", "true", "yes")
+
+
+def pick_read_url(urls: str, replica_id: str) -> str | None:
+    """The read replica (from a comma-separated list) a replica reads from: the same one
+    for the same id, so a fleet spreads evenly and a restart keeps its place."""
+    choices = [u.strip() for u in urls.split(",") if u.strip()]
+    if not choices:
+        return None
+    digest = hashlib.sha256(replica_id.encode()).digest()
+    return choices[int.from_bytes(digest[:8], "big") % len(choices)]
+
+
+def connect_read(urls: str, replica_id: str) -> aioredis.Redis | None:
+    """A client for this replica's read replica, None when there is none."""
+    url = pick_read_url(urls, replica_id)
+    if url is None:
+        return None
+    return connect(
+        url, socket_timeout_s=READ_REPLICA_TIMEOUT_S, connect_timeout_s=READ_REPLICA_TIMEOUT_S
+    )

@@ -5,13 +5,18 @@ Record keys (`<prefix><n>`) are computed inside the scripts; they share the name
 tag with every declared key, so a Redis Cluster keeps them all on one slot.
 """
 
-# KEYS: seq, head, epoch, history, audit, idempotency, rollout
+# KEYS: seq, head, epoch, history, audit, idempotency, rollout, rev
 # ARGV: expected ('' = any), body, sha256, new epoch, author, message, kind, source ('' = none),
 #       retention, idempotency ttl, audit maxlen, channel, record prefix, use idempotency ('1'/'0'),
 #       request fingerprint ('' = the body's sha256: a retry is the same request, not the same
 #       body, since a body rebuilt from a head that moved meanwhile may differ),
 #       rollout id ('' = a plain publish that moves head), rollout doc JSON, label selectors
-#       (one `k=v,k=v` per line), members (`\n`-framed replica ids)
+#       (one `k=v,k=v` per line), members (`\n`-framed replica ids), inline limit (bytes;
+#       0 = never)
+# A plain publish whose body is at most the inline limit carries the whole record in its
+# hint: the JSON header, a newline, the body. Replicas still check it (checksum, epoch,
+# version) and fetch when it does not fit; a rollout's hint never carries a body, since
+# only the replicas its stage selects may run that version.
 # A plain publish is refused while a rollout runs; a rollout writes its version without
 # moving head and records the rollout in the same step.
 PUBLISH = r"""
@@ -93,7 +98,9 @@ if n > retention then
   end
 end
 
-local hint = '{"version":' .. version .. ',"sha256":"' .. sha .. '","epoch":"' .. epoch .. '"'
+local rev = redis.call('INCR', KEYS[8])
+local hint = '{"version":' .. version .. ',"sha256":"' .. sha .. '","epoch":"' .. epoch ..
+  '","rev":' .. rev
 if rollout_id ~= '' then
   redis.call('DEL', KEYS[7])
   redis.call('HSET', KEYS[7], 'id', rollout_id, 'state', 'running', 'version', version,
@@ -107,7 +114,15 @@ if use_idem then
   redis.call('EXPIRE', KEYS[6], ARGV[10])
 end
 audit('created', tostring(version), tostring(head))
-redis.call('PUBLISH', ARGV[12], hint .. '}')
+local inline = tonumber(ARGV[20] or '0') or 0
+if rollout_id == '' and #body <= inline then
+  hint = hint .. ',"parent":' .. head .. ',"created_at":' .. now .. ',"kind":' ..
+    cjson.encode(kind) .. ',"author":' .. cjson.encode(author) .. ',"message":' ..
+    cjson.encode(message) .. (source ~= '' and (',"source":' .. source) or '') .. '}\n' .. body
+else
+  hint = hint .. '}'
+end
+redis.call('PUBLISH', ARGV[12], hint)
 return {'created', tostring(version), epoch, sha}
 """
 
@@ -157,7 +172,7 @@ for i = 1, #all do out[#out + 1] = all[i] end
 return out
 """
 
-# KEYS: seq, head, epoch, history, audit
+# KEYS: seq, head, epoch, history, audit, rev
 # ARGV: record prefix, channel, actor, epoch, head, n, then n groups of field count + fields
 # Re-seeds an empty namespace from an export; refuses when the namespace has a head.
 IMPORT = r"""
@@ -186,25 +201,29 @@ redis.call('XADD', KEYS[5], '*', 'ts', t[1] .. '.' .. string.format('%06d', t[2]
   'action', 'import', 'actor', ARGV[3], 'outcome', 'created', 'version', head,
   'parent', '', 'message', 'import of ' .. n .. ' versions', 'source', '')
 local sha = redis.call('HGET', prefix .. head, 'sha256')
-redis.call('PUBLISH', ARGV[2],
-  '{"version":' .. head .. ',"sha256":"' .. sha .. '","epoch":"' .. epoch .. '"}')
+local rev = redis.call('INCR', KEYS[6])
+redis.call('PUBLISH', ARGV[2], '{"version":' .. head .. ',"sha256":"' .. sha .. '","epoch":"' ..
+  epoch .. '","rev":' .. rev .. '}')
 return {'imported', tostring(head)}
 """
 
-# KEYS: head, epoch, rollout
+# KEYS: head, epoch, rollout, rev
 # ARGV: record prefix, held epoch, held version, held sha256, held version came from a
 #       rollout ('1'/'0'), rejected `version:sha256` ('' = none; sha '*' = any), replica id,
 #       then the replica's labels as `k=v`
 # The version this replica should run is the rollout's when the running rollout selects it
 # (a member, or every pair of one of the stage's label selectors among its labels), else
-# head. Returns {head, epoch, target, target sha, in rollout, rollout running} when there is
-# nothing to fetch (the target is what the caller holds or rejected, or older than what it
+# head. Returns {head, epoch, target, target sha, in rollout, rollout running, rev} when
+# there is nothing to fetch (the target is what the caller holds or rejected, or older than what it
 # holds from head: a store that lost versions); else the same followed by the target's
-# record fields; {head, epoch, target, false, ...} when the target has no record.
-SYNC_READ = r"""
+# record fields; {head, epoch, target, false, ...} when the target has no record. `rev`
+# counts the namespace's changes (publishes and rollout steps): a read replica whose rev is
+# behind one a hint named is lagging. Read-only, so it runs on a read replica too.
+SYNC_READ = r"""#!lua flags=no-writes
 local head = redis.call('GET', KEYS[1])
 local epoch = redis.call('GET', KEYS[2])
-if not head then return {false, epoch, false, false, 0, 0} end
+local rev = tonumber(redis.call('GET', KEYS[4]) or '0')
+if not head then return {false, epoch, false, false, 0, 0, rev} end
 local target, staged, active = head, 0, 0
 local r = redis.call('HMGET', KEYS[3], 'state', 'version', 'epoch', 'match', 'members')
 if r[1] == 'running' and r[3] == epoch then
@@ -224,7 +243,7 @@ if r[1] == 'running' and r[3] == epoch then
   if mine then target = r[2]; staged = 1 end
 end
 local sha = redis.call('HGET', ARGV[1] .. target, 'sha256')
-local out = {head, epoch, target, sha, staged, active}
+local out = {head, epoch, target, sha, staged, active, rev}
 if not sha then return out end
 if epoch == ARGV[2] then
   local t, k = tonumber(target), tonumber(ARGV[3])
@@ -242,7 +261,7 @@ for i = 1, #rec do out[#out + 1] = rec[i] end
 return out
 """
 
-# KEYS: rollout, head, lease
+# KEYS: rollout, head, lease, rev
 # ARGV: action ('advance' | 'promote' | 'abort'), rollout id, expected stage ('' = any),
 #       lease holder ('' = a person acting through the API: no lease needed), new doc JSON,
 #       new label selectors, new members, channel, new stage
@@ -269,8 +288,9 @@ redis.call('HSET', KEYS[1], 'state', state, 'stage', ARGV[9], 'doc', ARGV[5],
   'match', ARGV[6], 'members', ARGV[7])
 local v = r[4]
 if action == 'abort' then v = r[7] end
+local rev = redis.call('INCR', KEYS[4])
 redis.call('PUBLISH', ARGV[8], '{"version":' .. v .. ',"sha256":"","epoch":"' .. r[6] ..
-  '","rollout":true}')
+  '","rev":' .. rev .. ',"rollout":true}')
 return {state, r[4]}
 """
 

@@ -4,7 +4,9 @@
     cb:{ns}:head       current version            cb:{ns}:history   version index (ZSET)
     cb:{ns}:epoch      lineage id                 cb:{ns}:audit     audit stream
     cb:{ns}:replicas   replica status (HASH)      cb:{ns}:idem:<k>  idempotency results
-    channel cb:{ns}:changes   {version, sha256, epoch}: a hint, the store is the truth
+    cb:{ns}:rev        changes so far (publishes and rollout steps)
+    channel cb:{ns}:changes   {version, sha256, epoch, rev}: a hint, the store is the truth;
+                              a small plain publish's hint carries its whole record
 
 One hash tag per namespace, so Redis Cluster keeps a namespace on one slot.
 """
@@ -39,6 +41,7 @@ class Keys:
         self.changes = p + "changes"
         self.rollout, self.rollout_lease = p + "rollout", p + "rollout:lease"
         self.rollout_baseline = p + "rollout:baseline"
+        self.rev = p + "rev"  # counts publishes and rollout steps: how far a reader is
 
     def record(self, version: int) -> str:
         return f"{self.record_prefix}{version}"
@@ -94,6 +97,7 @@ class SyncRead(msgspec.Struct, frozen=True, kw_only=True):
     sha256: str | None  # the target's
     staged: bool  # the target is a rollout's version, not head
     rollout_running: bool
+    rev: int = 0  # the namespace's change count this read saw (a lagging replica's is lower)
     record: VersionRecord | None = None
 
 

@@ -62,7 +62,7 @@ class RolloutStore:
             action, rid, "" if expected_stage is None else str(expected_stage), holder,
             doc, match, members, self.keys.changes, str(new.stage),
         ]  # fmt: skip
-        keys = [self.keys.rollout, self.keys.head, self.keys.rollout_lease]
+        keys = [self.keys.rollout, self.keys.head, self.keys.rollout_lease, self.keys.rev]
         res = await guarded(self._step(keys=keys, args=args), f"rollout {action}")
         outcome, detail = text_of(res[0]), text_of(res[1])
         if outcome in ("running", "promoted", "aborted"):

@@ -36,6 +36,7 @@ class BusSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Where the bus is and who this process is on it."""
 
     redis_url: str = v.REDIS_URL.default
+    redis_read_url: str = v.REDIS_READ_URL.default  # read replicas, comma-separated
     namespace: str = v.NAMESPACE.default
     # Fernet keys, newest first. Empty: secrets cannot be encrypted or decrypted.
     secret_keys: tuple[str, ...] = v.SECRET_KEYS.default
@@ -70,6 +71,7 @@ class BusSettings(msgspec.Struct, frozen=True, kw_only=True):
 # Field of BusSettings → the variable that fills it.
 BUS_FIELDS: Mapping[str, Variable[Any]] = {
     "redis_url": v.REDIS_URL,
+    "redis_read_url": v.REDIS_READ_URL,
     "namespace": v.NAMESPACE,
     "secret_keys": v.SECRET_KEYS,
     "replica_id": v.REPLICA_ID,

@@ -5,15 +5,21 @@ atomically: temp file, fsync, rename, fsync of the directory.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from configbus.errors import CorruptRecord
 from configbus.store import VersionRecord
 
+log = logging.getLogger("configbus.watcher")
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(VersionRecord)
 
@@ -51,3 +57,22 @@ def read_snapshot(path: Path) -> VersionRecord | None:
         raise CorruptRecord(f"{path}: unreadable snapshot: {exc}") from None
     record.verify()
     return record
+
+
+async def load_snapshot(
+    path: Path, decode: Callable[[bytes], Any], build: Callable[[Any, Any], Any] | None
+) -> tuple[VersionRecord, Any] | None:
+    """The last-known-good record and the value built from it; None (logged) when there
+    is no file or it cannot be used."""
+    try:
+        record = await asyncio.to_thread(read_snapshot, path)
+        if record is None:
+            return None
+        doc = decode(record.body)
+        value: Any = build(doc, None) if build else doc
+        if inspect.isawaitable(value):
+            value = await value
+    except Exception as exc:
+        log.error("ignoring last-known-good file %s: %s", path, exc)
+        return None
+    return record, value

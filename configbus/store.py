@@ -57,11 +57,15 @@ from configbus.rollout import Rollout, rollout_args
 DEFAULT_RETENTION = 100
 DEFAULT_IDEMPOTENCY_TTL_S = 24 * 3600
 DEFAULT_AUDIT_MAXLEN = 10_000
+# Plain publishes with a body up to this size carry it in their hint: replicas apply it
+# without a read. Each publish copies the hint to every subscriber into Redis's output buffers.
+DEFAULT_INLINE_MAX_BYTES = 32 * 1024
 
 # The record types are re-exported: callers import them from here or from records.
 __all__ = [
     "DEFAULT_AUDIT_MAXLEN",
     "DEFAULT_IDEMPOTENCY_TTL_S",
+    "DEFAULT_INLINE_MAX_BYTES",
     "DEFAULT_REPLICA_TTL_S",
     "DEFAULT_RETENTION",
     "REDIS_ERRORS",
@@ -129,6 +133,7 @@ class Store:
         retention: int = DEFAULT_RETENTION,
         idempotency_ttl_s: int = DEFAULT_IDEMPOTENCY_TTL_S,
         audit_maxlen: int = DEFAULT_AUDIT_MAXLEN,
+        inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
     ) -> None:
         if retention < 1:
             raise ValueError("retention must be at least 1 (head is never trimmed)")
@@ -137,6 +142,7 @@ class Store:
         self.retention = retention
         self.idempotency_ttl_s = idempotency_ttl_s
         self.audit_maxlen = audit_maxlen
+        self.inline_max_bytes = inline_max_bytes
         self._publish = redis.register_script(lua.PUBLISH)
         self._fetch_head = redis.register_script(lua.FETCH_HEAD)
         self._heartbeat = redis.register_script(lua.HEARTBEAT)
@@ -188,8 +194,9 @@ class Store:
             "1" if idempotency_key else "0",
             request_sha256 or "",
             *(rollout_args(rollout) if rollout else ("", "", "", "")),
+            self.inline_max_bytes,
         ]
-        keys = [k.seq, k.head, k.epoch, k.history, k.audit, idem_key, k.rollout]
+        keys = [k.seq, k.head, k.epoch, k.history, k.audit, idem_key, k.rollout, k.rev]
         res = await guarded(self._publish(keys=keys, args=args), "publish")
         outcome, version, epoch, rsha = (text_of(x) for x in res)
         if outcome == "conflict":
@@ -259,7 +266,7 @@ class Store:
             *(f"{name}={value}" for name, value in labels.items()),
         ]  # fmt: skip
         res = await guarded(
-            self._sync_read(keys=[k.head, k.epoch, k.rollout], args=args), "sync read"
+            self._sync_read(keys=[k.head, k.epoch, k.rollout, k.rev], args=args), "sync read"
         )
         head = int(res[0]) if res[0] else 0
         epoch_now = text_of(res[1]) or None
@@ -271,6 +278,7 @@ class Store:
             sha256=text_of(res[3]) or None,
             staged=res[4] == 1,
             rollout_running=res[5] == 1,
+            rev=int(res[6]),
         )
         if head and not res[3]:
             raise CorruptRecord(
@@ -278,9 +286,9 @@ class Store:
                 epoch=epoch_now,
                 version=target,
             )
-        if len(res) == 6:
+        if len(res) == 7:
             return read
-        fields = dict(zip(res[6::2], res[7::2], strict=True))
+        fields = dict(zip(res[7::2], res[8::2], strict=True))
         try:
             record = parse_record(fields, k.record(target))
         except CorruptRecord as exc:
@@ -389,6 +397,21 @@ class Store:
             "report status",
         )
 
+    async def report_at(self, status: ReplicaStatus, last_seen: float) -> None:
+        """Record a replica's status stamped `last_seen` (the server's clock, as the caller
+        follows it from `server_time`): one plain HSET, the cheapest write there is."""
+        value = _status_encoder.encode(status)
+        stamp = b'{"last_seen":%.6f,' % last_seen
+        await guarded(
+            self.redis.hset(self.keys.replicas, status.replica_id, stamp + value[1:]),
+            "report status",
+        )
+
+    async def server_time(self) -> float:
+        """The Redis server's clock, in seconds."""
+        sec, usec = await guarded(self.redis.time(), "read server time")
+        return int(sec) + int(usec) / 1e6
+
     async def replicas(self, *, forget_after_s: float = 24 * 3600) -> list[ReplicaInfo]:
         """Every replica that reported recently; long-dead ones are forgotten."""
         res = await guarded(self._replicas(keys=[self.keys.replicas]), "list replicas")
@@ -455,7 +478,8 @@ class Store:
                 fields += [name, "" if value is None else value]
             args += [len(fields), *fields]
         res = await guarded(
-            self._import(keys=[k.seq, k.head, k.epoch, k.history, k.audit], args=args), "import"
+            self._import(keys=[k.seq, k.head, k.epoch, k.history, k.audit, k.rev], args=args),
+            "import",
         )
         if text_of(res[0]) == "not_empty":
             raise NamespaceNotEmpty(

@@ -24,11 +24,12 @@ from configbus.crypto import SecretBox
 from configbus.errors import SettingsError
 from configbus.names import DEFAULT_NAMESPACE, NAMESPACE_RULE, is_namespace
 from configbus.rollout import parse_labels
-from configbus.store import DEFAULT_RETENTION
+from configbus.store import DEFAULT_INLINE_MAX_BYTES, DEFAULT_RETENTION
 
 __all__ = [
     "ADMIN_BREAKER_FAILURES",
     "ADMIN_BREAKER_RESET_S",
+    "ADMIN_HINT_MAX_BYTES",
     "ADMIN_HISTORY_RETENTION",
     "ADMIN_MAX_BODY_BYTES",
     "ADMIN_MAX_IMPORT_BYTES",
@@ -46,6 +47,7 @@ __all__ = [
     "PROXY_GRACEFUL_TIMEOUT_S",
     "PROXY_MAX_BODY_BYTES",
     "RECONCILE_INTERVAL_S",
+    "REDIS_READ_URL",
     "REDIS_URL",
     "REPLICA_ID",
     "REPLICA_LABELS",
@@ -155,6 +157,17 @@ def _redis_url(value: str) -> None:
         raise ValueError(f"{value!r} is not a redis://, rediss:// or unix:// URL")
 
 
+def _redis_urls(value: str) -> None:
+    for url in value.split(","):
+        if url.strip():
+            _redis_url(url.strip())
+
+
+def _at_least_zero(value: int) -> None:
+    if value < 0:
+        raise ValueError("must be at least 0")
+
+
 def _namespace(value: str) -> None:
     if not is_namespace(value):
         raise ValueError(f"{value!r} is not a valid namespace: {NAMESPACE_RULE}")
@@ -204,6 +217,16 @@ REDIS_URL = Variable[str](
     reader=REDIS,
     commands=frozenset({"admin", "proxy", "up"}),
     required=frozenset({"admin", "proxy"}),
+)
+REDIS_READ_URL = Variable[str](
+    name="CONFIGBUS_REDIS_READ_URL",
+    default="",
+    meaning="Read replicas of the bus's Redis (`redis://replica-a:6379/0,redis://...`): a "
+    "replica reads and listens through one of them (picked by its id, so a fleet spreads "
+    "evenly) and writes to `CONFIGBUS_REDIS_URL`; a lagging or dead one is bypassed for the "
+    "primary. Unset: everything goes to the primary. See docs/scale.md.",
+    reader=Reader[str](kind="`redis://` URLs, comma-separated", parse=str, check=_redis_urls),
+    commands=frozenset({"proxy"}),
 )
 SECRET_KEYS = Variable[tuple[str, ...]](
     name="CONFIGBUS_SECRET_KEYS",
@@ -362,6 +385,16 @@ ADMIN_HISTORY_RETENTION = Variable[int](
     commands=frozenset({"admin"}),
 )
 
+ADMIN_HINT_MAX_BYTES = Variable[int](
+    name="CONFIGBUS_HINT_MAX_BYTES",
+    default=DEFAULT_INLINE_MAX_BYTES,
+    meaning="A plain publish whose document is at most this big carries it in the change "
+    "hint, so replicas apply it without reading Redis (they still verify it); 0: never. "
+    "Redis copies each hint to every subscriber: see docs/scale.md.",
+    reader=Reader[int](kind="bytes (0: never)", parse=_integer, check=_at_least_zero),
+    commands=frozenset({"admin"}),
+)
+
 # --------------------------------------------------------------------------------------
 # The admin client commands
 
@@ -382,6 +415,7 @@ ADMIN_TOKEN = Variable[str](
 
 VARIABLES: tuple[Variable[Any], ...] = (
     REDIS_URL,
+    REDIS_READ_URL,
     SECRET_KEYS,
     NAMESPACE,
     REPLICA_ID,
@@ -401,6 +435,7 @@ VARIABLES: tuple[Variable[Any], ...] = (
     ADMIN_BREAKER_RESET_S,
     ADMIN_REDIS_TIMEOUT_S,
     ADMIN_HISTORY_RETENTION,
+    ADMIN_HINT_MAX_BYTES,
     ADMIN_URL,
     ADMIN_TOKEN,
 )

@@ -4,11 +4,16 @@ Triggers (a channel message, a (re)subscribe, the reconcile tick, start) only *s
 sync; one worker task runs syncs one at a time, so syncs never overlap and a burst of
 publishes coalesces into one jump to the newest head. A sync is
 
-    fetch head (+ record if newer) → verify checksum → decode + validate → build → swap
+    learn the target and fetch its record (one read), or take the record a plain publish's
+    hint carries (no read) → verify checksum → decode + validate → build → swap
 
 and the swap is one assignment of `current`: readers never lock, requests in flight keep
 the `Applied` they read. A version that fails any step is reported (NACK) and remembered,
 so it is not fetched and rejected again on every tick; the old value keeps serving.
+
+Reads may go to a Redis read replica (`reads`), with the primary as the fallback when it
+lags or dies (see `configbus.reads`); status reports always go to the primary (see
+`configbus.reporter`).
 
 Works with any msgspec schema: pass your own `decode` (bytes → document) and `build`
 (document, previous value → the value your service reads).
@@ -17,26 +22,27 @@ Works with any msgspec schema: pass your own `decode` (bytes → document) and `
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import enum
 import inspect
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import msgspec
 from prometheus_client import CollectorRegistry
 
+from configbus.applied import Applied, SyncOutcome, WatcherState, _Rejected
 from configbus.channel import ChannelListener
 from configbus.errors import CorruptRecord, StoreError, StoreUnavailable
+from configbus.hints import inline_applies, is_news, parse_hint
 from configbus.metrics import WatcherMetrics
+from configbus.reads import ReadPath
+from configbus.reporter import ROLLOUT_HEARTBEAT_S, Reporter
 from configbus.rollout import Traffic
 from configbus.settings import BusSettings
-from configbus.snapshot import read_snapshot, write_snapshot
+from configbus.snapshot import load_snapshot, write_snapshot
 from configbus.store import ReplicaStatus, Store, VersionRecord
 
 log = logging.getLogger("configbus.watcher")
@@ -45,54 +51,11 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 DEFAULT_MAX_BACKOFF_S = 2.0
-ROLLOUT_HEARTBEAT_S = 0.5
+__all__ = ["ROLLOUT_HEARTBEAT_S", "Applied", "SyncOutcome", "Watcher", "WatcherState"]
 
 
-class SyncOutcome(enum.Enum):
-    """What one sync did. Only REJECTED is bad news; the rest are ordinary outcomes."""
-
-    APPLIED = "applied"
-    UP_TO_DATE = "up_to_date"  # head is what we run (or a version we already rejected)
-    NO_HEAD = "no_head"  # nothing published in the store's lineage: keep serving what we have
-    REJECTED = "rejected"
-    UNAVAILABLE = "unavailable"  # Redis unreachable: keep serving, retry on the next trigger
-
-
-class WatcherState(enum.Enum):
-    NEW = "new"
-    RUNNING = "running"
-    STOPPED = "stopped"
-
-
-@dataclass(frozen=True, slots=True)
-class Applied(Generic[R]):
-    """One applied version: what it is, and the value built from it. Never mutated."""
-
-    version: int
-    epoch: str
-    sha256: str
-    value: R
-    applied_at: float
-    stale: bool = False  # not (yet) confirmed by Redis as the store's head
-    staged: bool = False  # a running rollout's version, not head
-
-
-@dataclass(frozen=True, slots=True)
-class _Rejected:
-    epoch: str
-    version: int
-    sha256: str  # "*" when the record was unreadable: any record at that version is the same
-    reason: str
-
-
-class _Hint(msgspec.Struct):
-    version: int
-    sha256: str = ""
-    epoch: str = ""
-    rollout: bool = False  # a rollout started, moved or ended: who runs what may change
-
-
-_hint_decoder = msgspec.json.Decoder(_Hint)
+def _held(cur: Applied[Any] | None) -> tuple[str, int] | None:
+    return (cur.epoch, cur.version) if cur is not None else None
 
 
 class Watcher(Generic[T, R]):
@@ -109,8 +72,12 @@ class Watcher(Generic[T, R]):
         max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
         labels: Mapping[str, str] | None = None,
         traffic: Callable[[], dict[str, Traffic]] | None = None,
+        reads: Store | None = None,
     ) -> None:
+        """`store` is the primary (status goes there); `reads`, a store on a read replica
+        of it, when reads should go there instead."""
         self.store = store
+        self.reads = ReadPath(store, reads)
         self.settings = settings or BusSettings(namespace=store.namespace)
         self.metrics = WatcherMetrics(registry, store.namespace)
         self.replica_id = self.settings.replica_id or f"watcher-{id(self):x}"
@@ -124,14 +91,21 @@ class Watcher(Generic[T, R]):
         self._listeners: list[Callable[[Applied[R], Applied[R] | None], None]] = []
         self._rejected: _Rejected | None = None
         self._wake = asyncio.Event()
-        self._report_wake = asyncio.Event()
+        self._inline: VersionRecord | None = None  # a hinted record waiting for the worker
+        self._probe = False  # the next read first asks the primary how far it is
+        self.reporter = Reporter(
+            store,
+            self.status,
+            interval_s=self.settings.heartbeat_interval_s,
+            rollout_running=lambda: self._rollout_running,
+        )
         # wait_for() callers: woken by the swap itself, so an apply creates no task for them.
         self._waiters: set[asyncio.Future[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._state = WatcherState.NEW
         self._syncing = False
         self._channel = ChannelListener(
-            store.redis,
+            lambda: self.reads.channel_redis,
             {store.keys.changes: self._on_hint},
             # (Re)subscribed, perhaps after missing messages: look at head now.
             on_subscribed=self.trigger,
@@ -204,7 +178,9 @@ class Watcher(Generic[T, R]):
             asyncio.create_task(self._sync_worker(), name="configbus-sync"),
             asyncio.create_task(self._channel.run(), name="configbus-listen"),
             asyncio.create_task(self._reconcile(), name="configbus-reconcile"),
-            asyncio.create_task(self._reporter(), name="configbus-reporter"),
+            asyncio.create_task(
+                self.reporter.run(lambda: self._running), name="configbus-reporter"
+            ),
         ]
         self.trigger()
 
@@ -231,6 +207,7 @@ class Watcher(Generic[T, R]):
 
     def trigger(self) -> None:
         """Schedule a sync (coalesces with any already scheduled)."""
+        self._inline = None  # a read is due anyway: it finds what the hint said, or newer
         self._wake.set()
 
     # -- the sync ----------------------------------------------------------------------
@@ -249,14 +226,28 @@ class Watcher(Generic[T, R]):
         return outcome
 
     async def _sync(self) -> SyncOutcome:
+        record, self._inline = self._inline, None
+        cur = self._current
+        if record is not None and inline_applies(record, _held(cur)):
+            # A plain publish happened, so no rollout runs: everyone runs head.
+            self._rollout_running = False
+            return await self._apply(record, record.epoch, verified=True)
+        return await self._sync_read()
+
+    async def _sync_read(self) -> SyncOutcome:
         cur, rej = self._current, self._rejected
         held = (cur.epoch, cur.version, cur.sha256, cur.staged) if cur else None
         # The rejected version is skipped, not a floor: a newer or older valid target that
         # appears later is still followed.
         rejected = (rej.version, rej.sha256) if rej else None
         try:
-            read = await self.store.sync_read(
-                held=held, rejected=rejected, replica_id=self.replica_id, labels=self.labels
+            probe, self._probe = self._probe, False
+            read = await self.reads.sync_read(
+                held=held,
+                rejected=rejected,
+                replica_id=self.replica_id,
+                labels=self.labels,
+                probe=probe,
             )
         except StoreUnavailable as exc:
             self.metrics.redis_connected.set(0)
@@ -271,13 +262,13 @@ class Watcher(Generic[T, R]):
         self.metrics.redis_connected.set(1)
         if read.rollout_running != self._rollout_running:
             self._rollout_running = read.rollout_running
-            self._report_wake.set()  # the reporter changes pace
+            self.reporter.wake()  # the reporter changes pace
 
         if rej is not None and (read.epoch, read.target) != (rej.epoch, rej.version):
             # What we rejected is no longer what we are asked to run (a rollout aborted, a
             # bad head replaced): say so, whatever comes next.
             self._rejected = None
-            self._report_wake.set()
+            self.reporter.wake()
 
         if read.head == 0:
             # An empty store (new lineage, nothing published yet): keep what we serve.
@@ -294,13 +285,19 @@ class Watcher(Generic[T, R]):
         return await self._apply(read.record, read.epoch, staged=read.staged)
 
     async def _apply(
-        self, record: VersionRecord, head_epoch: str | None, *, staged: bool = False
+        self,
+        record: VersionRecord,
+        head_epoch: str | None,
+        *,
+        staged: bool = False,
+        verified: bool = False,
     ) -> SyncOutcome:
         started = time.perf_counter()
         try:
             if record.epoch != head_epoch:
                 raise ValueError(f"record epoch {record.epoch} is not the store's {head_epoch}")
-            record.verify()
+            if not verified:
+                record.verify()
             doc = self._decode(record.body)
             prev = self._current.value if self._current else None
             value: Any = self._build(doc, prev) if self._build else doc
@@ -349,7 +346,7 @@ class Watcher(Generic[T, R]):
                 await asyncio.to_thread(write_snapshot, path, record)
             except OSError as exc:
                 log.error("cannot write last-known-good file %s: %s", path, exc)
-        self._report_wake.set()
+        self.reporter.wake()
 
     async def _reject(
         self, epoch: str | None, version: int | None, sha256: str, reason: str
@@ -358,7 +355,7 @@ class Watcher(Generic[T, R]):
         if epoch is not None and version is not None:
             self._rejected = _Rejected(epoch, version, sha256, reason)
         log.error("rejected version %s: %s", version, reason)
-        self._report_wake.set()
+        self.reporter.wake()
         return SyncOutcome.REJECTED
 
     def _set_stale(self, stale: bool) -> None:
@@ -366,42 +363,24 @@ class Watcher(Generic[T, R]):
         if cur is not None and cur.stale != stale:
             self._current = dataclasses.replace(cur, stale=stale)
             self.metrics.stale.set(1 if stale else 0)
-            self._report_wake.set()
+            self.reporter.wake()
             self._wake_waiters()
 
     def _set_staged(self, staged: bool) -> None:
         cur = self._current
         if cur is not None:
             self._current = dataclasses.replace(cur, staged=staged)
-            self._report_wake.set()
+            self.reporter.wake()
             self._wake_waiters()
-
-    async def _report(self) -> None:
-        try:
-            await self.store.report(self.status())
-        except StoreError as exc:
-            log.warning("cannot report status: %s", exc)
-        except Exception:
-            # The reporter must outlive any surprise: a replica that stops reporting looks dead.
-            log.exception("cannot report status")
 
     async def _load_snapshot(self) -> None:
         path = self.settings.snapshot_path
-        if path is None:
-            return
-        try:
-            record = await asyncio.to_thread(read_snapshot, path)
-            if record is None:
-                return
-            doc = self._decode(record.body)
-            value: Any = self._build(doc, None) if self._build else doc
-            if inspect.isawaitable(value):
-                value = await value
-        except Exception as exc:
-            log.error("ignoring last-known-good file %s: %s", path, exc)
-            return
-        self._swap(record, value, stale=True)
-        log.warning("serving version %d from %s until Redis confirms it", record.version, path)
+        loaded = await load_snapshot(path, self._decode, self._build) if path else None
+        if loaded is not None:
+            self._swap(loaded[0], loaded[1], stale=True)
+            log.warning(
+                "serving version %d from %s until Redis confirms it", loaded[0].version, path
+            )
 
     # -- the tasks ---------------------------------------------------------------------
 
@@ -423,34 +402,20 @@ class Watcher(Generic[T, R]):
         while self._running:
             # Jitter spreads a fleet's reconciles so they do not hit Redis in one instant.
             await asyncio.sleep(interval * random.uniform(0.8, 1.0))
+            self._probe = True
             self.trigger()
-
-    async def _reporter(self) -> None:
-        # One task sends every status report, always the latest state: reports never
-        # reorder, a burst of changes coalesces, and the sync worker never waits on them.
-        while self._running:
-            interval = self.settings.heartbeat_interval_s
-            if self._rollout_running:
-                # A rollout's guard judges from these reports: keep them fresh.
-                interval = min(interval, ROLLOUT_HEARTBEAT_S)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._report_wake.wait()
-            self._report_wake.clear()
-            await self._report()
 
     def _on_hint(self, data: bytes) -> None:
         try:
-            hint = _hint_decoder.decode(data)
+            hint, record = parse_hint(data)
         except msgspec.DecodeError:
             self.trigger()  # a hint we cannot read still says "something changed"
             return
+        self.reads.heard(hint.epoch, hint.rev)
         cur = self._current
-        if (
-            cur is None
-            or hint.rollout
-            or hint.epoch != cur.epoch
-            or hint.version > cur.version
-            or (hint.version == cur.version and hint.sha256 != cur.sha256)
-        ):
+        if record is not None and inline_applies(record, _held(cur)):
+            self._inline = record  # the newest wins: hints arrive in order
+            self._wake.set()
+            return
+        if cur is None or is_news(hint, cur.epoch, cur.version, cur.sha256):
             self.trigger()

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from configbus.connection import connect
+from configbus.connection import connect, connect_read
 from configbus.crypto import SecretBox
 from configbus.document import Document
 from configbus.llm import document_decoder
@@ -131,6 +131,7 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
         builder = Builder(on_breaker=metrics.breaker)
         traffic = TrafficCounter()
         redis = connect(bus.redis_url)
+        read_redis = connect_read(bus.redis_read_url, bus.replica_id)
         limiter_redis = connect(
             bus.redis_url,
             socket_timeout_s=LIMITER_SOCKET_TIMEOUT_S,
@@ -145,6 +146,7 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
             registry=registry,
             traffic=traffic.snapshot,
             labels=bus.labels,
+            reads=Store(read_redis, bus.namespace) if read_redis is not None else None,
         )
         watcher.add_listener(_on_swap)
         limiter = FleetLimiter(limiter_redis, bus.namespace)
@@ -185,6 +187,8 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
             await limiter.aclose()
             await limiter_redis.aclose()
             await redis.aclose()
+            if read_redis is not None:
+                await read_redis.aclose()
 
     async def models(request: Request) -> Response:
         applied = request.state.watcher.current

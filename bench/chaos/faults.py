@@ -21,6 +21,7 @@ from bench.chaos.inject import inject
 from bench.chaos.invariants import BACK_ON_HEAD_S, CONVERGE_TIMEOUT_S, Ledger, Watch
 from bench.chaos.processes import NAMESPACE, Fleet
 from bench.chaos.publisher import Publisher
+from bench.chaos.read_replica import read_replica_kill
 from configbus.testing import SAMPLE_CLIENT_KEY
 
 PAUSE_S = 3.0  # past the replicas' 2 s socket timeout and the admin's 1 s
@@ -35,6 +36,7 @@ FAULTS = (
     "corrupt_record",
     "replica_restart",
     "redis_restart_empty",
+    "read_replica_kill",
     "clients_kill",
 )
 
@@ -112,6 +114,9 @@ class Faults:
             "redis_back_to_first_publish_s": round(published - back, 3),
             "back_on_head_s": took,
         }
+
+    async def read_replica_kill(self) -> dict[str, Any]:
+        return await read_replica_kill(self)
 
     async def redis_pause(self) -> dict[str, Any]:
         self.fleet.redis.pause()
@@ -253,6 +258,7 @@ class Faults:
     async def replica_restart(self) -> dict[str, Any]:
         rep = self.fleet.replicas[self._count("replica_restart") % len(self.fleet.replicas)]
         await self.fleet.kill_redis()
+        await self.fleet.read_replica.stop()  # every Redis the replica could read is gone
         rep.down = True
         deadline = now() + 15
         while rep.in_flight and now() < deadline:  # noqa: ASYNC110 - a bounded poll
@@ -299,6 +305,7 @@ class Faults:
         rep.http = self.fleet.client()
         rep.down = False
         await self.fleet.start_redis()
+        await self.fleet.read_replica.start()
         out["back_on_head_s"] = await self.watch.converge(now())
         if out["back_on_head_s"] is None:
             out["ok"] = False

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import redis.asyncio as aioredis
 
+from bench.chaos.read_replica import ReadReplica
 from configbus.crypto import generate_key
 from configbus.tooling.localredis import LocalRedis
 from configbus.tooling.procs import Child, free_port, stop_all
@@ -75,6 +76,7 @@ class Fleet:
                 "redis-server is not on PATH (make redis-server installs it)"
             ) from None
         self.run_dir = run_dir
+        self.read_replica = ReadReplica(run_dir, self.redis)
         self.concurrency = concurrency
         self.secret_key = generate_key()
         self.r = aioredis.Redis(
@@ -100,6 +102,7 @@ class Fleet:
                 CONFIGBUS_RECONCILE_INTERVAL_S=str(RECONCILE_S),
                 CONFIGBUS_HEARTBEAT_INTERVAL_S=str(HEARTBEAT_S),
                 UPSTREAM_B_KEY="sk-upstream-b",
+                **self.read_replica.env(rid),
             )
             self.replicas.append(Replica(Service(rid, ["proxy"], env, run_dir), rid))
         self.admin_http: list[httpx.AsyncClient] = []
@@ -138,6 +141,7 @@ class Fleet:
     async def start_services(self) -> None:
         """Redis, the mocks (answering in 5 ms) and the admins; replicas come later."""
         await self.start_redis()
+        await self.read_replica.start()
         for s in (self.mock_a, self.mock_b, *self.admins):
             s.start()
         for s in (self.mock_a, self.mock_b):
@@ -177,4 +181,5 @@ class Fleet:
         for h in self.admin_http:
             await h.aclose()
         await self.r.aclose()
+        await self.read_replica.stop()
         await self.kill_redis()  # its directory stays in the run dir with the logs
