@@ -93,11 +93,12 @@ def assess(r: Rollout, replicas: list[ReplicaInfo], zero: Baseline, now: float) 
 def next_stage(r: Rollout, replicas: list[ReplicaInfo], now: float) -> Rollout:
     """The rollout at its next stage, with the replicas a share stage adds."""
     stage = r.stages[r.stage + 1]
-    live = [i.status.replica_id for i in replicas if i.alive]
+    live = [i.status for i in replicas if i.alive]
+    by_labels = [s.replica_id for s in live if r.selects(s.replica_id, s.labels)]
     return msgspec.structs.replace(
         r,
         stage=r.stage + 1,
-        members=share_members(stage, live, r.members),
+        members=share_members(stage, [s.replica_id for s in live], r.members, by_labels=by_labels),
         stage_started_at=now,
     )
 

@@ -219,7 +219,7 @@ return {'imported', tostring(head)}
 # record fields; {head, epoch, target, false, ...} when the target has no record. `rev`
 # counts the namespace's changes (publishes and rollout steps): a read replica whose rev is
 # behind one a hint named is lagging. Read-only, so it runs on a read replica too.
-SYNC_READ = r"""#!lua flags=no-writes
+SYNC_READ = r"""
 local head = redis.call('GET', KEYS[1])
 local epoch = redis.call('GET', KEYS[2])
 local rev = tonumber(redis.call('GET', KEYS[4]) or '0')

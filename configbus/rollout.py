@@ -18,7 +18,7 @@ import enum
 import hashlib
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Annotated
 
 import msgspec
@@ -162,21 +162,28 @@ class Rollout(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 
 
 def share_members(
-    stage: Stage, live: Iterable[str], already: Sequence[str] = ()
+    stage: Stage,
+    live: Iterable[str],
+    already: Sequence[str] = (),
+    *,
+    by_labels: Collection[str] = (),
 ) -> tuple[str, ...]:
-    """Members after a share stage starts: the ceil(share * live) replicas with the lowest
-    hash of their id, plus those chosen before (a stage never shrinks the set)."""
+    """Members after a share stage starts: enough replicas, lowest hash of their id first,
+    that ceil(share * live) run the version, counting those an earlier stage's labels
+    already select (`by_labels`) and those chosen before (a stage never shrinks the set)."""
     share = stage.selector.share
     if share is None:
         return tuple(already)
     ranked = sorted(set(live), key=rank)
     want = math.ceil(len(ranked) * share / 100 - 1e-9)
     chosen = list(already)
+    selected = {c for c in chosen if c in ranked} | (set(by_labels) & set(ranked))
     for rid in ranked:
-        if sum(1 for c in chosen if c in ranked) >= want:
+        if len(selected) >= want:
             break
-        if rid not in chosen:
+        if rid not in selected:
             chosen.append(rid)
+            selected.add(rid)
     return tuple(chosen)
 
 

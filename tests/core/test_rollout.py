@@ -69,6 +69,13 @@ def test_shares_select_exact_counts_and_the_same_replicas_after_restarts() -> No
         assert set(again) == set(before)
 
 
+def test_a_share_after_a_label_stage_counts_the_labelled_replicas() -> None:
+    live = ["canary-1", "r2", "r3", "r4"]
+    half = Stage(selector=Selector(share=50))
+    members = share_members(half, live, by_labels=["canary-1"])
+    assert len(members) == 1 and "canary-1" not in members  # 2 of 4 run it, not 3
+
+
 def test_a_member_or_a_label_match_selects_until_the_rollout_ends() -> None:
     r = Rollout(
         id="r1", version=2, sha256="s", epoch="e", base=1,
