@@ -1,7 +1,32 @@
-"""configbus: versioned config documents in Redis, published atomically, applied live."""
+"""configbus: versioned config documents in Redis, published atomically, applied live.
 
-from configbus.codec import canonical, decode_body, load_file, parse, sha256_hex
-from configbus.connection import connect
+The public surface: what the admin service, the replicas and your own code may use. The
+contract of the admin API (`configbus.api`), the rollout rules (`configbus.rollout`) and
+the settings registry (`configbus.variables`) are exported as modules.
+"""
+
+from configbus import api, rollout, variables
+from configbus.breaker import (
+    Breaker,
+    BreakerState,
+)
+from configbus.codec import (
+    MAX_DEPTH,
+    canonical,
+    decode_body,
+    load_file,
+    parse,
+    sha256_hex,
+    to_builtins,
+)
+from configbus.connection import (
+    connect,
+    connect_read,
+)
+from configbus.counters import (
+    FleetCounter,
+    counter_key,
+)
 from configbus.crypto import (
     SecretBox,
     decrypt_secrets,
@@ -9,9 +34,15 @@ from configbus.crypto import (
     generate_key,
     mask_secrets,
     reencrypt_secrets,
+    secrets_of,
     unmask_secrets,
 )
-from configbus.document import Document, Secret
+from configbus.document import (
+    CircuitBreaker,
+    Document,
+    Provider,
+    Secret,
+)
 from configbus.errors import (
     ConfigBusError,
     CorruptRecord,
@@ -19,6 +50,9 @@ from configbus.errors import (
     IdempotencyMismatch,
     InvalidDocument,
     Issue,
+    NamespaceNotEmpty,
+    RolloutConflict,
+    RolloutRunning,
     SecretError,
     SettingsError,
     StoreError,
@@ -26,39 +60,85 @@ from configbus.errors import (
     VersionConflict,
     VersionNotFound,
 )
-from configbus.llm import document_decoder
-from configbus.settings import BusSettings
-from configbus.store import (
-    Head,
-    PublishResult,
-    RecordMeta,
+from configbus.llm import (
+    document_decoder,
+)
+from configbus.names import (
+    NAMESPACE_RULE,
+    is_namespace,
+)
+from configbus.records import (
     ReplicaInfo,
     ReplicaStatus,
+)
+from configbus.rollout_store import (
+    Baseline,
+    RolloutStore,
+    Step,
+)
+from configbus.settings import (
+    BusSettings,
+    check_fields,
+    read_fields,
+)
+from configbus.store import (
+    REDIS_ERRORS,
+    Export,
+    Head,
+    Kind,
+    PublishResult,
+    RecordMeta,
     Store,
     VersionRecord,
+    guarded,
+    store_error,
 )
-from configbus.validation import to_document
-from configbus.watcher import Applied, SyncOutcome, Watcher, WatcherState
+from configbus.validation import (
+    issue_from_msgspec,
+    to_document,
+)
+from configbus.watcher import (
+    Applied,
+    SyncOutcome,
+    Watcher,
+    WatcherState,
+)
 
 __all__ = [
+    "MAX_DEPTH",
+    "NAMESPACE_RULE",
+    "REDIS_ERRORS",
     "Applied",
+    "Baseline",
+    "Breaker",
+    "BreakerState",
     "BusSettings",
+    "CircuitBreaker",
     "ConfigBusError",
     "CorruptRecord",
     "Document",
     "DocumentError",
+    "Export",
+    "FleetCounter",
     "Head",
     "IdempotencyMismatch",
     "InvalidDocument",
     "Issue",
+    "Kind",
+    "NamespaceNotEmpty",
+    "Provider",
     "PublishResult",
     "RecordMeta",
     "ReplicaInfo",
     "ReplicaStatus",
+    "RolloutConflict",
+    "RolloutRunning",
+    "RolloutStore",
     "Secret",
     "SecretBox",
     "SecretError",
     "SettingsError",
+    "Step",
     "Store",
     "StoreError",
     "StoreUnavailable",
@@ -68,18 +148,31 @@ __all__ = [
     "VersionRecord",
     "Watcher",
     "WatcherState",
+    "api",
     "canonical",
+    "check_fields",
     "connect",
+    "connect_read",
+    "counter_key",
     "decode_body",
     "decrypt_secrets",
     "document_decoder",
     "encrypt_secrets",
     "generate_key",
+    "guarded",
+    "is_namespace",
+    "issue_from_msgspec",
     "load_file",
     "mask_secrets",
     "parse",
+    "read_fields",
     "reencrypt_secrets",
+    "rollout",
+    "secrets_of",
     "sha256_hex",
+    "store_error",
+    "to_builtins",
     "to_document",
     "unmask_secrets",
+    "variables",
 ]
