@@ -106,6 +106,22 @@ def ended(r: Rollout, state: RolloutState, reason: str, now: float) -> Rollout:
     return msgspec.structs.replace(r, state=state, reason=reason, ended_at=now)
 
 
+async def abort_running(store: Store, actor: str, reason: str) -> Rollout | None:
+    """End the namespace's running rollout, if any, as aborted by `actor` (audited): a
+    rollback never waits on a rollout. Returns the rollout it aborted."""
+    rs = RolloutStore(store)
+    r = await rs.get()
+    if r is None or not r.running:
+        return None
+    done = ended(r, RolloutState.ABORTED, reason, time.time())
+    try:
+        await rs.step("abort", done, expected_stage=None)
+    except RolloutConflict:
+        return None  # it ended meanwhile (the guard, or another person)
+    await store.audit("rollout_abort", actor, "ok", version=r.version, rollout=r.id, message=reason)
+    return done
+
+
 class Driver:
     """One admin's rollout driver; `run()` until cancelled."""
 

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from admin.diff import changed_paths, unified
 from admin.http import JSON, ApiError, Ctx, endpoint, is_uint
 from admin.merge import merge_patch
+from admin.rollouts import abort_running
 from configbus.api import (
     MAX_VERSION,
     MAX_VERSION_DIGITS,
@@ -262,6 +263,10 @@ async def rollback(ctx: Ctx) -> Response:
     ctx.audit_fields["to_version"] = req.to_version
     source = await ctx.run(lambda: ctx.store.get(req.to_version))
     _check_replicas_accept(ctx, source)
+    # A rollback is the way out of a bad change: a running rollout is aborted first.
+    reason = f"aborted by {ctx.token.name}: rollback to version {req.to_version}"
+    if await ctx.run(lambda: abort_running(ctx.store, ctx.token.name, reason)) is not None:
+        ctx.svc.metrics.rollouts.labels("aborted").inc()
     result = await ctx.run(
         lambda: ctx.store.rollback(
             req.to_version,

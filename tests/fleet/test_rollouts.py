@@ -443,6 +443,31 @@ async def test_a_replica_restarted_mid_rollout_comes_back_on_what_its_labels_sel
     await until(canary_back, 2, "the canary back on head after a manual abort")
 
 
+async def test_a_rollback_during_a_rollout_aborts_it_first(fleet: Fleet) -> None:
+    stable = await publish_stable(fleet)
+    await publish_stable(fleet)  # head; the rollback goes to the version before it
+    v = await start_rollout(fleet, fleet.doc(), bake_s=60, msg="rolled back by an SRE")
+
+    async def canary_on() -> bool:
+        return (await status(fleet.canary))["version"] == v
+
+    await until(canary_on, 3, "the canary on the rollout's version")
+    async with fleet.live_admin() as admin:
+        resp = await admin.post(
+            fleet.path + "/rollback", json={"to_version": stable, "message": "back, now"}
+        )
+    assert resp.status_code == 201, resp.text
+    back = int(resp.json()["version"])
+    r = await rollout(fleet)
+    assert r["state"] == "aborted" and r["reason"].startswith("aborted by e2e"), r
+    assert len(await audit(fleet, "rollout_abort", r["id"])) == 1
+
+    async def all_on() -> bool:
+        return [(await status(rep))["version"] for rep in fleet.replicas] == [back] * 3
+
+    await until(all_on, 3, f"every replica on the rollback's version {back}")
+
+
 async def test_a_sigkilled_admin_is_replaced_and_the_rollout_promoted_once(fleet: Fleet) -> None:
     await publish_stable(fleet)
     bake, lease = 4.0, 5.0
