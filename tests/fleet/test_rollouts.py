@@ -14,7 +14,6 @@ driver) against the same Redis: 10 more processes would not fit the time budget.
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import signal
 import subprocess
@@ -116,8 +115,17 @@ class Fleet:
 
 
 @pytest.fixture(scope="module")
-def fleet(redis_server: RedisServer) -> Iterator[Fleet]:
-    f = Fleet(redis_server)
+def redis_own() -> Iterator[RedisServer]:
+    """A redis-server for this module: every admin's driver drives every namespace of its
+    Redis, so an in-process admin another test left running would also drive these."""
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def fleet(redis_own: RedisServer) -> Iterator[Fleet]:
+    f = Fleet(redis_own)
     services = [f.mock.service, *(a.service for a in f.admins)]
     services += [r.service for r in f.replicas]
     try:
@@ -483,15 +491,14 @@ async def test_a_sigkilled_admin_is_replaced_and_the_rollout_promoted_once(fleet
             return raw or None
 
         leader = await until(holder, 3, "an admin to take the rollout's lease")
-        victim = next(a for a in fleet.admins if f"-{a.pid}-" in leader)
+        victim = next((a for a in fleet.admins if f"-{a.pid}-" in leader), None)
+        assert victim is not None, f"the lease is held by {leader!r}, none of our admins"
         await asyncio.sleep(1.0)  # mid-bake
         assert (await rollout(fleet))["state"] == "running"
         killed_at = time.time()
-        assert victim.pid is not None
-        os.kill(victim.pid, signal.SIGKILL)
+        await asyncio.to_thread(victim.service.stop, sig=signal.SIGKILL, timeout=5)
         r = await ended(fleet, lease + bake + 5)
         await asyncio.sleep(0.3)
-    await asyncio.to_thread(victim.service.stop)  # reap it
     assert r["state"] == "promoted", r
     finished_s = r["ended_at"] - killed_at
     report(
@@ -521,11 +528,12 @@ def _redis_get(url: str, key: str) -> str:
 
 
 async def test_share_stages_pick_1_5_10_of_10_replicas_and_keep_them_across_restarts(
-    redis_server: RedisServer, namespace: str
+    redis_own: RedisServer, namespace: str
 ) -> None:
     """10 in-process watchers (replicas) and the real admin app (with its driver) over
     ASGI, against the real Redis."""
     ids = [f"w{i:02d}" for i in range(10)]
+    redis_server = redis_own
     store = make_store(redis_server.url, namespace)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(store.redis.aclose)
@@ -548,7 +556,13 @@ async def test_share_stages_pick_1_5_10_of_10_replicas_and_keep_them_across_rest
         feeder = asyncio.create_task(feed())
         stack.callback(feeder.cancel)
 
+        async def all_live() -> bool:
+            rows = (await admin.get(base + "/replicas", headers=auth("admin"))).json()
+            return rows["summary"]["alive"] == len(ids)  # type: ignore[no-any-return]
+
         async def run_rollout(n: int) -> list[tuple[str, ...]]:
+            # A share is of the replicas live when a stage starts: let every one report first.
+            await until(all_live, 5, "every replica's heartbeat")
             # The 50% stage bakes long enough for every replica to restart within it.
             stages = [
                 {"selector": s, "bake_s": b} for s, b in (("10%", 1.0), ("50%", 2.5), ("100%", 0.3))
