@@ -143,6 +143,7 @@ class Driver:
         self.holder = holder or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
     async def run(self) -> None:
+        task = asyncio.current_task()
         while True:
             try:
                 await self.tick()
@@ -150,6 +151,10 @@ class Driver:
                 log.warning("rollout driver: %s", exc)
             except Exception:
                 log.exception("rollout driver tick failed")
+            if task is not None and task.cancelling():
+                # redis-py can turn our cancellation into a ConnectionError (caught above):
+                # without this the loop would go on and the admin's shutdown wait forever.
+                raise asyncio.CancelledError
             await asyncio.sleep(self.tick_s)
 
     async def tick(self) -> None:

@@ -213,3 +213,28 @@ async def test_a_rollout_is_driven_even_if_its_admin_dies_right_after_writing_it
             await driver.tick()
             await asyncio.sleep(0.05)
     assert r is not None and r.state is RolloutState.PROMOTED
+
+
+async def test_a_cancelled_driver_stops_even_when_redis_turns_the_cancel_into_an_error() -> None:
+    """redis-py may turn a cancellation into a ConnectionError; a loop that catches it and
+    goes on never ends, and the admin's shutdown waits on it forever."""
+    import redis.asyncio as aioredis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    class Swallows:
+        async def smembers(self, key: str) -> set[bytes]:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                raise RedisConnectionError("Connection closed by server.") from None
+            return set()
+
+    redis: aioredis.Redis = Swallows()  # type: ignore[assignment]
+    driver = Driver(redis, store_for=lambda ns: None, tick_s=0.01)  # type: ignore[arg-type,return-value]
+    task = asyncio.create_task(driver.run())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    async with asyncio.timeout(2):
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert task.done()
