@@ -115,7 +115,6 @@ def create_app(settings: AdminSettings) -> Starlette:
         try:
             yield {"services": svc}
         finally:
-            driver.stop()
             driving.cancel()
             await asyncio.wait([driving], timeout=5)
             await svc.limiter.aclose()

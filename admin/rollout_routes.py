@@ -95,6 +95,9 @@ async def start_rollout(ctx: Ctx) -> Response:
         started_at=now,
         stage_started_at=now,
     )
+    # In the drivers' index before the rollout exists, and again after (a driver that looked
+    # in between dropped it): an admin dying right after the write leaves no rollout undriven.
+    await ctx.run(lambda: activate(ctx.store))
     result = await store_publish(
         ctx, body, kind="rollout", message=req.message, expected=expected, rollout=rollout
     )

@@ -142,16 +142,12 @@ class Driver:
         self.tick_s = tick_s
         self.lease_s = lease_s
         self.holder = holder or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-        self._stopping = False
-
-    def stop(self) -> None:
-        self._stopping = True
 
     async def run(self) -> None:
-        """Tick until `stop()`. The flag, not only the cancellation, ends the loop: redis-py
-        may turn a cancellation into a ConnectionError, which the loop would survive."""
+        """Tick until cancelled."""
         failing = False  # log a Redis outage once, not on every tick
-        while not self._stopping:
+        task = asyncio.current_task()
+        while True:
             try:
                 await self.tick()
                 if failing:
@@ -163,6 +159,10 @@ class Driver:
                 failing = True
             except Exception:
                 log.exception("rollout driver tick failed")
+            if task is not None and task.cancelling():
+                # redis-py can turn our cancellation into a ConnectionError (caught above):
+                # without this the loop would go on and the admin's shutdown wait forever.
+                raise asyncio.CancelledError
             await asyncio.sleep(self.tick_s)
 
     async def tick(self) -> None:

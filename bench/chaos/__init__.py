@@ -21,12 +21,17 @@ a schedule of faults cycles:
     two_admins              two admins publish on the same base: one 201, one 409
     clients_kill            CLIENT KILL TYPE normal: every plain connection dropped at once
     upstream_fail           the primary upstream answers 500: the fallback must answer
+    rollout_aborted         a rollout to the canary (replica-1, tier=canary) of a valid but
+                            broken version (provider on a dead port): the guard must abort it
+    rollout_promoted        a rollout of a good version: promoted after its bake
 
 Invariants are checked all along (replicas' /status polled ~10x/s, every answer classified,
-history read every second) and a JSON summary is printed; the exit code is 0 when every
+history read every second; no replica outside a rollout's stage may run its version before
+it is promoted) and a JSON summary is printed; the exit code is 0 when every
 check holds. Causes of failed requests are read from the answer: config (no config, 401,
 403, 404, 400), redis/internal (500, client timeout, connection errors to a live replica),
-upstream (502, 504, circuit open), rate limit (429).
+upstream (502, 504, circuit open), rate limit (429). The canary's upstream failures while it
+runs a broken rollout are the guard's evidence, counted apart.
 
 The package, one concern per module: `processes` (the fleet it runs), `documents` (what it
 publishes), `publisher` and `load` (the traffic), `invariants` (what it watches),

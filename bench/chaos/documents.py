@@ -21,6 +21,15 @@ def document(n: int, mock_a: str, mock_b: str) -> dict[str, Any]:
     return data
 
 
+def broken_document(n: int, mock_a: str, mock_b: str, dead_port: int) -> dict[str, Any]:
+    """Version n, valid but wrong: the primary provider on a port nothing listens on, and no
+    fallback to hide it. What a rollout's guard must stop at the canary."""
+    data = document(n, mock_a, mock_b)
+    data["providers"][0]["base_url"] = f"http://127.0.0.1:{dead_port}/v1"
+    data["models"][0].pop("fallbacks", None)
+    return data
+
+
 def invalid_body(mock_a: str, mock_b: str) -> bytes:
     """A document that decodes as JSON but fails validation: a model on an unknown provider."""
     data = document(0, mock_a, mock_b)

@@ -22,6 +22,7 @@ from bench.chaos.invariants import BACK_ON_HEAD_S, CONVERGE_TIMEOUT_S, Ledger, W
 from bench.chaos.processes import NAMESPACE, Fleet
 from bench.chaos.publisher import Publisher
 from bench.chaos.read_replica import read_replica_kill
+from bench.chaos.rollouts import rollout
 from configbus.testing import SAMPLE_CLIENT_KEY
 
 PAUSE_S = 3.0  # past the replicas' 2 s socket timeout and the admin's 1 s
@@ -33,11 +34,13 @@ FAULTS = (
     "upstream_fail",
     "redis_pause",
     "two_admins",
+    "rollout_aborted",
     "corrupt_record",
     "replica_restart",
     "redis_restart_empty",
     "read_replica_kill",
     "clients_kill",
+    "rollout_promoted",
 )
 
 
@@ -230,6 +233,18 @@ class Faults:
             "back_on_head_s": took,
             "ok": ok and took is not None,
         }
+
+    async def rollout_aborted(self) -> dict[str, Any]:
+        return await self._rollout(broken=True)
+
+    async def rollout_promoted(self) -> dict[str, Any]:
+        return await self._rollout(broken=False)
+
+    async def _rollout(self, *, broken: bool) -> dict[str, Any]:
+        admin = self._count("rollout_aborted") + self._count("rollout_promoted")
+        return await rollout(
+            self.fleet, self.ledger, self.publisher, self.watch, broken=broken, admin=admin % 2
+        )
 
     async def upstream_fail(self) -> dict[str, Any]:
         before = self.ledger.fallback_answers

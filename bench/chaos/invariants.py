@@ -27,6 +27,15 @@ Version = tuple[str, int]  # (epoch, version)
 
 
 @dataclass
+class Staged:
+    """A rollout's version, the replicas of its stage, and how it ended (the admin's clock)."""
+
+    stage: set[str]
+    state: str = "running"
+    ended_at: float | None = None
+
+
+@dataclass
 class Ledger:
     t0: float = field(default_factory=now)
     requests: Counter[str] = field(default_factory=Counter)
@@ -46,12 +55,23 @@ class Ledger:
     violations: list[dict[str, Any]] = field(default_factory=list)
     faults: list[dict[str, Any]] = field(default_factory=list)
     polls: int = 0
+    rollouts: dict[Version, Staged] = field(default_factory=dict)
+    # Each version a replica was seen to apply: (replica, version, its applied_at, wall clock).
+    moves: list[tuple[str, Version, float | None]] = field(default_factory=list)
+    # Answers on a rollout's version from a replica outside its stage: (replica, version, when).
+    outside_answers: list[tuple[str, Version, float]] = field(default_factory=list)
+    # Replicas running a rollout meant to fail (a canary on a broken provider): their upstream
+    # failures are the guard's evidence, counted apart from `failed`.
+    trial: set[str] = field(default_factory=set)
 
     def t(self) -> float:
         """Seconds since the soak started, for the log."""
         return round(now() - self.t0, 2)
 
     def fail(self, cause: str, rep: Replica, status: int, detail: str) -> None:
+        if cause == "upstream" and rep.rid in self.trial:
+            self.requests["failed_in_trial"] += 1
+            return
         self.requests["failed"] += 1
         self.failed[cause] += 1
         if sum(1 for f in self.failure_samples if f["cause"] == cause) < 5:
@@ -73,8 +93,13 @@ class Ledger:
                 {"what": "ran_rejected_version", "replica": rep.rid, "version": ev[1], "t": t}
             )
         last = rep.last
+        if last != ev:
+            self.moves.append((rep.rid, ev, st.get("applied_at")))
         if last is not None and last != ev:
-            if last[0] == ev[0] and ev[1] < last[1]:
+            staged = self.rollouts.get(last)
+            # An aborted rollout's stage goes back to head, which is older: no regression.
+            aborting = staged is not None and staged.state != "promoted"
+            if last[0] == ev[0] and ev[1] < last[1] and not aborting:
                 self.violations.append(
                     {"what": "moved_backwards", "replica": rep.rid, "from": last[1],
                      "to": ev[1], "t": t}
@@ -87,6 +112,34 @@ class Ledger:
                 rep.left_epochs.add(last[0])
         rep.last = ev
         self.acks[ev].add(rep.rid)
+
+    def answered(self, rep: Replica, version: int, at: float) -> None:
+        """An answer of `rep` on `version` (its header), received at `at` (wall clock)."""
+        if rep.last is None:
+            return
+        ev = (rep.last[0], version)
+        staged = self.rollouts.get(ev)
+        if staged is not None and rep.rid not in staged.stage:
+            self.outside_answers.append((rep.rid, ev, at))
+
+    def outside_stage(self) -> list[dict[str, Any]]:
+        """Replicas outside a rollout's stage seen on its version before it was promoted (or
+        at all, when it was not): each one breaks the promise of a staged publish."""
+        out = []
+        seen = [(rid, ev, at, "status") for rid, ev, at in self.moves]
+        seen += [(rid, ev, at, "answer") for rid, ev, at in self.outside_answers]
+        for rid, ev, at, how in seen:
+            staged = self.rollouts.get(ev)
+            if staged is None or rid in staged.stage:
+                continue
+            end = staged.ended_at if staged.state == "promoted" else None
+            if end is None or at is None or at < end:
+                out.append(
+                    {"what": "ran_outside_stage", "replica": rid, "version": ev[1],
+                     "seen_by": how, "at": at, "rollout_state": staged.state,
+                     "ended_at": staged.ended_at}
+                )  # fmt: skip
+        return out
 
 
 class Watch:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import httpx
 
@@ -54,6 +55,8 @@ class Load:
         status = resp.status_code
         version = resp.headers.get("x-configbus-version")
         if version is not None and rep.last is not None:
+            if ledger.rollouts:
+                ledger.answered(rep, int(version), time.time())
             if (rep.last[0], int(version)) in ledger.injected:
                 ledger.violations.append(
                     {"what": "answered_with_rejected_version", "replica": rep.rid,

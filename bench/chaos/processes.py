@@ -1,4 +1,5 @@
-"""The fleet the soak runs: Redis (AOF), two mock upstreams, two admins, three replicas.
+"""The fleet the soak runs: Redis (AOF), two mock upstreams, two admins, three replicas (the
+first labelled `tier=canary`).
 
 Every process is a `configbus.tooling.procs.Child`: its own process group, stopped by PID,
 and it dies with the soak even if the soak is SIGKILLed. Children are started from the event
@@ -30,6 +31,8 @@ ADMIN_TOKEN = "chaos-admin-token-" + secrets.token_hex(8)
 RECONCILE_S = 0.5
 HEARTBEAT_S = 0.5
 STOP_GRACE_S = 15.0
+CANARY = "replica-1"  # labelled tier=canary: the first stage of the soak's rollouts
+CANARY_LABELS = "tier=canary"
 
 
 class Service:
@@ -104,8 +107,11 @@ class Fleet:
                 UPSTREAM_B_KEY="sk-upstream-b",
                 **self.read_replica.env(rid),
             )
+            if rid == CANARY:
+                env["CONFIGBUS_REPLICA_LABELS"] = CANARY_LABELS
             self.replicas.append(Replica(Service(rid, ["proxy"], env, run_dir), rid))
         self.admin_http: list[httpx.AsyncClient] = []
+        self.dead_port = free_port()  # nothing listens there: the broken rollouts' provider
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONFIGBUS_")}

@@ -76,6 +76,8 @@ def summary(
     run_dir: str,
 ) -> dict[str, Any]:
     pubs = _publishes(ledger, run_id)
+    outside = ledger.outside_stage()
+    ledger.violations.extend(outside)
     acked_all, superseded, unacked = _acks(ledger, replica_ids)
     faults = ledger.faults
     slow = [
@@ -103,6 +105,7 @@ def summary(
         ),
         "final_all_on_head": final_converge_s is not None,
         "every_fault_kind_ran": {f["kind"] for f in faults} >= set(FAULTS),
+        "no_replica_outside_a_stage_ran_its_version": not outside,
     }
     recovery: dict[str, list[float | None]] = defaultdict(list)
     for f in faults:
@@ -119,6 +122,8 @@ def summary(
             "failed": ledger.requests["failed"],
             "failed_by_cause": {c: failed[c] for c in CAUSES},
             "answered_by_fallback": ledger.fallback_answers,
+            # Upstream failures of the canary while it ran a broken rollout: the guard's input.
+            "failed_on_canary_of_broken_rollout": ledger.requests["failed_in_trial"],
             "failure_samples": ledger.failure_samples,
         },
         "versions": {
@@ -143,6 +148,10 @@ def summary(
             "violations": ledger.violations[:50],
             "violation_count": len(ledger.violations),
             "final_converge_s": final_converge_s,
+        },
+        "rollouts": {
+            f"{e[0][:8]}:{v}": {"stage": sorted(s.stage), "state": s.state}
+            for (e, v), s in ledger.rollouts.items()
         },
         "faults": {
             "count": len(faults),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from contextlib import AsyncExitStack
 from typing import Any
@@ -167,3 +168,73 @@ async def test_an_admin_dying_mid_bake_is_replaced_and_promotes_once(
     assert time.monotonic() - t0 < 0.5 + 1.0 + 1.0  # lease + bake + slack
     promotes = [e for e in await store.audit_entries() if e.action == "rollout_promote"]
     assert [e.actor for e in promotes] == ["guard:admin-b"]
+
+
+async def test_a_rollout_is_driven_even_if_its_admin_dies_right_after_writing_it(
+    redis_server: RedisServer, namespace: str, stack: AsyncExitStack, monkeypatch: Any
+) -> None:
+    """The admin that starts a rollout dies between writing it and putting the namespace in
+    the drivers' index: another admin must still find it, and the guard end it."""
+    import admin.rollout_routes
+    from tests.admin.helpers import app_for, auth, client
+
+    calls = []
+
+    async def dies_after_the_write(store: Store) -> None:
+        calls.append(store.namespace)
+        if await RolloutStore(store).get() is not None:  # the rollout is written: die now
+            raise RuntimeError("admin died")
+        await activate(store)
+
+    monkeypatch.setattr(admin.rollout_routes, "activate", dies_after_the_write)
+    store = make_store(redis_server.url, namespace)
+    stack.push_async_callback(store.redis.aclose)
+    await store.publish(body(0))
+    fleet = Fleet(stack, redis_server.url, namespace)
+    canary = await fleet.add("c1", tier="canary")
+    await until(lambda: on(canary, 1), 5, "v1")
+    http = await stack.enter_async_context(client(app_for(redis_server.url)))
+    doc = {"providers": [], "models": [], "clients": [], "metadata": {"n": "2"}}
+    with contextlib.suppress(RuntimeError):
+        await http.post(
+            f"/v1/namespaces/{namespace}/rollouts",
+            json={"document": doc, "stages": [{"selector": "tier=canary", "bake_s": 0}],
+                  "guard": {"min_requests": 1}},
+            headers=auth("admin"),
+        )  # fmt: skip
+    r = await RolloutStore(store).get()
+    assert r is not None and r.running and calls
+    await until(lambda: on(canary, 2), 5, "canary on v2")
+    fleet.serve("c1", 5)
+    driver = Driver(store.redis, store_for=stores(stack, redis_server.url), tick_s=0.05)
+    async with asyncio.timeout(5):
+        while (r := await RolloutStore(store).get()) is not None and r.running:
+            fleet.serve("c1", 5)
+            await driver.tick()
+            await asyncio.sleep(0.05)
+    assert r is not None and r.state is RolloutState.PROMOTED
+
+
+async def test_a_cancelled_driver_stops_even_when_redis_turns_the_cancel_into_an_error() -> None:
+    """redis-py may turn a cancellation into a ConnectionError; a loop that catches it and
+    goes on never ends, and the admin's shutdown waits on it forever."""
+    import redis.asyncio as aioredis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    class Swallows:
+        async def smembers(self, key: str) -> set[bytes]:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                raise RedisConnectionError("Connection closed by server.") from None
+            return set()
+
+    redis: aioredis.Redis = Swallows()  # type: ignore[assignment]
+    driver = Driver(redis, store_for=lambda ns: None, tick_s=0.01)  # type: ignore[arg-type,return-value]
+    task = asyncio.create_task(driver.run())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    async with asyncio.timeout(2):
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert task.done()

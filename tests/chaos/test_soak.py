@@ -71,7 +71,12 @@ def test_one_minute_soak_keeps_every_invariant(tmp_path: Path) -> None:
         "corrupt_record",
         "two_admins",
         "upstream_fail",
+        "rollout_aborted",
+        "rollout_promoted",
     }
+    states = {s["state"] for s in summary["rollouts"].values()}
+    assert states == {"aborted", "promoted"}, summary["rollouts"]
+    assert summary["checks"]["no_replica_outside_a_stage_ran_its_version"]
     for fault in summary["faults"]["log"]:
         if fault["kind"] != "upstream_fail":
             assert fault["back_on_head_s"] is not None and fault["back_on_head_s"] <= 2.0, fault
