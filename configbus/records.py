@@ -122,6 +122,23 @@ class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
     fields: dict[str, str] = {}
 
 
+def audit_entry(entry_id: bytes | str, raw: Mapping[Any, Any]) -> AuditEntry:
+    """One audit stream entry as read from Redis."""
+    f = {_lenient(k): _lenient(v) for k, v in raw.items()}
+    try:
+        ts = float(f.pop("ts", "0") or 0)
+    except ValueError:
+        ts = 0.0
+    return AuditEntry(
+        id=_lenient(entry_id),
+        ts=ts,
+        action=f.pop("action", ""),
+        actor=f.pop("actor", ""),
+        outcome=f.pop("outcome", ""),
+        fields=f,
+    )
+
+
 class ReplicaStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What a replica reports about itself."""
 
@@ -153,6 +170,11 @@ class StoredStatus(ReplicaStatus, frozen=True, kw_only=True):
 
 
 _record_fields = frozenset(VersionRecord.__struct_fields__)
+
+
+def _lenient(value: bytes | str) -> str:
+    # An audit entry is shown, never trusted: bytes that are not UTF-8 must not stop a read.
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def text_of(value: bytes | str | None) -> str:

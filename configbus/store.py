@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -49,6 +49,7 @@ from configbus.records import (
     StoredStatus,
     SyncRead,
     VersionRecord,
+    audit_entry,
     parse_record,
     text_of,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "Store",
     "VersionRecord",
     "parse_record",
+    "scan_audit",
     "store_error",
 ]
 
@@ -111,6 +113,41 @@ def store_error(exc: BaseException, what: str) -> StoreError:
     if isinstance(exc, UNAVAILABLE_ERRORS):
         return StoreUnavailable(f"{what}: Redis unavailable: {exc}")
     return StoreError(f"{what}: Redis error: {exc}")
+
+
+AUDIT_SCAN_CHUNK = 250
+
+
+async def scan_audit(
+    redis: aioredis.Redis,
+    key: str,
+    *,
+    count: int,
+    before: str | None = None,
+    match: Callable[[AuditEntry], bool] | None = None,
+    scan_max: int = 10 * AUDIT_SCAN_CHUNK,
+) -> tuple[list[AuditEntry], str | None]:
+    """Up to `count` entries of the audit stream `key` that `match`, newest first, older than
+    `before`; reads at most `scan_max` entries. Also returns where to resume: the last entry
+    read when the stream goes on beyond what was read, else None."""
+    if before is not None and not before.strip("0-"):
+        return [], None  # nothing is older than 0-0 (and Redis refuses "(0-0")
+    out: list[AuditEntry] = []
+    hi, scanned = ("+" if before is None else f"({before}"), 0
+    while len(out) < count and scanned < scan_max:
+        chunk = count if match is None else min(AUDIT_SCAN_CHUNK, scan_max - scanned)
+        rows = await guarded(redis.xrevrange(key, max=hi, min="-", count=chunk), "read audit")
+        scanned += len(rows)
+        for entry_id, raw in rows:
+            entry = audit_entry(entry_id, raw)
+            if match is None or match(entry):
+                out.append(entry)
+                if len(out) == count:
+                    return out, entry.id
+        if len(rows) < chunk:
+            return out, None
+        hi = f"({text_of(rows[-1][0])}"
+    return out, hi[1:] if hi.startswith("(") else None
 
 
 async def guarded(op: Awaitable[Any], what: str) -> Any:
@@ -366,26 +403,8 @@ class Store:
         self, *, count: int = 100, before: str | None = None
     ) -> list[AuditEntry]:
         """Audit entries, newest first; `before` is an entry id to page from."""
-        if before is not None and not before.strip("0-"):
-            return []  # nothing is older than 0-0 (and Redis refuses "(0-0")
-        hi = "+" if before is None else f"({before}"
-        rows = await guarded(
-            self.redis.xrevrange(self.keys.audit, max=hi, min="-", count=count), "read audit"
-        )
-        out = []
-        for entry_id, raw in rows:
-            f = {text_of(k): text_of(v) for k, v in raw.items()}
-            out.append(
-                AuditEntry(
-                    id=text_of(entry_id),
-                    ts=float(f.pop("ts", "0") or 0),
-                    action=f.pop("action", ""),
-                    actor=f.pop("actor", ""),
-                    outcome=f.pop("outcome", ""),
-                    fields=f,
-                )
-            )
-        return out
+        entries, _ = await scan_audit(self.redis, self.keys.audit, count=count, before=before)
+        return entries
 
     async def report(self, status: ReplicaStatus) -> None:
         """Record a replica's status; the server clock stamps `last_seen`."""
