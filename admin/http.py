@@ -45,6 +45,7 @@ from configbus.codec import MAX_DEPTH, parse
 from configbus.crypto import SecretBox
 from configbus.errors import (
     CorruptRecord,
+    DamagedNamespace,
     IdempotencyMismatch,
     InvalidDocument,
     Issue,
@@ -198,10 +199,14 @@ def error_from(exc: Exception, breaker: CircuitBreaker) -> ApiError:
             "Redis unavailable; retry later",
             headers={"Retry-After": retry},
         )
+    # Damage someone did to the namespace's keys: the request conflicts with the state it
+    # found, and the message says what is wrong and how to repair it.
+    if isinstance(exc, DamagedNamespace):
+        return ApiError(409, "damaged_namespace", str(exc))
     if isinstance(exc, CorruptRecord):
-        return ApiError(500, "corrupt_record", str(exc))
-    if isinstance(exc, StoreError):
-        return ApiError(500, "store_error", str(exc))
+        return ApiError(409, "corrupt_record", str(exc))
+    if isinstance(exc, StoreError):  # Redis refused the command (a key of the wrong type...)
+        return ApiError(503, "store_error", str(exc), headers={"Retry-After": "1"})
     # A bug: answer in the same shape, log the traceback (documents hold no plaintext
     # secret in their repr), and still audit the action.
     log.error("unexpected error", exc_info=exc)

@@ -380,6 +380,7 @@ async def replicas(ctx: Ctx) -> Response:
         rejected=sum(1 for r in alive if r.rejected_version is not None or r.state == "rejected"),
         per_version={str(v): c for v, c in sorted(per_version.items())},
         all_on_head=bool(alive) and all(r.on_head for r in alive),
+        damage=head.damage,
     )
     return JSON(Replicas(summary=summary, replicas=rows))
 

@@ -200,6 +200,8 @@ class ReplicaSummary(_Response, frozen=True, kw_only=True):
     rejected: int
     per_version: dict[str, int]
     all_on_head: bool
+    # What is wrong with the namespace's head, when something is (a publish repairs it).
+    damage: str | None = None
 
 
 class Replicas(_Response, frozen=True, kw_only=True):

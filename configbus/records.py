@@ -82,9 +82,22 @@ class VersionRecord(RecordMeta, frozen=True, kw_only=True):
 
 
 class Head(msgspec.Struct, frozen=True):
-    version: int  # 0: nothing published in this lineage
+    version: int  # 0: nothing published in this lineage (or a head that is no number)
     epoch: str | None
     sha256: str | None = None
+    damage: str | None = None  # what is wrong with head, when something is
+
+
+MAX_STORED_VERSION = 2**53  # the largest integer a JSON number (and a Lua number) holds exactly
+
+
+def stored_version(raw: bytes | str | None) -> int | None:
+    """A version number as stored (digits, 1 to 2**53), or None for anything else."""
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else (raw or "")
+    if not (text.isascii() and text.isdigit()) or len(text) > 16:
+        return None
+    n = int(text)
+    return n if 1 <= n <= MAX_STORED_VERSION else None
 
 
 class SyncRead(msgspec.Struct, frozen=True, kw_only=True):

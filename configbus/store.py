@@ -27,6 +27,7 @@ from configbus import lua
 from configbus.codec import sha256_hex
 from configbus.errors import (
     CorruptRecord,
+    DamagedNamespace,
     IdempotencyMismatch,
     NamespaceNotEmpty,
     RolloutRunning,
@@ -51,6 +52,7 @@ from configbus.records import (
     VersionRecord,
     audit_entry,
     parse_record,
+    stored_version,
     text_of,
 )
 from configbus.rollout import Rollout, rollout_args
@@ -115,6 +117,7 @@ def store_error(exc: BaseException, what: str) -> StoreError:
     return StoreError(f"{what}: Redis error: {exc}")
 
 
+_REPAIR = "; a publish (PUT, without If-Match) by an admin replaces it"
 AUDIT_SCAN_CHUNK = 250
 
 
@@ -242,6 +245,14 @@ class Store:
             raise RolloutRunning(epoch, int(version))
         if outcome == "idempotency_mismatch":
             raise IdempotencyMismatch(idempotency_key or "", int(version))
+        if outcome == "damaged":
+            raise DamagedNamespace(
+                f"publish: {k.head} holds {rsha[:40]!r}, not a version number; publish without "
+                "If-Match to replace it"
+                if rsha != "no free version number"
+                else f"publish: no free version number in {self.namespace!r}",
+                epoch=epoch or None,
+            )
         return PublishResult(
             version=int(version),
             epoch=epoch,
@@ -305,8 +316,14 @@ class Store:
         res = await guarded(
             self._sync_read(keys=[k.head, k.epoch, k.rollout, k.rev], args=args), "sync read"
         )
-        head = int(res[0]) if res[0] else 0
         epoch_now = text_of(res[1]) or None
+        if (res[0] and stored_version(res[0]) is None) or (
+            res[2] and stored_version(res[2]) is None
+        ):
+            raise DamagedNamespace(
+                f"{k.head} holds {text_of(res[0])[:40]!r}, not a version number", epoch=epoch_now
+            )
+        head = int(res[0]) if res[0] else 0
         target = int(res[2]) if res[2] else 0
         read = SyncRead(
             head=head,
@@ -339,15 +356,20 @@ class Store:
         args: list[Any] = [k.record_prefix, known_epoch or "", known_version, known_sha256,
                 "1" if head_only else "0"]  # fmt: skip
         res = await guarded(self._fetch_head(keys=[k.head, k.epoch], args=args), "fetch head")
-        head = Head(int(res[0]) if res[0] else 0, text_of(res[1]) or None, text_of(res[2]) or None)
+        epoch, sha = text_of(res[1]) or None, text_of(res[2]) or None
+        if res[0] and (stored_version(res[0]) is None or (len(res) == 4 and res[3] == b"damaged")):
+            damage = f"{k.head} holds {text_of(res[0])[:40]!r}, not a version number"
+            if head_only:
+                return Head(0, epoch, None, damage=damage), None
+            raise DamagedNamespace(damage + _REPAIR, epoch=epoch)
+        head = Head(int(res[0]) if res[0] else 0, epoch, sha)
         if len(res) == 3:
             return head, None
         if len(res) == 4:
-            raise CorruptRecord(
-                f"{k.record(head.version)}: head points at a missing record",
-                epoch=head.epoch,
-                version=head.version,
-            )
+            damage = f"{k.head} is {head.version}: head points at a missing record {k.record(head.version)}"
+            if head_only:
+                return msgspec.structs.replace(head, damage=damage), None
+            raise DamagedNamespace(damage + _REPAIR, epoch=head.epoch, version=head.version)
         fields = dict(zip(res[3::2], res[4::2], strict=True))
         try:
             return head, parse_record(fields, k.record(head.version))
@@ -461,6 +483,8 @@ class Store:
     async def export(self) -> Export:
         """Every retained version, for backup or re-seeding an empty store."""
         head = await self.head()
+        if head.damage:
+            raise DamagedNamespace(f"export: {head.damage}{_REPAIR}", epoch=head.epoch)
         nums = await guarded(self.redis.zrange(self.keys.history, 0, -1), "export")
         pipe = self.redis.pipeline(transaction=False)
         for n in nums:

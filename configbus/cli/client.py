@@ -379,6 +379,8 @@ def format_status(res: Replicas) -> str:
         f"replicas: {s.alive} live, {s.dead} dead, {s.rejected} rejecting  "
         + ("all live replicas on head" if s.all_on_head else "NOT all on head")
     ]
+    if s.damage:
+        lines.append(printable(f"DAMAGED: {s.damage}"))
     staged = ro.staged_versions(res)
     if s.per_version:
         rows = [["VERSION", "LIVE REPLICAS"]]

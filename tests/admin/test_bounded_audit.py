@@ -62,7 +62,7 @@ async def test_an_anonymous_flood_leaves_redis_bounded_and_history_findable(
         assert not raw.keys("cb:{made-up-*"), "a 401 created keys for a made-up namespace"
         assert keys1 <= keys0 + 1  # the one denied stream
         assert raw.xlen(DENIED_KEY) <= DENIED_MAXLEN + 100
-        assert mem1 - mem0 < 1_000_000
+        assert mem1 - mem0 < 2_000_000  # before: +24 MB (every 8 KB path stored)
         metrics = (await c.get("/metrics")).text
         assert (
             f'configbus_admin_denied_total{{action="version",outcome="unauthorized"}} {FLOOD * 2 // 3}.0'
