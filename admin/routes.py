@@ -133,19 +133,38 @@ async def head_document(ctx: Ctx) -> Document | None:
 async def encrypt(ctx: Ctx, doc: Document) -> Document:
     """Encrypt plaintext secrets. A secret equal to the one stored at the same path keeps its
     stored ciphertext, so re-sending the same file is a no-op (and an idempotent retry)
-    rather than a new version that differs only by Fernet's random IV."""
-    plaintext = [p for p, s in secrets_of(doc) if s.secret is not None]
-    if not plaintext:
+    rather than a new version that differs only by Fernet's random IV. A ciphertext none
+    of this admin's keys decrypts is refused: every replica would reject the version."""
+    found = secrets_of(doc)
+    plaintext = [p for p, s in found if s.secret is not None]
+    sealed = [p for p, s in found if s.encrypted is not None]
+    if not plaintext and not sealed:
         return doc
     box = ctx.svc.box
     if box is None:
         raise ApiError(
             422,
             "invalid_secret",
-            "this admin has no CONFIGBUS_SECRET_KEYS, so it cannot store secrets",
-            issues=[Issue(p, "cannot encrypt: no secret keys configured") for p in plaintext],
+            "this admin has no CONFIGBUS_SECRET_KEYS, so it cannot store or check secrets",
+            issues=[Issue(p, "no secret keys configured") for p in plaintext + sealed],
         )
-    return encrypt_secrets(doc, box, previous=await head_document(ctx))
+    if plaintext:
+        doc = encrypt_secrets(doc, box, previous=await head_document(ctx))
+    bad = []
+    for path, s in secrets_of(doc):
+        try:
+            if s.encrypted is not None:
+                box.decrypt(s.encrypted, path)
+        except SecretError:
+            bad.append(Issue(path, "none of the admin's secret keys decrypts this secret"))
+    if bad:
+        raise ApiError(
+            422,
+            "invalid_secret",
+            f"{bad[0].path}: none of the admin's secret keys decrypts this secret",
+            issues=bad,
+        )
+    return doc
 
 
 async def prepare(ctx: Ctx, data: Any) -> Document:
