@@ -3,8 +3,9 @@
 `endpoint(action, permission)` wraps a handler so that, in order: the namespace is checked,
 the bearer token is authenticated (401) and authorised (403), write actions pass the publish
 rate limit (429), the handler runs with every Redis call behind the circuit breaker (503
-when open), domain errors become JSON error bodies, and exactly one audit entry is written,
-unless the publish script already wrote it.
+when open), domain errors become JSON error bodies, and the answer is audited as
+`admin/audit.py` decides (refusals sampled into one capped stream, reads not at all), unless
+the publish script already wrote the entry.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from msgspec import UNSET
 from starlette.requests import Request
 from starlette.responses import Response
 
+from admin.audit import Auditor
 from admin.auth import Permission, TokenTable, allows
 from admin.breaker import BreakerOpen, CircuitBreaker
 from admin.metrics import AdminMetrics
@@ -43,6 +45,7 @@ from configbus.codec import MAX_DEPTH, parse
 from configbus.crypto import SecretBox
 from configbus.errors import (
     CorruptRecord,
+    DamagedNamespace,
     IdempotencyMismatch,
     InvalidDocument,
     Issue,
@@ -80,6 +83,7 @@ class Services:
     box: SecretBox | None
     metrics: AdminMetrics
     stores: dict[str, Store] = field(default_factory=dict)
+    auditor: Auditor = field(default_factory=Auditor)
 
     def store(self, namespace: str) -> Store:
         store = self.stores.get(namespace)
@@ -195,10 +199,14 @@ def error_from(exc: Exception, breaker: CircuitBreaker) -> ApiError:
             "Redis unavailable; retry later",
             headers={"Retry-After": retry},
         )
+    # Damage someone did to the namespace's keys: the request conflicts with the state it
+    # found, and the message says what is wrong and how to repair it.
+    if isinstance(exc, DamagedNamespace):
+        return ApiError(409, "damaged_namespace", str(exc))
     if isinstance(exc, CorruptRecord):
-        return ApiError(500, "corrupt_record", str(exc))
-    if isinstance(exc, StoreError):
-        return ApiError(500, "store_error", str(exc))
+        return ApiError(409, "corrupt_record", str(exc))
+    if isinstance(exc, StoreError):  # Redis refused the command (a key of the wrong type...)
+        return ApiError(503, "store_error", str(exc), headers={"Retry-After": "1"})
     # A bug: answer in the same shape, log the traceback (documents hold no plaintext
     # secret in their repr), and still audit the action.
     log.error("unexpected error", exc_info=exc)
@@ -347,7 +355,6 @@ def endpoint(
                 ).response()
                 svc.metrics.requests.labels(action, str(response.status_code)).inc()
                 return response
-            store = svc.store(ns)
             token = svc.tokens.lookup(request.headers.get("authorization"))
             actor = token.name if token else "anonymous"
             ctx: Ctx | None = None
@@ -367,7 +374,8 @@ def endpoint(
                         "forbidden",
                         f"token {token.name!r} (role {token.role}) may not {action}",
                     )
-                ctx = Ctx(request, svc, ns, store, token, action)
+                # Only now a Store: a stranger's made-up namespace costs nothing.
+                ctx = Ctx(request, svc, ns, svc.store(ns), token, action)
                 if permission in WRITE_PERMISSIONS:
                     decision = await ctx.run(lambda: svc.limiter.hit(token.name))
                     if not decision.allowed:
@@ -404,9 +412,10 @@ def endpoint(
                 )
             elif not (ctx and ctx.audited):
                 fields = dict(ctx.audit_fields) if ctx else {}
-                await _audit(
+                await svc.auditor.record(
                     svc,
-                    store,
+                    ns,
+                    permission,
                     action,
                     actor,
                     outcome,
@@ -422,20 +431,3 @@ def endpoint(
         return run
 
     return wrap
-
-
-async def _audit(
-    svc: Services, store: Store, action: str, actor: str, outcome: str, **fields: Any
-) -> None:
-    try:
-        await svc.guarded(lambda: store.audit(action, actor, outcome, **fields))
-    except StoreError as exc:
-        svc.metrics.audit_failures.inc()
-        log.warning(
-            "audit entry not written (%s): action=%s actor=%s outcome=%s status=%s",
-            exc,
-            action,
-            actor,
-            outcome,
-            fields.get("status"),
-        )

@@ -37,6 +37,18 @@ class AdminMetrics:
             "Audit entries that could not be written",
             registry=self.registry,
         )
+        self.denied = Counter(
+            "configbus_admin_denied_total",
+            "Requests refused before their handler ran, by action and outcome "
+            "(unauthorized, forbidden, rate_limited)",
+            ["action", "outcome"],
+            registry=self.registry,
+        )
+        self.audit_unrecorded = Counter(
+            "configbus_admin_audit_unrecorded_total",
+            "Refusals counted but not written to the denied audit stream (sampled out)",
+            registry=self.registry,
+        )
         self.rollouts = Counter(
             "configbus_admin_rollouts_total",
             "Rollouts by what happened to them (started, promoted, aborted)",

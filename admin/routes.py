@@ -8,6 +8,9 @@ from typing import Any
 
 from starlette.responses import Response
 
+from admin.audit import read as read_audit
+from admin.backup import export as export
+from admin.backup import import_ as import_
 from admin.diff import changed_paths, unified
 from admin.http import JSON, ApiError, Ctx, endpoint, error_from, is_uint
 from admin.merge import merge_patch
@@ -16,11 +19,9 @@ from configbus.api import (
     MAX_VERSION,
     MAX_VERSION_DIGITS,
     MESSAGE_MAX,
-    AuditPage,
     AuditQuery,
     Diff,
     DiffQuery,
-    ImportResult,
     MergePatch,
     PatchQuery,
     PublishRequest,
@@ -34,7 +35,7 @@ from configbus.api import (
     VersionsQuery,
     VersionView,
 )
-from configbus.codec import canonical, decode_body, sha256_hex, to_builtins
+from configbus.codec import canonical, decode_body, to_builtins
 from configbus.crypto import (
     decrypt_secrets,
     encrypt_secrets,
@@ -48,14 +49,13 @@ from configbus.errors import (
     CorruptRecord,
     InvalidDocument,
     Issue,
-    NamespaceNotEmpty,
     RolloutConflict,
     SecretError,
     VersionConflict,
 )
 from configbus.rollout import Rollout, RolloutState
 from configbus.rollout_store import RolloutStore
-from configbus.store import Export, Kind, PublishResult, RecordMeta, VersionRecord
+from configbus.store import Kind, PublishResult, RecordMeta, VersionRecord
 from configbus.validation import to_document
 
 PATCH_RETRIES = 5
@@ -133,19 +133,38 @@ async def head_document(ctx: Ctx) -> Document | None:
 async def encrypt(ctx: Ctx, doc: Document) -> Document:
     """Encrypt plaintext secrets. A secret equal to the one stored at the same path keeps its
     stored ciphertext, so re-sending the same file is a no-op (and an idempotent retry)
-    rather than a new version that differs only by Fernet's random IV."""
-    plaintext = [p for p, s in secrets_of(doc) if s.secret is not None]
-    if not plaintext:
+    rather than a new version that differs only by Fernet's random IV. A ciphertext none
+    of this admin's keys decrypts is refused: every replica would reject the version."""
+    found = secrets_of(doc)
+    plaintext = [p for p, s in found if s.secret is not None]
+    sealed = [p for p, s in found if s.encrypted is not None]
+    if not plaintext and not sealed:
         return doc
     box = ctx.svc.box
     if box is None:
         raise ApiError(
             422,
             "invalid_secret",
-            "this admin has no CONFIGBUS_SECRET_KEYS, so it cannot store secrets",
-            issues=[Issue(p, "cannot encrypt: no secret keys configured") for p in plaintext],
+            "this admin has no CONFIGBUS_SECRET_KEYS, so it cannot store or check secrets",
+            issues=[Issue(p, "no secret keys configured") for p in plaintext + sealed],
         )
-    return encrypt_secrets(doc, box, previous=await head_document(ctx))
+    if plaintext:
+        doc = encrypt_secrets(doc, box, previous=await head_document(ctx))
+    bad = []
+    for path, s in secrets_of(doc):
+        try:
+            if s.encrypted is not None:
+                box.decrypt(s.encrypted, path)
+        except SecretError:
+            bad.append(Issue(path, "none of the admin's secret keys decrypts this secret"))
+    if bad:
+        raise ApiError(
+            422,
+            "invalid_secret",
+            f"{bad[0].path}: none of the admin's secret keys decrypts this secret",
+            issues=bad,
+        )
+    return doc
 
 
 async def prepare(ctx: Ctx, data: Any) -> Document:
@@ -380,6 +399,7 @@ async def replicas(ctx: Ctx) -> Response:
         rejected=sum(1 for r in alive if r.rejected_version is not None or r.state == "rejected"),
         per_version={str(v): c for v, c in sorted(per_version.items())},
         all_on_head=bool(alive) and all(r.on_head for r in alive),
+        damage=head.damage,
     )
     return JSON(Replicas(summary=summary, replicas=rows))
 
@@ -387,61 +407,7 @@ async def replicas(ctx: Ctx) -> Response:
 @endpoint("audit", "read")
 async def audit(ctx: Ctx) -> Response:
     q = ctx.query(AuditQuery)
-    if q.before is not None and not q.before.strip("0-"):
-        return JSON(AuditPage(entries=[], next_before=None))  # nothing is older than 0-0
-    entries = await ctx.run(lambda: ctx.store.audit_entries(count=q.count, before=q.before))
-    nxt = entries[-1].id if len(entries) == q.count else None
-    return JSON(AuditPage(entries=entries, next_before=nxt))
-
-
-@endpoint("export", "read")
-async def export(ctx: Ctx) -> Response:
-    data = await ctx.run(lambda: ctx.store.export())
-    ctx.audit_fields.update(head=data.head, versions=len(data.records))
-    return JSON(data)
-
-
-@endpoint("import", "import")
-async def import_(ctx: Ctx) -> Response:
-    data = await ctx.json(Export, ctx.svc.settings.max_import_bytes)
-    if data.head == 0 or not data.records or data.epoch is None:
-        raise ApiError(422, "invalid_export", "the export holds no versions")
-    if data.head not in {r.version for r in data.records}:
-        raise ApiError(
-            422, "invalid_export", f"head version {data.head} is missing from the export"
-        )
-    for r in data.records:
-        if r.version < 1:
-            raise ApiError(422, "invalid_export", f"version {r.version} is not positive")
-        if sha256_hex(r.body) != r.sha256:
-            raise ApiError(
-                422, "invalid_export", f"version {r.version}: body does not match its sha256"
-            )
-    head_record = next(r for r in data.records if r.version == data.head)
-    try:
-        decode_body(head_record.body)  # replicas would refuse a head that fails the checks
-    except InvalidDocument as exc:
-        raise ApiError(
-            422,
-            "invalid_export",
-            f"head version {data.head} is not a valid document",
-            issues=exc.issues,
-        ) from None
-    current = await ctx.run(lambda: ctx.store.head())
-    if current.version:
-        raise ApiError(
-            409,
-            "not_empty",
-            f"namespace {ctx.namespace!r} already has version "
-            f"{current.version}; import only re-seeds an empty store",
-            current_version=current.version,
-        )
-    try:
-        head = await ctx.run(lambda: ctx.store.import_(data, actor=ctx.token.name))
-    except NamespaceNotEmpty as exc:  # someone published between the check and the import
-        raise ApiError(409, "not_empty", str(exc)) from None
-    ctx.audited = True  # the import script audits a successful import
-    return JSON(ImportResult(head=head, versions=len(data.records)), status_code=201)
+    return JSON(await ctx.run(lambda: read_audit(ctx.store, q)))
 
 
 @endpoint("rotate", "rotate")

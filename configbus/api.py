@@ -32,6 +32,7 @@ MAX_VERSION_DIGITS = len(str(MAX_VERSION))
 MESSAGE_MAX = 1000
 VERSIONS_PAGE_MAX, VERSIONS_PAGE_DEFAULT = 500, 50
 AUDIT_PAGE_MAX, AUDIT_PAGE_DEFAULT = 1000, 100
+AUDIT_FILTER_MAX = 200
 
 # `*` (any version), or a version number, quoted or not, optionally weak (W/"7").
 IF_MATCH_PATTERN = rf'^(?:\*|(?:W/)?"?([0-9]{{1,{MAX_VERSION_DIGITS}}})"?)$'
@@ -60,6 +61,9 @@ IdempotencyKey = Annotated[
 ]
 # A string parameter's `title` says what it must be, in the 400 answer to a bad one.
 AuditId = Annotated[str, Meta(pattern=AUDIT_ID_PATTERN, title="an audit entry id like 1700-0")]
+AuditFilter = Annotated[
+    str, Meta(max_length=AUDIT_FILTER_MAX, title=f"at most {AUDIT_FILTER_MAX} characters")
+]
 ETag = Annotated[str, Meta(pattern=r'^"[0-9]+"$', description="the version, quoted")]
 RetryAfter = Annotated[str, Meta(pattern=r"^[0-9]+$", description="seconds to wait")]
 
@@ -196,6 +200,8 @@ class ReplicaSummary(_Response, frozen=True, kw_only=True):
     rejected: int
     per_version: dict[str, int]
     all_on_head: bool
+    # What is wrong with the namespace's head, when something is (a publish repairs it).
+    damage: str | None = None
 
 
 class Replicas(_Response, frozen=True, kw_only=True):
@@ -232,6 +238,14 @@ class AuditQuery(_Request, frozen=True, kw_only=True):
         AUDIT_PAGE_DEFAULT
     )
     before: Annotated[AuditId, Meta(description="only entries older than this id")] | None = None
+    actor: Annotated[AuditFilter, Meta(description="only entries of this token name")] | None = None
+    action: (
+        Annotated[AuditFilter, Meta(description="only this action (publish, get...)")] | None
+    ) = None
+    outcome: (
+        Annotated[AuditFilter, Meta(description="only this outcome (created, unauthorized...)")]
+        | None
+    ) = None
 
 
 class PatchQuery(_Request, frozen=True, kw_only=True):

@@ -198,6 +198,13 @@ def load_file(path: str | Path) -> Document:
 def decode_body(body: bytes) -> Document:
     """Decode and check a stored (canonical JSON) body. The fast path for replicas."""
     try:
+        return _decode_body(body)
+    except RecursionError:  # msgspec nests as deep as the stack goes (tests/core/test_fuzz.py)
+        raise InvalidDocument([Issue("", f"nested deeper than {MAX_DEPTH} levels")]) from None
+
+
+def _decode_body(body: bytes) -> Document:
+    try:
         doc = _decoder.decode(body)
     except msgspec.ValidationError:
         # Slow path only on failure: collect every structural issue with its path.
@@ -209,6 +216,10 @@ def decode_body(body: bytes) -> Document:
         raise  # pragma: no cover - to_document always raises here
     except msgspec.DecodeError as exc:
         raise InvalidDocument([Issue("", f"not valid JSON: {exc}")]) from None
+    except (
+        RecursionError
+    ):  # msgspec nests as deep as the stack goes (found by tests/core/test_fuzz.py)
+        raise InvalidDocument([Issue("", f"nested deeper than {MAX_DEPTH} levels")]) from None
     issues = semantic_issues(doc)
     if issues:
         raise InvalidDocument(issues)

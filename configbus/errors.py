@@ -12,6 +12,7 @@
     │   ├── RolloutRunning       a publish or a second rollout while a rollout runs
     │   ├── RolloutConflict      a rollout step on a rollout that ended or moved meanwhile
     │   ├── CorruptRecord        a record in Redis is unreadable or fails its checksum
+    │   │   └── DamagedNamespace a namespace key (head, seq) holds what no admin wrote
     │   └── StoreUnavailable     Redis cannot be reached (wraps the redis-py error)
     ├── SettingsError            a setting (env var, flag, file) has a bad value
     ├── AdminApiError            the admin service answered with an error (status, code, issues)
@@ -117,6 +118,11 @@ class CorruptRecord(StoreError):
         self.epoch = epoch
         self.version = version
         super().__init__(message)
+
+
+class DamagedNamespace(CorruptRecord):
+    """A namespace key holds what no admin wrote: a head that is not a version number, or
+    one pointing at no record. A publish without If-Match repairs it."""
 
 
 class StoreUnavailable(StoreError):

@@ -32,6 +32,16 @@ local function audit(outcome, version, parent)
     'version', version, 'parent', parent, 'message', message, 'source', source)
 end
 
+-- A version number as stored: digits only, at most 2^53 (what a JSON number holds exactly).
+-- Anything else in head or seq was written by something that bypassed the admin.
+local function num(v)
+  if type(v) ~= 'string' or #v > 16 or not string.match(v, '^%d+$') then return nil end
+  local n = tonumber(v)
+  if n > 9007199254740992 then return nil end
+  return n
+end
+local function str(n) return string.format('%d', n) end
+
 local request = ARGV[15]
 if request == nil or request == '' then request = sha end
 if use_idem then
@@ -52,32 +62,52 @@ if running[1] == 'running' then
   return {'rollout_running', running[3], running[2], ''}
 end
 
-local head = tonumber(redis.call('GET', KEYS[2]) or '0')
+local raw_head = redis.call('GET', KEYS[2])
+local head = 0
+if raw_head then head = num(raw_head) end
 local epoch = redis.call('GET', KEYS[3])
+if not head then
+  -- A damaged head: only a publish that does not name a base version may replace it.
+  if expected ~= '' then
+    audit('damaged', '', expected)
+    return {'damaged', '0', epoch or '', raw_head}
+  end
+  head = 0
+end
 if expected ~= '' and tonumber(expected) ~= head then
-  audit('conflict', tostring(head), expected)
-  return {'conflict', tostring(head), epoch or '', ''}
+  audit('conflict', str(head), expected)
+  return {'conflict', str(head), epoch or '', ''}
 end
 
-if head > 0 and redis.call('HGET', prefix .. head, 'sha256') == sha then
+if head > 0 and redis.call('HGET', prefix .. str(head), 'sha256') == sha then
   if use_idem then
-    redis.call('HSET', KEYS[6], 'version', head, 'sha256', sha, 'epoch', epoch, 'request', request)
+    redis.call('HSET', KEYS[6], 'version', str(head), 'sha256', sha, 'epoch', epoch,
+      'request', request)
     redis.call('EXPIRE', KEYS[6], ARGV[10])
   end
-  audit('noop', tostring(head), tostring(head))
-  return {'noop', tostring(head), epoch, sha}
+  audit('noop', str(head), str(head))
+  return {'noop', str(head), epoch, sha}
 end
 
 if not epoch then
   epoch = ARGV[4]
   redis.call('SET', KEYS[3], epoch)
 end
-local version = redis.call('INCR', KEYS[1])
-if version <= head then
-  -- The counter was lost while head survived: never reuse a number.
-  version = head + 1
-  redis.call('SET', KEYS[1], version)
+-- Never reuse a number: above the counter, head and every indexed version, and past any
+-- record left where the index does not reach (a counter lost, a head moved back).
+local top = redis.call('ZREVRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+local n = math.max(num(redis.call('GET', KEYS[1]) or '0') or 0, head, tonumber(top[2] or '0') or 0) + 1
+for _ = 1, 1000 do
+  if redis.call('EXISTS', prefix .. str(n)) == 0 then break end
+  n = n + 1
 end
+if n > 9007199254740992 or redis.call('EXISTS', prefix .. str(n)) == 1 then
+  audit('damaged', '', str(head))
+  return {'damaged', '0', epoch, 'no free version number'}
+end
+local version = str(n)
+redis.call('SET', KEYS[1], version)
+head = str(head)
 
 redis.call('HSET', prefix .. version,
   'version', version, 'parent', head, 'epoch', epoch, 'sha256', sha, 'author', author,
@@ -91,14 +121,15 @@ if n > retention then
   local old = redis.call('ZRANGE', KEYS[4], 0, n - retention - 1)
   for _, v in ipairs(old) do
     -- Head is never trimmed: the version just written, or the head a rollout keeps.
-    if tonumber(v) ~= version and not (rollout_id ~= '' and tonumber(v) == head) then
+    if v ~= version and not (rollout_id ~= '' and v == head) then
       redis.call('DEL', prefix .. v)
       redis.call('ZREM', KEYS[4], v)
     end
   end
 end
 
-local rev = redis.call('INCR', KEYS[8])
+local rev = str((num(redis.call('GET', KEYS[8]) or '0') or 0) + 1)
+redis.call('SET', KEYS[8], rev)
 local hint = '{"version":' .. version .. ',"sha256":"' .. sha .. '","epoch":"' .. epoch ..
   '","rev":' .. rev
 if rollout_id ~= '' then
@@ -113,7 +144,7 @@ if use_idem then
   redis.call('HSET', KEYS[6], 'version', version, 'sha256', sha, 'epoch', epoch, 'request', request)
   redis.call('EXPIRE', KEYS[6], ARGV[10])
 end
-audit('created', tostring(version), tostring(head))
+audit('created', version, head)
 local inline = tonumber(ARGV[20] or '0') or 0
 if rollout_id == '' and #body <= inline then
   hint = hint .. ',"parent":' .. head .. ',"created_at":' .. now .. ',"kind":' ..
@@ -123,7 +154,7 @@ else
   hint = hint .. '}'
 end
 redis.call('PUBLISH', ARGV[12], hint)
-return {'created', tostring(version), epoch, sha}
+return {'created', version, epoch, sha}
 """
 
 # KEYS: head, epoch
@@ -131,11 +162,13 @@ return {'created', tostring(version), epoch, sha}
 # Returns {head, epoch, sha} when there is nothing to fetch: head is what the caller holds
 # (same epoch, version and sha), or older than it (a store that lost versions). Else
 # {head, epoch, sha, field, value, ...} of head's record, read in the same atomic step;
-# {head, epoch, false, 'missing'} when head points at no record.
+# {head, epoch, false, 'missing'} when head points at no record, {head, epoch, false,
+# 'damaged'} when head is not a number.
 FETCH_HEAD = r"""
 local head = redis.call('GET', KEYS[1])
 local epoch = redis.call('GET', KEYS[2])
 if not head then return {false, epoch, false} end
+if #head > 16 or not string.match(head, '^%d+$') then return {head, epoch, false, 'damaged'} end
 local sha = redis.call('HGET', ARGV[1] .. head, 'sha256')
 if not sha then return {head, epoch, false, 'missing'} end
 if ARGV[5] == '1' then return {head, epoch, sha} end
@@ -194,17 +227,18 @@ for _ = 1, n do
   i = i + count + 1
 end
 redis.call('SET', KEYS[3], epoch)
-redis.call('SET', KEYS[2], head)
-redis.call('SET', KEYS[1], maxv)
+redis.call('SET', KEYS[2], string.format('%d', head))
+redis.call('SET', KEYS[1], string.format('%d', maxv))
 local t = redis.call('TIME')
 redis.call('XADD', KEYS[5], '*', 'ts', t[1] .. '.' .. string.format('%06d', t[2]),
   'action', 'import', 'actor', ARGV[3], 'outcome', 'created', 'version', head,
   'parent', '', 'message', 'import of ' .. n .. ' versions', 'source', '')
-local sha = redis.call('HGET', prefix .. head, 'sha256')
-local rev = redis.call('INCR', KEYS[6])
+local sha = redis.call('HGET', prefix .. string.format('%d', head), 'sha256')
+local rev = (tonumber(redis.call('GET', KEYS[6]) or '0') or 0) + 1
+redis.call('SET', KEYS[6], string.format('%d', rev))
 redis.call('PUBLISH', ARGV[2], '{"version":' .. head .. ',"sha256":"' .. sha .. '","epoch":"' ..
-  epoch .. '","rev":' .. rev .. '}')
-return {'imported', tostring(head)}
+  epoch .. '","rev":' .. string.format('%d', rev) .. '}')
+return {'imported', string.format('%d', head)}
 """
 
 # KEYS: head, epoch, rollout, rev

@@ -82,9 +82,22 @@ class VersionRecord(RecordMeta, frozen=True, kw_only=True):
 
 
 class Head(msgspec.Struct, frozen=True):
-    version: int  # 0: nothing published in this lineage
+    version: int  # 0: nothing published in this lineage (or a head that is no number)
     epoch: str | None
     sha256: str | None = None
+    damage: str | None = None  # what is wrong with head, when something is
+
+
+MAX_STORED_VERSION = 2**53  # the largest integer a JSON number (and a Lua number) holds exactly
+
+
+def stored_version(raw: bytes | str | None) -> int | None:
+    """A version number as stored (digits, 1 to 2**53), or None for anything else."""
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else (raw or "")
+    if not (text.isascii() and text.isdigit()) or len(text) > 16:
+        return None
+    n = int(text)
+    return n if 1 <= n <= MAX_STORED_VERSION else None
 
 
 class SyncRead(msgspec.Struct, frozen=True, kw_only=True):
@@ -122,6 +135,23 @@ class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
     fields: dict[str, str] = {}
 
 
+def audit_entry(entry_id: bytes | str, raw: Mapping[Any, Any]) -> AuditEntry:
+    """One audit stream entry as read from Redis."""
+    f = {_lenient(k): _lenient(v) for k, v in raw.items()}
+    try:
+        ts = float(f.pop("ts", "0") or 0)
+    except ValueError:
+        ts = 0.0
+    return AuditEntry(
+        id=_lenient(entry_id),
+        ts=ts,
+        action=f.pop("action", ""),
+        actor=f.pop("actor", ""),
+        outcome=f.pop("outcome", ""),
+        fields=f,
+    )
+
+
 class ReplicaStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What a replica reports about itself."""
 
@@ -153,6 +183,11 @@ class StoredStatus(ReplicaStatus, frozen=True, kw_only=True):
 
 
 _record_fields = frozenset(VersionRecord.__struct_fields__)
+
+
+def _lenient(value: bytes | str) -> str:
+    # An audit entry is shown, never trusted: bytes that are not UTF-8 must not stop a read.
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def text_of(value: bytes | str | None) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -27,6 +27,7 @@ from configbus import lua
 from configbus.codec import sha256_hex
 from configbus.errors import (
     CorruptRecord,
+    DamagedNamespace,
     IdempotencyMismatch,
     NamespaceNotEmpty,
     RolloutRunning,
@@ -49,7 +50,9 @@ from configbus.records import (
     StoredStatus,
     SyncRead,
     VersionRecord,
+    audit_entry,
     parse_record,
+    stored_version,
     text_of,
 )
 from configbus.rollout import Rollout, rollout_args
@@ -82,6 +85,7 @@ __all__ = [
     "Store",
     "VersionRecord",
     "parse_record",
+    "scan_audit",
     "store_error",
 ]
 
@@ -111,6 +115,42 @@ def store_error(exc: BaseException, what: str) -> StoreError:
     if isinstance(exc, UNAVAILABLE_ERRORS):
         return StoreUnavailable(f"{what}: Redis unavailable: {exc}")
     return StoreError(f"{what}: Redis error: {exc}")
+
+
+_REPAIR = "; a publish (PUT, without If-Match) by an admin replaces it"
+AUDIT_SCAN_CHUNK = 250
+
+
+async def scan_audit(
+    redis: aioredis.Redis,
+    key: str,
+    *,
+    count: int,
+    before: str | None = None,
+    match: Callable[[AuditEntry], bool] | None = None,
+    scan_max: int = 10 * AUDIT_SCAN_CHUNK,
+) -> tuple[list[AuditEntry], str | None]:
+    """Up to `count` entries of the audit stream `key` that `match`, newest first, older than
+    `before`; reads at most `scan_max` entries. Also returns where to resume: the last entry
+    read when the stream goes on beyond what was read, else None."""
+    if before is not None and not before.strip("0-"):
+        return [], None  # nothing is older than 0-0 (and Redis refuses "(0-0")
+    out: list[AuditEntry] = []
+    hi, scanned = ("+" if before is None else f"({before}"), 0
+    while len(out) < count and scanned < scan_max:
+        chunk = count if match is None else min(AUDIT_SCAN_CHUNK, scan_max - scanned)
+        rows = await guarded(redis.xrevrange(key, max=hi, min="-", count=chunk), "read audit")
+        scanned += len(rows)
+        for entry_id, raw in rows:
+            entry = audit_entry(entry_id, raw)
+            if match is None or match(entry):
+                out.append(entry)
+                if len(out) == count:
+                    return out, entry.id
+        if len(rows) < chunk:
+            return out, None
+        hi = f"({text_of(rows[-1][0])}"
+    return out, hi[1:] if hi.startswith("(") else None
 
 
 async def guarded(op: Awaitable[Any], what: str) -> Any:
@@ -205,6 +245,14 @@ class Store:
             raise RolloutRunning(epoch, int(version))
         if outcome == "idempotency_mismatch":
             raise IdempotencyMismatch(idempotency_key or "", int(version))
+        if outcome == "damaged":
+            raise DamagedNamespace(
+                f"publish: {k.head} holds {rsha[:40]!r}, not a version number; publish without "
+                "If-Match to replace it"
+                if rsha != "no free version number"
+                else f"publish: no free version number in {self.namespace!r}",
+                epoch=epoch or None,
+            )
         return PublishResult(
             version=int(version),
             epoch=epoch,
@@ -268,8 +316,14 @@ class Store:
         res = await guarded(
             self._sync_read(keys=[k.head, k.epoch, k.rollout, k.rev], args=args), "sync read"
         )
-        head = int(res[0]) if res[0] else 0
         epoch_now = text_of(res[1]) or None
+        if (res[0] and stored_version(res[0]) is None) or (
+            res[2] and stored_version(res[2]) is None
+        ):
+            raise DamagedNamespace(
+                f"{k.head} holds {text_of(res[0])[:40]!r}, not a version number", epoch=epoch_now
+            )
+        head = int(res[0]) if res[0] else 0
         target = int(res[2]) if res[2] else 0
         read = SyncRead(
             head=head,
@@ -302,15 +356,20 @@ class Store:
         args: list[Any] = [k.record_prefix, known_epoch or "", known_version, known_sha256,
                 "1" if head_only else "0"]  # fmt: skip
         res = await guarded(self._fetch_head(keys=[k.head, k.epoch], args=args), "fetch head")
-        head = Head(int(res[0]) if res[0] else 0, text_of(res[1]) or None, text_of(res[2]) or None)
+        epoch, sha = text_of(res[1]) or None, text_of(res[2]) or None
+        if res[0] and (stored_version(res[0]) is None or (len(res) == 4 and res[3] == b"damaged")):
+            damage = f"{k.head} holds {text_of(res[0])[:40]!r}, not a version number"
+            if head_only:
+                return Head(0, epoch, None, damage=damage), None
+            raise DamagedNamespace(damage + _REPAIR, epoch=epoch)
+        head = Head(int(res[0]) if res[0] else 0, epoch, sha)
         if len(res) == 3:
             return head, None
         if len(res) == 4:
-            raise CorruptRecord(
-                f"{k.record(head.version)}: head points at a missing record",
-                epoch=head.epoch,
-                version=head.version,
-            )
+            damage = f"{k.head} is {head.version}: head points at a missing record {k.record(head.version)}"
+            if head_only:
+                return msgspec.structs.replace(head, damage=damage), None
+            raise DamagedNamespace(damage + _REPAIR, epoch=head.epoch, version=head.version)
         fields = dict(zip(res[3::2], res[4::2], strict=True))
         try:
             return head, parse_record(fields, k.record(head.version))
@@ -366,26 +425,8 @@ class Store:
         self, *, count: int = 100, before: str | None = None
     ) -> list[AuditEntry]:
         """Audit entries, newest first; `before` is an entry id to page from."""
-        if before is not None and not before.strip("0-"):
-            return []  # nothing is older than 0-0 (and Redis refuses "(0-0")
-        hi = "+" if before is None else f"({before}"
-        rows = await guarded(
-            self.redis.xrevrange(self.keys.audit, max=hi, min="-", count=count), "read audit"
-        )
-        out = []
-        for entry_id, raw in rows:
-            f = {text_of(k): text_of(v) for k, v in raw.items()}
-            out.append(
-                AuditEntry(
-                    id=text_of(entry_id),
-                    ts=float(f.pop("ts", "0") or 0),
-                    action=f.pop("action", ""),
-                    actor=f.pop("actor", ""),
-                    outcome=f.pop("outcome", ""),
-                    fields=f,
-                )
-            )
-        return out
+        entries, _ = await scan_audit(self.redis, self.keys.audit, count=count, before=before)
+        return entries
 
     async def report(self, status: ReplicaStatus) -> None:
         """Record a replica's status; the server clock stamps `last_seen`."""
@@ -442,6 +483,8 @@ class Store:
     async def export(self) -> Export:
         """Every retained version, for backup or re-seeding an empty store."""
         head = await self.head()
+        if head.damage:
+            raise DamagedNamespace(f"export: {head.damage}{_REPAIR}", epoch=head.epoch)
         nums = await guarded(self.redis.zrange(self.keys.history, 0, -1), "export")
         pipe = self.redis.pipeline(transaction=False)
         for n in nums:

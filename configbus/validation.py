@@ -18,6 +18,7 @@ from functools import partial
 from itertools import chain
 from operator import attrgetter, is_not
 from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
@@ -27,6 +28,13 @@ from configbus.errors import InvalidDocument, Issue
 CREDENTIAL_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key"}
 )
+# Query parameters that carry a credential: a key in a URL is stored and shown in plaintext.
+CREDENTIAL_PARAMS = frozenset(
+    {"key", "api_key", "apikey", "api-key", "x-api-key", "token", "access_token",
+     "auth_token", "id_token", "refresh_token", "auth", "authorization", "sig", "signature",
+     "secret", "client_secret", "password", "passwd", "pwd", "code", "x-amz-signature",
+     "x-amz-credential", "x-amz-security-token", "x-goog-signature", "x-goog-credential"}
+)  # fmt: skip
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 
@@ -183,6 +191,7 @@ def semantic_issues(doc: Document) -> list[Issue]:
                     Issue(f"providers[{i}]", "set either api_key or api_key_env, not both")
                 )
             issues += secret_form_issues(p.api_key, f"providers[{i}].api_key")
+        issues += url_credential_issues(p.base_url, f"providers[{i}].base_url")
         for h in p.headers:
             if not _HEADER_NAME.fullmatch(h):
                 issues.append(Issue(f"providers[{i}].headers", f"invalid header name {h!r}"))
@@ -214,6 +223,31 @@ def semantic_issues(doc: Document) -> list[Issue]:
             for j, name in enumerate(c.models):
                 if name not in allowed:
                     issues.append(Issue(f"clients[{i}].models[{j}]", f"unknown model {name!r}"))
+    return issues
+
+
+def url_credential_issues(url: str, path: str) -> list[Issue]:
+    """A URL carrying a credential (`user:key@`, `?key=`): refused like a credential header.
+    The message names the place, never the value."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return []  # the format check reports a URL it cannot read
+    issues = []
+    if "@" in parts.netloc:
+        issues.append(
+            Issue(path, "credentials go in api_key (encrypted) or api_key_env, not in the URL "
+                  "(user:password@)")
+        )  # fmt: skip
+    names = sorted(
+        {n for n, _ in parse_qsl(parts.query, keep_blank_values=True)
+         if n.lower() in CREDENTIAL_PARAMS}
+    )  # fmt: skip
+    if names:
+        issues.append(
+            Issue(path, f"credentials go in api_key (encrypted) or api_key_env, not in the "
+                  f"URL's query (parameter {', '.join(repr(n) for n in names)})")
+        )  # fmt: skip
     return issues
 
 

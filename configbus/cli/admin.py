@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from configbus import variables as v
+from configbus.cli.args import add_http_limit_flags, http_protocol
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,6 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"rate limit window in seconds ({v.ADMIN_PUBLISH_WINDOW_S.name})",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_http_limit_flags(p)
     p.set_defaults(func=run)
 
 
@@ -62,5 +64,12 @@ def run(args: argparse.Namespace) -> int:
         len(settings.tokens),
         "yes" if bus.secret_keys else "none (documents with secrets will be refused)",
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, lifespan="on")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        lifespan="on",
+        http=http_protocol(args),
+    )
     return 0

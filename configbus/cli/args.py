@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import Any
 
 from configbus.names import NAMESPACE_RULE, is_namespace
 from configbus.rollout import parse_labels, parse_selector
@@ -53,3 +54,43 @@ def rate_arg(value: str) -> float:
         raise argparse.ArgumentTypeError(
             f"{value!r} is not a rate: a fraction like 0.05 or a percentage like 5%"
         ) from None
+
+
+def add_http_limit_flags(p: argparse.ArgumentParser) -> None:
+    """Header limits and read timeouts of the service's HTTP server (configbus/httpguard.py)."""
+    from configbus import httpguard as g
+
+    p.add_argument(
+        "--max-headers", type=int, default=g.DEFAULT_MAX_HEADERS, help="431 above this many"
+    )
+    p.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=g.DEFAULT_MAX_HEADER_BYTES,
+        help="431 when the request line and headers exceed this",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=g.DEFAULT_HEADER_TIMEOUT_S,
+        help="seconds for a request's headers to arrive (408 and close after)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=g.DEFAULT_BODY_TIMEOUT_S,
+        help="seconds for a request's body to arrive after its headers (408 and close after)",
+    )
+
+
+def http_protocol(args: argparse.Namespace) -> Any:
+    from configbus.httpguard import HttpLimits, guarded_protocol
+
+    return guarded_protocol(
+        HttpLimits(
+            max_headers=args.max_headers,
+            max_header_bytes=args.max_header_bytes,
+            header_timeout_s=args.header_timeout,
+            body_timeout_s=args.body_timeout,
+        )
+    )

@@ -33,6 +33,7 @@ from configbus.cli.args import namespace_arg
 from configbus.cli.text import ago, table
 from configbus.codec import guess_format, load_file, parse
 from configbus.errors import AdminApiError, AdminUnreachable, ConfigBusError, InvalidDocument
+from configbus.escape import printable
 from configbus.names import DEFAULT_NAMESPACE
 from configbus.rollout import RolloutState
 from configbus.store import PublishResult
@@ -139,8 +140,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "rotate-secrets", cmd_rotate, "re-encrypt every secret with the newest key (a new version)"
     )
     p.add_argument("-m", "--message", default="", help="why (kept in history)")
-    p = add("audit", cmd_audit, "recent audit entries, newest first")
+    p = add(
+        "audit",
+        cmd_audit,
+        "recent audit entries, newest first: the namespace's actions and the refusals that "
+        "named it (sampled); successful reads are not audited",
+    )
     p.add_argument("--count", type=int, default=30)
+    p.add_argument("--actor", help="only this token name ('anonymous' for no token)")
+    p.add_argument("--action", help="only this action (publish, rollback, get...)")
+    p.add_argument("--outcome", help="only this outcome (created, forbidden, unauthorized...)")
     p = add("export", cmd_export, "export every retained version (secrets stay encrypted)")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p = add("import", cmd_import, "re-seed an empty namespace from an export file")
@@ -306,8 +315,10 @@ def cmd_get(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     if not args.json:
         print(
-            f"# namespace {res.namespace} version {res.version} ({res.kind} by "
-            f"{res.author}): {res.message}",
+            printable(
+                f"# namespace {res.namespace} version {res.version} ({res.kind} by "
+                f"{res.author}): {res.message}"
+            ),
             file=sys.stderr,
         )
     return EXIT_OK
@@ -368,6 +379,8 @@ def format_status(res: Replicas) -> str:
         f"replicas: {s.alive} live, {s.dead} dead, {s.rejected} rejecting  "
         + ("all live replicas on head" if s.all_on_head else "NOT all on head")
     ]
+    if s.damage:
+        lines.append(printable(f"DAMAGED: {s.damage}"))
     staged = ro.staged_versions(res)
     if s.per_version:
         rows = [["VERSION", "LIVE REPLICAS"]]
@@ -578,7 +591,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     with _client(args) as c:
-        res = c.audit(count=args.count)
+        res = c.audit(count=args.count, actor=args.actor, action=args.action, outcome=args.outcome)
     if args.json:
         _print_json(res)
         return EXIT_OK

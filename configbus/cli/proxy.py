@@ -7,7 +7,7 @@ import functools
 from pathlib import Path
 
 from configbus import variables as v
-from configbus.cli.args import label_arg, namespace_arg
+from configbus.cli.args import add_http_limit_flags, http_protocol, label_arg, namespace_arg
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="uvicorn's log level until a config is applied; from then on the document's "
         "logging.level sets every logger of the replica",
     )
+    add_http_limit_flags(p)
     p.set_defaults(func=_run)
 
 
@@ -80,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http="httptools",
+        http=http_protocol(args),
         lifespan="on",
         access_log=False,
         log_level=args.log_level,

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import time
 
+from configbus.escape import printable
+
 
 def table(rows: list[list[str]]) -> str:
-    """Rows as left-aligned columns, the first row the header."""
+    """Rows as left-aligned columns, the first row the header; control characters in a cell
+    are escaped (a stored value must not drive the operator's terminal or forge a row)."""
+    rows = [[printable(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows

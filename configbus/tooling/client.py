@@ -254,8 +254,17 @@ class AdminClient:
     def replicas(self) -> Replicas:
         return self._call(Replicas, "GET", "replicas")
 
-    def audit(self, *, count: int = 100, before: str | None = None) -> AuditPage:
-        return self._call(AuditPage, "GET", "audit", params=AuditQuery(count=count, before=before))
+    def audit(
+        self,
+        *,
+        count: int = 100,
+        before: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        outcome: str | None = None,
+    ) -> AuditPage:
+        q = AuditQuery(count=count, before=before, actor=actor, action=action, outcome=outcome)
+        return self._call(AuditPage, "GET", "audit", params=q)
 
     def export(self) -> Export:
         return self._call(Export, "GET", "export")

@@ -5,6 +5,7 @@ from typing import Any
 import httpx
 import pytest
 
+from admin.audit import AUDITED_READS, DENIED_KEY
 from admin.auth import PERMISSIONS, TokenTable
 from admin.settings import AdminSettings, hash_token, parse_token
 from configbus.errors import SettingsError
@@ -45,6 +46,10 @@ def audit_len(redis_server: RedisServer, ns: str) -> int:
     return int(redis_server.client().xlen(f"cb:{{{ns}}}:audit"))
 
 
+def denied_len(redis_server: RedisServer) -> int:
+    return int(redis_server.client().xlen(DENIED_KEY))
+
+
 async def _seed(c: httpx.AsyncClient, ns: str) -> None:
     r = await c.put(
         f"/v1/namespaces/{ns}/config",
@@ -55,31 +60,44 @@ async def _seed(c: httpx.AsyncClient, ns: str) -> None:
 
 
 @pytest.mark.parametrize("role", [*PERMISSIONS, *BAD_AUTH])
-async def test_role_matrix_and_one_audit_entry_per_action(
+async def test_role_matrix_and_where_each_action_is_audited(
     role: str, redis_server: RedisServer, namespace: str
 ) -> None:
+    """An allowed action that changes or checks something: one entry in the namespace's
+    history; a refusal: one entry in the shared denied stream, none in the namespace's; a
+    successful read (but export): no entry at all."""
     app = app_for(redis_server.url, publish_limit=10_000)
     headers = auth(role) if role in PERMISSIONS else BAD_AUTH[role]
     async with client(app) as c:
         await _seed(c, namespace)
         for action, permission, method, path, body in ENDPOINTS:
-            before = audit_len(redis_server, namespace)
+            before, denied_before = audit_len(redis_server, namespace), denied_len(redis_server)
             r = await c.request(
                 method, f"/v1/namespaces/{namespace}/{path}", headers=headers, json=body
             )
             where = f"{role} {method} {path}"
+            refused = True
             if role not in PERMISSIONS:
                 assert r.status_code == 401, where
                 assert r.headers["www-authenticate"] == "Bearer"
             elif permission in PERMISSIONS[role]:  # type: ignore[index,unused-ignore]
                 assert r.status_code not in (401, 403), f"{where}: {r.text}"
                 assert r.status_code < 500, f"{where}: {r.text}"
+                refused = False
             else:
                 assert r.status_code == 403, where
                 assert r.json()["error"]["code"] == "forbidden"
             assert set(r.json()) == {"error"} or r.status_code < 400
-            assert audit_len(redis_server, namespace) == before + 1, f"{where}: audit entries"
-            rows: Any = redis_server.client().xrevrange(f"cb:{{{namespace}}}:audit", count=1)
+            key = DENIED_KEY if refused else f"cb:{{{namespace}}}:audit"
+            if refused:
+                assert denied_len(redis_server) == denied_before + 1, f"{where}: denied entries"
+                assert audit_len(redis_server, namespace) == before, f"{where}: history grew"
+            elif permission == "read" and action not in AUDITED_READS:
+                assert audit_len(redis_server, namespace) == before, f"{where}: read audited"
+                continue
+            else:
+                assert audit_len(redis_server, namespace) == before + 1, f"{where}: audit entries"
+            rows: Any = redis_server.client().xrevrange(key, count=1)
             entry = rows[0][1]
             actor = TOKENS[role][0] if role in PERMISSIONS else "anonymous"
             assert entry[b"actor"].decode() == actor, where
