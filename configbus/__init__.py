@@ -46,6 +46,7 @@ from configbus.document import (
 from configbus.errors import (
     ConfigBusError,
     CorruptRecord,
+    DamagedNamespace,
     DocumentError,
     IdempotencyMismatch,
     InvalidDocument,
@@ -60,6 +61,7 @@ from configbus.errors import (
     VersionConflict,
     VersionNotFound,
 )
+from configbus.escape import printable
 from configbus.llm import (
     document_decoder,
 )
@@ -68,6 +70,7 @@ from configbus.names import (
     is_namespace,
 )
 from configbus.records import (
+    AuditEntry,
     ReplicaInfo,
     ReplicaStatus,
 )
@@ -91,6 +94,7 @@ from configbus.store import (
     Store,
     VersionRecord,
     guarded,
+    scan_audit,
     store_error,
 )
 from configbus.validation import (
@@ -109,6 +113,7 @@ __all__ = [
     "NAMESPACE_RULE",
     "REDIS_ERRORS",
     "Applied",
+    "AuditEntry",
     "Baseline",
     "Breaker",
     "BreakerState",
@@ -116,6 +121,7 @@ __all__ = [
     "CircuitBreaker",
     "ConfigBusError",
     "CorruptRecord",
+    "DamagedNamespace",
     "Document",
     "DocumentError",
     "Export",
@@ -165,9 +171,11 @@ __all__ = [
     "load_file",
     "mask_secrets",
     "parse",
+    "printable",
     "read_fields",
     "reencrypt_secrets",
     "rollout",
+    "scan_audit",
     "secrets_of",
     "sha256_hex",
     "store_error",
