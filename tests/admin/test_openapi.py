@@ -71,9 +71,8 @@ def test_served_spec_is_the_spec(admin_url: str) -> None:
 
 def test_spec_lists_every_route() -> None:
     from admin.app import create_app
-    from tests.admin.helpers import settings as admin_settings
-
     from admin.console import console_routes
+    from tests.admin.helpers import settings as admin_settings
 
     app = create_app(admin_settings("redis://127.0.0.1:1/0"))
     console = {(type(r), getattr(r, "path", "")) for r in console_routes()}

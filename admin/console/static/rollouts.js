@@ -69,6 +69,8 @@ export async function rollouts(el) {
       h('label', { for: 'guard-max-error' }, 'abort above error rate'), maxErr,
       h('label', { for: 'guard-min-requests' }, 'after requests'), minReq),
     h('div', { class: 'bar' }, message, startBtn));
+  // Head's document goes in before the form is shown, so nothing typed is overwritten.
+  try { yaml.value = dump((await get('/config')).document); } catch { yaml.value = ''; }
   el.append(h('h1', {}, 'Rollouts'), status, out, form);
 
   async function reload() {
@@ -86,13 +88,17 @@ export async function rollouts(el) {
     if (!parsed) return;
     const head = (await get('/replicas')).summary.head;
     try {
-      const { data } = await call('POST', ns('/rollouts'), {
+      const { data, status: code } = await call('POST', ns('/rollouts'), {
         body: {
           document: parsed.document, message: message.value, stages: parseStages(stages.value),
           guard: { max_error_rate: Number(maxErr.value), min_requests: Number(minReq.value) },
         },
         headers: { 'If-Match': `"${head}"` },
       });
+      if (code !== 201) {
+        replace(out, notice('info', `Nothing to roll out: version ${data.version} already holds this document.`));
+        return;
+      }
       replace(out, notice('ok', `Rollout started: version ${data.version}.`));
       await reload();
     } catch (err) {
@@ -101,7 +107,6 @@ export async function rollouts(el) {
     }
   });
 
-  try { yaml.value = dump((await get('/config')).document); } catch { yaml.value = ''; }
   await reload();
   return { onEvent: (kind) => { if (kind === 'rollout' || kind === 'head') reload().catch(() => {}); } };
 }
