@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint fmt bench chaos redis-server wrk clean
+.PHONY: up test lint fmt bench chaos redis-server chromium wrk clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,16 @@ redis-server:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	  else \
 	    echo "redis-server is not installed: install it (e.g. apt-get install redis-server)" >&2; exit 1; \
+	  fi; }
+
+# The console's browser tests drive Debian's chromium (Playwright never downloads one).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium is not installed: the console's browser tests will be skipped" >&2; \
 	  fi; }
 
 wrk:
@@ -42,7 +52,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff format configbus proxy admin tests bench
 	$(BIN)/ruff check --fix configbus proxy admin tests bench
 
-test: $(STAMP) redis-server lint
+test: $(STAMP) redis-server chromium lint
 	$(BIN)/python -m pytest
 
 bench: $(STAMP) redis-server wrk

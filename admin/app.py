@@ -12,6 +12,7 @@ import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -19,6 +20,7 @@ from starlette.routing import Route
 from admin import rollout_routes, routes
 from admin.auth import TokenTable
 from admin.breaker import CircuitBreaker
+from admin.console import Console, SecurityHeaders, Sessions, console_routes
 from admin.http import JSON, ApiError, Services, services
 from admin.metrics import AdminMetrics
 from admin.openapi import spec
@@ -104,6 +106,7 @@ def create_app(settings: AdminSettings) -> Starlette:
             box=box,
             metrics=AdminMetrics(),
         )
+        svc.sessions = Console(Sessions(redis, settings.tokens, svc.guarded))
         driver = Driver(
             redis,
             store_for=svc.store,
@@ -148,7 +151,11 @@ def create_app(settings: AdminSettings) -> Starlette:
         Route("/health/ready", ready, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *console_routes(),  # the web console at /ui, and its event stream
     ]
     return Starlette(
-        routes=app_routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
+        routes=app_routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error},
+        middleware=[Middleware(SecurityHeaders)],
     )

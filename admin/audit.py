@@ -87,7 +87,7 @@ class Auditor:
         self,
         svc: Services,
         namespace: str,
-        permission: Permission,
+        permission: Permission | None,  # None: not an API call (a console login)
         action: str,
         actor: str,
         outcome: str,

@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
@@ -71,6 +71,12 @@ _if_match = re.compile(IF_MATCH_PATTERN)
 _idempotency_key = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
+class Authenticator(Protocol):
+    """A second way in besides the bearer token (the console's session cookie)."""
+
+    async def authenticate(self, request: Request) -> tuple[Token | None, Exception | None]: ...
+
+
 @dataclass
 class Services:
     """What the lifespan builds once and every request shares."""
@@ -84,6 +90,7 @@ class Services:
     metrics: AdminMetrics
     stores: dict[str, Store] = field(default_factory=dict)
     auditor: Auditor = field(default_factory=Auditor)
+    sessions: Authenticator | None = None  # set by the console: cookie sessions, same roles
 
     def store(self, namespace: str) -> Store:
         store = self.stores.get(namespace)
@@ -356,11 +363,16 @@ def endpoint(
                 svc.metrics.requests.labels(action, str(response.status_code)).inc()
                 return response
             token = svc.tokens.lookup(request.headers.get("authorization"))
+            refused: Exception | None = None
+            if token is None and svc.sessions and "authorization" not in request.headers:
+                token, refused = await svc.sessions.authenticate(request)
             actor = token.name if token else "anonymous"
             ctx: Ctx | None = None
             outcome = "ok"
             redis_down = False
             try:
+                if refused is not None:
+                    raise refused
                 if token is None:
                     raise ApiError(
                         401,

@@ -81,6 +81,8 @@ configbus fleet is up.   Redis: {fleet.redis_kind}   namespace: {fleet.namespace
 {rows}
 
   admin token:  {fleet.admin_token}   (role admin)
+  console:      {admin}/ui/
+  log in once:  {fleet.login_url or "(no login link: enter the admin token)"}   (valid once, for a minute)
   client key:   {fleet.client_key}
 
 The tour (in another terminal):

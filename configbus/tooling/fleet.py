@@ -15,10 +15,12 @@ import os
 import secrets
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 
 from configbus.codec import canonical, parse
@@ -67,6 +69,7 @@ class Fleet:
     children: list[Member] = field(default_factory=list)
     local_redis: LocalRedis | None = None
     embedded: Any = None
+    login_url: str = ""  # the console, logged in by a one-time code (valid once, a minute)
 
     def child(self, name: str) -> Member:
         return next(c for c in self.children if c.name == name)
@@ -142,10 +145,30 @@ async def _seed(url: str, namespace: str, box: SecretBox, text: str) -> int:
         await store.redis.aclose()
 
 
+def login_link(admin_url: str, token: str) -> str:
+    """A one-time console login link for `token` (the admin mints the code; "" if it
+    cannot): the code is valid once and for a minute, and is not the token."""
+    try:
+        r = httpx.post(
+            f"{admin_url}/ui/api/login-codes",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=5,
+        )
+        r.raise_for_status()
+        return admin_url + str(r.json()["path"])
+    except (httpx.HTTPError, KeyError, ValueError):
+        return ""
+
+
 def start_fleet(
-    *, replicas: int = 3, port_base: int = DEFAULT_PORT_BASE, run_dir: Path | None = None
+    *,
+    replicas: int = 3,
+    port_base: int = DEFAULT_PORT_BASE,
+    run_dir: Path | None = None,
+    tokens: Sequence[str] = (),
 ) -> Fleet:
-    """Start everything and return once every replica serves the seeded config."""
+    """Start everything and return once every replica serves the seeded config. `tokens`:
+    more admin tokens (`name:role:token`) beside the fleet's own admin token."""
     env = dict(os.environ)
     run_dir = (run_dir or Path.cwd() / ".configbus").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -199,7 +222,7 @@ def start_fleet(
             "admin",
             admin_port,
             ["admin"],
-            {"CONFIGBUS_ADMIN_TOKENS": f"admin:admin:{fleet.admin_token}"},
+            {"CONFIGBUS_ADMIN_TOKENS": ",".join([f"admin:admin:{fleet.admin_token}", *tokens])},
         )
         proxies = [
             spawn(
@@ -220,6 +243,7 @@ def start_fleet(
         admin.child.wait_http(admin.url + "/health/ready")
         for m in proxies:
             m.child.wait_http(m.url + "/health/ready")
+        fleet.login_url = login_link(admin.url, fleet.admin_token)
         (run_dir / "up.json").write_bytes(
             msgspec.json.format(msgspec.json.encode(fleet.describe()))
         )
