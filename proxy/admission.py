@@ -171,18 +171,31 @@ def duration(seconds: float) -> str:
     return f"{m}m{s}s"
 
 
+_NAMES = {
+    dim: tuple(f"x-ratelimit-{what}-{dim}".encode() for what in ("limit", "remaining", "reset"))
+    for dim in ("requests", "tokens")
+}
+
+
 def limit_headers(allowances: Sequence[Allowance], now: float) -> Headers:
     """OpenAI's x-ratelimit-* headers for the first requests and tokens limits given."""
     out: Headers = []
-    seen = set()
+    seen_tokens = seen_requests = False
     for a in allowances:
-        dim = "tokens" if a.tokens else "requests"
-        if dim in seen:
-            continue
-        seen.add(dim)
-        out.append((f"x-ratelimit-limit-{dim}".encode(), str(a.per_minute).encode()))
-        out.append((f"x-ratelimit-remaining-{dim}".encode(), str(a.remaining(now)).encode()))
-        out.append((f"x-ratelimit-reset-{dim}".encode(), duration(a.reset_s(now)).encode()))
+        if a.tokens:
+            if seen_tokens:
+                continue
+            seen_tokens = True
+            limit, remaining, reset = _NAMES["tokens"]
+        else:
+            if seen_requests:
+                continue
+            seen_requests = True
+            limit, remaining, reset = _NAMES["requests"]
+        left = a.remaining(now)
+        out.append((limit, a.per_minute_bytes))
+        out.append((remaining, b"%d" % left))
+        out.append((reset, duration((a.capacity - left) / a.rate_per_s).encode()))
     return out
 
 

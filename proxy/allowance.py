@@ -8,12 +8,14 @@ operations: no Redis, no lock, no allocation.
 - A request needs one token of the requests bucket; a token-limited request needs one token
   of the tokens bucket and is charged its estimate (the balance may go below zero: a debt the
   next lease repays first), corrected with the real usage when the answer ends (`settle`).
-- While the bucket is not known to be dry, one unit may be taken on credit (balance down to
-  -1), so the first request after an idle spell does not wait for a lease; once Redis says
-  the bucket is empty, admission stops at zero until a lease brings tokens.
+- While the bucket is not known to be dry, up to one lease (`lease_cap`) may be taken on
+  credit, so a burst after an idle spell does not wait for a lease; once Redis says the
+  bucket is empty, admission stops at zero until a lease brings tokens.
 - Per replica, admissions run ahead of the bucket by at most what it holds (≤ one lease) plus
-  the credit (one unit, or one request's token estimate): the fleet overshoots by at most
-  replicas x (lease + 1) requests. `lease_cap` bounds a lease; `lease` adapts to the rate.
+  the credit (≤ one lease): the fleet overshoots a limit by at most replicas x 2 x lease_cap
+  units (tokens: plus one request's estimate per replica). `lease` adapts to the replica's
+  rate (a quarter second of it), `lease_cap` bounds it: 5% of the bucket, at most one second
+  of the limit's rate, at least 1.
 - While Redis is unreachable the replica admits from a local bucket with 1/N of the rate and
   size (N: live replicas last seen), started full when the local mode begins.
 """
@@ -26,7 +28,7 @@ from collections.abc import Callable
 # A lease should last this long at the replica's recent rate...
 LEASE_HORIZON_S = 0.25
 # ...and never hold more than this share of the bucket, nor more than a second of its rate.
-LEASE_CAP_SHARE = 0.1
+LEASE_CAP_SHARE = 0.05
 LEASE_CAP_S = 1.0
 # Unused tokens go back to the bucket after this long without a request.
 IDLE_GIVE_BACK_S = 2.0
@@ -59,6 +61,7 @@ class Allowance:
         "name",
         "pending",
         "per_minute",
+        "per_minute_bytes",
         "rate_est",
         "rate_per_s",
         "retry_at",
@@ -101,6 +104,7 @@ class Allowance:
         self.local_tokens = 0.0
         self.local_ts = now
         self.per_minute = per_minute
+        self.per_minute_bytes = b"%d" % per_minute
         self.rate_per_s = per_minute / 60.0
         self.capacity = capacity
         self.shadow = shadow
@@ -110,6 +114,7 @@ class Allowance:
     def configure(self, *, per_minute: int, capacity: float, shadow: bool) -> None:
         """New settings from a new config version; the state carries over."""
         self.per_minute = per_minute
+        self.per_minute_bytes = b"%d" % per_minute
         self.rate_per_s = per_minute / 60.0
         self.capacity = capacity
         self.shadow = shadow
@@ -125,13 +130,18 @@ class Allowance:
         if n:
             return self._take_local(cost, now, n)
         b = self.balance
-        if b < (1.0 if self.dry else 0.0):  # a dry bucket gives no credit
+        if b < (1.0 if self.dry else 1.0 - self.max_lease):  # a dry bucket gives no credit
+            self.used += cost  # demand, refused or not, sizes the next lease
+            if cost > self.lease:
+                self.lease = min(self.max_lease, math.ceil(cost))
             if not self.pending:
                 self._wake(self)
             return False
         b -= cost
         self.balance = b
         self.used += cost
+        if cost > self.lease:  # a lease covers at least one request
+            self.lease = min(self.max_lease, math.ceil(cost))
         if b < self.lease * 0.5 and not self.pending:
             self._wake(self)
         return True
@@ -207,7 +217,9 @@ class Allowance:
             )
             self.used = 0.0
             self.last_lease = now
-            self.lease = max(1, min(self.max_lease, math.ceil(self.rate_est * LEASE_HORIZON_S)))
+            self.lease = max(
+                1, min(self.max_lease, math.ceil(self.rate_est * LEASE_HORIZON_S)), self.lease // 2
+            )
 
     def idle(self, now: float) -> bool:
         """Unused for a while: give what it holds back (the next request takes credit)."""
