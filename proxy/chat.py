@@ -149,14 +149,13 @@ async def _relay(
     usage = UsageScanner() if ticket is not None and ticket.tokens else None
     try:
         async for chunk in resp.content.iter_any():
+            if translator is not None:
+                chunk = translator.feed(chunk)
+                if not chunk:
+                    continue
             if usage is not None:
-                usage.feed(chunk)
-            if translator is None:
-                yield chunk
-            else:
-                out = translator.feed(chunk)
-                if out:
-                    yield out
+                usage.feed(chunk)  # what the client gets: OpenAI's chunks, usage included
+            yield chunk
     except (TimeoutError, aiohttp.ClientError, msgspec.DecodeError, AttributeError, TypeError,
             KeyError, ValueError) as exc:  # fmt: skip
         # Too late to retry: the client already has part of the answer. Say so in-band.
