@@ -14,7 +14,7 @@ operations: no Redis, no lock, no allocation.
 - Per replica, admissions run ahead of the bucket by at most what it holds (≤ one lease) plus
   the credit (≤ one lease): the fleet overshoots a limit by at most replicas x 2 x lease_cap
   units (tokens: plus one request's estimate per replica). `lease` adapts to the replica's
-  rate (a quarter second of it), `lease_cap` bounds it: 5% of the bucket, at most one second
+  rate (a second of it), `lease_cap` bounds it: 5% of the bucket, at most one second
   of the limit's rate, at least 1.
 - While Redis is unreachable the replica admits from a local bucket with 1/N of the rate and
   size (N: live replicas last seen), started full when the local mode begins.
@@ -26,7 +26,7 @@ import math
 from collections.abc import Callable
 
 # A lease should last this long at the replica's recent rate...
-LEASE_HORIZON_S = 0.25
+LEASE_HORIZON_S = 1.0
 # ...and never hold more than this share of the bucket, nor more than a second of its rate.
 LEASE_CAP_SHARE = 0.05
 LEASE_CAP_S = 1.0

@@ -35,6 +35,7 @@ RETRY_S = 1.0  # between tries while Redis is unreachable
 LIVE_TTL_S = 5.0  # a replica not heard from for this long is not counted live
 FORGET_S = 300.0  # an allowance unused (and holding nothing) this long is dropped
 BATCH = 500  # buckets per script call
+TOP_UP = 0.75  # a lease call also refills the allowances below this share of their lease
 
 
 class FleetLimits:
@@ -187,6 +188,13 @@ class FleetLimits:
         for a in self._wanted:
             (later if a.dry and a.retry_at > now else ready).append(a)
         self._wanted = later
+        if ready:
+            # One call for all: top up every allowance that spent a quarter of its lease, so
+            # the buckets a request goes through are refilled together, not one call each.
+            for a in self.allowances.values():
+                if not a.pending and not a.dry and a.balance < a.lease * TOP_UP:
+                    a.pending = True
+                    ready.append(a)
         for a in ready:
             a.pending = False
         batch: list[tuple[Allowance, int]] = []
