@@ -15,6 +15,7 @@ token limit applies.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ from proxy import errors
 from proxy.allowance import Allowance
 from proxy.errors import ProxyError
 from proxy.limits import FleetLimits
+from proxy.runtime import ClientRuntime, Runtime
 
 Headers = list[tuple[bytes, bytes]]
 SHADOW_HEADER = b"x-configbus-shadow-limited"
@@ -83,6 +85,33 @@ def admit(
                     ticket.tokens.remove(b)
         return a
     return None
+
+
+def admit_request(
+    fleet: FleetLimits,
+    rt: Runtime,
+    client: ClientRuntime,
+    model: str,
+    req: dict[str, Any],
+    body_len: int,
+    ip_limits: tuple[Allowance, ...],
+    headers: Headers,
+) -> Ticket:
+    """Take from every limit but the providers' (routing does those); 429 if one refuses.
+    The key's x-ratelimit-* headers (and a shadow hit) are added to `headers`."""
+    now = time.monotonic()
+    ticket = Ticket(estimate_tokens(req, body_len))
+    allowances = client.limits + rt.model_limits.get(model, ()) + rt.global_limits
+    if ip_limits:
+        allowances = ip_limits + allowances
+    refused = admit(fleet, allowances, ticket, now)
+    if refused is not None:
+        raise rate_limited(refused, allowances, now)
+    if client.limits:
+        headers += limit_headers(client.limits, now)
+    if ticket.shadow:
+        headers.append(ticket.shadow_header())
+    return ticket
 
 
 def estimate_tokens(req: dict[str, Any], body_len: int) -> float:

@@ -27,9 +27,8 @@ from proxy.admission import (
     Ticket,
     UsageScanner,
     admit,
+    admit_request,
     ask_usage,
-    estimate_tokens,
-    limit_headers,
     rate_limited,
     usage_of,
 )
@@ -223,14 +222,7 @@ class ChatHandler:
                     length = v
                 elif k == b"x-forwarded-for":
                     forwarded = v
-            ip_limits: tuple[Allowance, ...] = ()
-            if rt.ip is not None:
-                peer = scope.get("client")
-                address = rt.ip.client_address(peer[0] if peer else "", forwarded)
-                found = rt.ip.verdict(address)
-                if found is None:
-                    raise errors.ip_denied(address)
-                ip_limits = found
+            ip_limits = () if rt.ip is None else rt.ip.admit(scope.get("client"), forwarded)
             client = client_for(rt, auth)
             body = await read_body(receive, length, self._limit)
             req = parse_request(body)
@@ -242,7 +234,9 @@ class ChatHandler:
                 raise errors.forbidden(model)
             headers: Headers = [_JSON, (b"x-configbus-version", str(applied.version).encode())]
             if rt.any_limits:
-                ticket = self._admit(rt, client, model, req, len(body), ip_limits, headers)
+                ticket = admit_request(
+                    self._limits, rt, client, model, req, len(body), ip_limits, headers
+                )
             failed = False  # routed: from here on, the config is judged by the outcome
             result = await self._forward(rt, model, req, headers, ticket)
             if isinstance(result, RelayResponse):
@@ -269,31 +263,6 @@ class ChatHandler:
                 if failed is not None:
                     self._traffic.record(applied.version, time.perf_counter() - started, failed)
                 rt.release()
-
-    def _admit(
-        self,
-        rt: Runtime,
-        client: ClientRuntime,
-        model: str,
-        req: dict[str, Any],
-        body_len: int,
-        ip_limits: tuple[Allowance, ...],
-        headers: Headers,
-    ) -> Ticket:
-        """Take from every limit but the providers' (routing does those); 429 if one refuses."""
-        now = time.monotonic()
-        ticket = Ticket(estimate_tokens(req, body_len))
-        allowances = client.limits + rt.model_limits.get(model, ()) + rt.global_limits
-        if ip_limits:
-            allowances = ip_limits + allowances
-        refused = admit(self._limits, allowances, ticket, now)
-        if refused is not None:
-            raise rate_limited(refused, allowances, now)
-        if client.limits:
-            headers += limit_headers(client.limits, now)
-        if ticket.shadow:
-            headers.append(ticket.shadow_header())
-        return ticket
 
     async def _forward(
         self,

@@ -15,6 +15,7 @@ import ipaddress
 from collections.abc import Sequence
 
 from configbus.document import IpRules
+from proxy import errors
 from proxy.allowance import Allowance
 from proxy.limits import FleetLimits
 
@@ -59,6 +60,14 @@ class IpPolicy:
     @staticmethod
     def needed(rules: IpRules) -> bool:
         return bool(rules.allow or rules.deny or rules.rate_limit or rules.ranges)
+
+    def admit(self, peer: tuple[str, int] | None, forwarded: bytes | None) -> tuple[Allowance, ...]:
+        """The allowances limiting a request from socket `peer`; 403 if it is refused."""
+        address = self.client_address(peer[0] if peer else "", forwarded)
+        found = self.verdict(address)
+        if found is None:
+            raise errors.ip_denied(address)
+        return found
 
     def client_address(self, peer: str, forwarded: bytes | None) -> str:
         """The address a request is judged as (see the module docstring)."""
