@@ -81,6 +81,7 @@ class ProxyMetrics:
         self._req_children: dict[tuple[str, str, int], Counter] = {}
         self._lat_children: dict[str, Histogram] = {}
         self._att_children: dict[tuple[str, str], Counter] = {}
+        self._ref_children: dict[tuple[str, str, bool], Counter] = {}
 
     def request(self, model: str, provider: str, status: int) -> None:
         key = (model, provider, status)
@@ -103,7 +104,13 @@ class ProxyMetrics:
         c.inc()
 
     def refused(self, limit: str, dimension: str, shadow: bool) -> None:
-        self._refused.labels(limit, dimension, "true" if shadow else "false").inc()
+        key = (limit, dimension, shadow)
+        c = self._ref_children.get(key)
+        if c is None:
+            c = self._ref_children[key] = self._refused.labels(
+                limit, dimension, "true" if shadow else "false"
+            )
+        c.inc()
 
     def limits_state(self, limits: FleetLimits) -> None:
         self.rate_limit_degraded.set(1 if limits.local else 0)
