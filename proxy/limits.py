@@ -33,7 +33,7 @@ log = logging.getLogger("proxy.limits")
 SWEEP_S = 1.0  # heartbeat, idle give-backs, forgetting unused buckets
 RETRY_S = 1.0  # between tries while Redis is unreachable
 LIVE_TTL_S = 5.0  # a replica not heard from for this long is not counted live
-FORGET_S = 300.0  # an allowance unused (and holding nothing) this long is dropped
+FORGET_S = 300.0  # a per-address allowance unused (and holding nothing) this long is dropped
 BATCH = 500  # buckets per script call
 TOP_UP = 0.75  # a lease call also refills the allowances below this share of their lease
 
@@ -176,7 +176,12 @@ class FleetLimits:
             for key, a in list(self.allowances.items()):
                 if a.idle(now) and not a.pending:
                     self._want(a)
-                elif now - a.last_used > FORGET_S and not a.pending and a.balance == 0:
+                elif (
+                    a.kind == "ip"  # the one unbounded set; the others follow the document
+                    and now - a.last_used > FORGET_S
+                    and not a.pending
+                    and a.balance == 0
+                ):
                     del self.allowances[key]
         if self.local:
             if not sweep and now - (self.local_since or now) < RETRY_S:
