@@ -8,9 +8,10 @@ operations: no Redis, no lock, no allocation.
 - A request needs one token of the requests bucket; a token-limited request needs one token
   of the tokens bucket and is charged its estimate (the balance may go below zero: a debt the
   next lease repays first), corrected with the real usage when the answer ends (`settle`).
-- While the bucket is not known to be dry, up to one lease (`lease_cap`) may be taken on
-  credit, so a burst after an idle spell does not wait for a lease; once Redis says the
-  bucket is empty, admission stops at zero until a lease brings tokens.
+- A new allowance leases at once (before its first request). While the bucket, as last
+  seen, holds at least a lease, up to one lease (`lease_cap`) may be taken on credit, so a
+  burst after an idle spell does not wait for a lease; once Redis says the bucket is empty
+  or nearly so, admission stops at zero until a lease brings tokens.
 - Per replica, admissions run ahead of the bucket by at most what it holds (≤ one lease) plus
   the credit (≤ one lease): the fleet overshoots a limit by at most replicas x 2 x lease_cap
   units (tokens: plus one request's estimate per replica). `lease` adapts to the replica's
@@ -130,7 +131,8 @@ class Allowance:
         if n:
             return self._take_local(cost, now, n)
         b = self.balance
-        if b < (1.0 if self.dry else 1.0 - self.max_lease):  # a dry bucket gives no credit
+        # Credit only while the bucket, as last seen, holds what the credit may take.
+        if b < (1.0 if self.dry or self.fleet_left < self.max_lease else 1.0 - self.max_lease):
             self.used += cost  # demand, refused or not, sizes the next lease
             if cost > self.lease:
                 self.lease = min(self.max_lease, math.ceil(cost))

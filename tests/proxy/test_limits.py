@@ -123,3 +123,21 @@ async def test_redis_down_limits_locally_to_a_share_then_resumes() -> None:
     clock.t += 5
     await f.step()
     assert not f.local and x.balance == 0 and not x.dry
+
+
+@pytest.mark.parametrize("lease_between", [False, True])
+async def test_a_small_limit_is_exact_however_late_the_leases_come(lease_between: bool) -> None:
+    """Back-to-back requests on one replica may outrun its lease calls; a new allowance
+    leases before its first request and takes credit only while the bucket holds it."""
+    server, clock = fakeredis.FakeServer(), Clock()
+    f = fleet(server, "a", clock)
+    (x,) = f.allowances_for("key", "k", RateLimit(rpm=2))
+    await drain(f)  # the lease made when the allowance was built
+    got = [x.take(1.0, clock()), x.take(1.0, clock())]
+    if lease_between:
+        await drain(f)
+    got.append(x.take(1.0, clock()))
+    await drain(f)
+    got.append(x.take(1.0, clock()))
+    assert got == [True, True, False, False]
+    await f.aclose()
