@@ -8,10 +8,11 @@ operations: no Redis, no lock, no allocation.
 - A request needs one token of the requests bucket; a token-limited request needs one token
   of the tokens bucket and is charged its estimate (the balance may go below zero: a debt the
   next lease repays first), corrected with the real usage when the answer ends (`settle`).
-- A new allowance leases at once (before its first request). While the bucket, as last
-  seen, holds at least a lease, up to one lease (`lease_cap`) may be taken on credit, so a
-  burst after an idle spell does not wait for a lease; once Redis says the bucket is empty
-  or nearly so, admission stops at zero until a lease brings tokens.
+- While the bucket, as last seen, holds at least a lease, up to one lease (`lease_cap`) may
+  be taken on credit, so the first requests after an idle spell do not wait for a lease;
+  once Redis says the bucket is empty or nearly so, admission stops at zero until a lease
+  brings tokens. (A new allowance does not lease before its first request: replicas that
+  get no traffic would hold tokens the others need.)
 - Per replica, admissions run ahead of the bucket by at most what it holds (≤ one lease) plus
   the credit (≤ one lease): the fleet overshoots a limit by at most replicas x 2 x lease_cap
   units (tokens: plus one request's estimate per replica). `lease` adapts to the replica's

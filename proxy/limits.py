@@ -113,8 +113,6 @@ class FleetLimits:
             )
             if self.local_share:
                 a.enter_local(self.local_share, self.clock())
-            else:
-                self._want(a)  # lease before the first request needs it
         else:
             a.configure(per_minute=per_minute, capacity=capacity, shadow=limit.shadow)
         return a
