@@ -39,6 +39,11 @@ Name = Annotated[
 NameRef = Annotated[str, Meta(min_length=1, max_length=128)]
 PositiveSeconds = Annotated[float, Meta(gt=0, le=3600)]
 Rpm = Annotated[int, Meta(ge=1, le=10_000_000, description="requests per minute")]
+Tpm = Annotated[int, Meta(ge=1, le=10_000_000_000, description="tokens per minute")]
+Burst = Annotated[int, Meta(ge=1, le=10_000_000_000)]
+# An IPv4 or IPv6 address or network (`10.0.0.0/8`, `2001:db8::/32`, `192.0.2.7`); the
+# semantic checks parse it, since a pattern cannot tell a valid network from a near miss.
+Cidr = Annotated[str, Meta(min_length=2, max_length=64)]
 Sha256Hex = Annotated[str, Meta(extra_json_schema={"pattern": SHA256_PATTERN})]
 EnvVarName = Annotated[str, Meta(extra_json_schema={"pattern": ENV_PATTERN})]
 HttpUrl = Annotated[str, Meta(max_length=2048, extra_json_schema={"pattern": URL_PATTERN})]
@@ -94,7 +99,26 @@ class Secret(Base, frozen=True, kw_only=True):
 
 
 class RateLimit(Base, frozen=True, kw_only=True):
-    rpm: Rpm
+    """A token bucket (or two: requests and tokens) shared by every replica of the fleet.
+
+    `burst` is the bucket's size: in requests when `rpm` is set (the token bucket then
+    holds the same share of a minute, `tpm * burst / rpm`), in tokens when only `tpm` is.
+    Unset, a bucket holds one minute's worth. A `shadow` limit is counted and reported but
+    never refuses: the way to roll a new limit out safely.
+    """
+
+    rpm: Rpm | None = None
+    tpm: Tpm | None = None
+    burst: Burst | None = None
+    shadow: bool = False
+
+    def capacity(self, per_minute: int, *, tokens: bool) -> float:
+        """The bucket size of the requests (`tokens=False`) or the tokens dimension."""
+        if self.burst is None:
+            return float(per_minute)
+        if tokens and self.rpm is not None:
+            return max(1.0, per_minute * self.burst / self.rpm)
+        return float(self.burst)
 
 
 class CircuitBreaker(Base, frozen=True, kw_only=True):
@@ -138,6 +162,8 @@ class Model(Base, frozen=True, kw_only=True):
     strategy: Literal["weighted", "ordered"] = "weighted"
     fallbacks: tuple[NameRef, ...] = ()
     params: dict[str, Any] = {}
+    # Fleet-wide, over every client of this public model.
+    rate_limit: RateLimit | None = None
 
 
 class Client(Base, frozen=True, kw_only=True):
@@ -149,9 +175,30 @@ class Client(Base, frozen=True, kw_only=True):
 
 
 class RateLimits(Base, frozen=True, kw_only=True):
-    # Applied to clients / providers that set no `rate_limit` of their own.
+    # The whole fleet's traffic, every client and model together.
+    global_: RateLimit | None = msgspec.field(default=None, name="global")
+    # Applied to clients / providers / models that set no `rate_limit` of their own.
     client_default: RateLimit | None = None
     provider_default: RateLimit | None = None
+    model_default: RateLimit | None = None
+
+
+class IpRange(Base, frozen=True, kw_only=True):
+    cidr: Cidr
+    rate_limit: RateLimit
+
+
+class IpRules(Base, frozen=True, kw_only=True):
+    """Who may call, by address. A request's address is its socket's, unless the socket is
+    a trusted proxy: then the rightmost `X-Forwarded-For` entry that is not one."""
+
+    allow: tuple[Cidr, ...] = ()
+    deny: tuple[Cidr, ...] = ()
+    trusted_proxies: tuple[Cidr, ...] = ()
+    # Each address on its own bucket.
+    rate_limit: RateLimit | None = None
+    # Each range on one bucket shared by its addresses.
+    ranges: tuple[IpRange, ...] = ()
 
 
 class Logging(Base, frozen=True, kw_only=True):
@@ -165,6 +212,7 @@ class Document(Base, frozen=True, kw_only=True):
     models: tuple[Model, ...] = ()
     clients: tuple[Client, ...] = ()
     rate_limits: RateLimits = RateLimits()
+    ip_rules: IpRules = IpRules()
     circuit_breaker: CircuitBreaker = CircuitBreaker()
     logging: Logging = Logging()
     metadata: dict[str, str | int | float | bool | None] = {}

@@ -11,6 +11,7 @@ C-level pass over the whole document and walks item by item, for paths, only whe
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import typing
 from collections.abc import Callable, Iterable, Sequence
@@ -22,7 +23,16 @@ from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
-from configbus.document import PATTERN_HELP, Document, pattern_of
+from configbus.document import (
+    PATTERN_HELP,
+    Client,
+    Document,
+    IpRange,
+    Model,
+    Provider,
+    RateLimit,
+    pattern_of,
+)
 from configbus.errors import InvalidDocument, Issue
 
 CREDENTIAL_HEADERS = frozenset(
@@ -223,6 +233,59 @@ def semantic_issues(doc: Document) -> list[Issue]:
             for j, name in enumerate(c.models):
                 if name not in allowed:
                     issues.append(Issue(f"clients[{i}].models[{j}]", f"unknown model {name!r}"))
+    issues += _limit_issues(doc)
+    issues += _ip_issues(doc)
+    return issues
+
+
+def rate_limits_of(doc: Document) -> Iterable[tuple[str, RateLimit | None]]:
+    """Every `rate_limit` of the document with its path."""
+    rl = doc.rate_limits
+    yield "rate_limits.global", rl.global_
+    yield "rate_limits.client_default", rl.client_default
+    yield "rate_limits.provider_default", rl.provider_default
+    yield "rate_limits.model_default", rl.model_default
+    yield "ip_rules.rate_limit", doc.ip_rules.rate_limit
+    sections: list[tuple[str, Sequence[Provider | Model | Client | IpRange]]] = [
+        ("providers", doc.providers),
+        ("models", doc.models),
+        ("clients", doc.clients),
+        ("ip_rules.ranges", doc.ip_rules.ranges),
+    ]
+    for section, items in sections:
+        for i, item in enumerate(items):
+            yield f"{section}[{i}].rate_limit", item.rate_limit
+
+
+def _limit_issues(doc: Document) -> list[Issue]:
+    return [
+        Issue(path, "set rpm, tpm or both")
+        for path, limit in rate_limits_of(doc)
+        if limit is not None and limit.rpm is None and limit.tpm is None
+    ]
+
+
+def _ip_issues(doc: Document) -> list[Issue]:
+    rules = doc.ip_rules
+    issues = []
+    lists = [
+        ("ip_rules.allow", rules.allow),
+        ("ip_rules.deny", rules.deny),
+        ("ip_rules.trusted_proxies", rules.trusted_proxies),
+        ("ip_rules.ranges", tuple(r.cidr for r in rules.ranges)),
+    ]
+    for path, cidrs in lists:
+        suffix = ".cidr" if path == "ip_rules.ranges" else ""
+        for i, cidr in enumerate(cidrs):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                issues.append(
+                    Issue(
+                        f"{path}[{i}]{suffix}",
+                        f"expected an IPv4 or IPv6 address or CIDR, got {cidr!r}",
+                    )
+                )
     return issues
 
 

@@ -32,7 +32,7 @@ from configbus.watcher import Applied, Watcher
 from proxy import errors
 from proxy.chat import ChatHandler, authenticate
 from proxy.errors import ProxyError
-from proxy.limits import FleetLimiter
+from proxy.limits import FleetLimits
 from proxy.metrics import ProxyMetrics
 from proxy.runtime import Builder, Runtime
 from proxy.settings import ProxySettings
@@ -46,7 +46,7 @@ CHAT_PATH = "/v1/chat/completions"
 # freed by reference counting anyway, and fewer collections mean fewer latency spikes.
 GC_THRESHOLD0 = 20_000
 
-# Client-limit calls must not stall requests when Redis is slow or down.
+# Lease calls (in the background) give up on a slow Redis quickly: limits go local.
 LIMITER_SOCKET_TIMEOUT_S = 0.25
 LIMITER_CONNECT_TIMEOUT_S = 0.25
 
@@ -54,7 +54,7 @@ LIMITER_CONNECT_TIMEOUT_S = 0.25
 class State(TypedDict):
     settings: ProxySettings
     watcher: Watcher[Document, Runtime]
-    limiter: FleetLimiter
+    limits: FleetLimits
     metrics: ProxyMetrics
     registry: CollectorRegistry
     chat: ChatHandler
@@ -128,7 +128,6 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         registry = CollectorRegistry()
         metrics = ProxyMetrics(registry)
-        builder = Builder(on_breaker=metrics.breaker)
         traffic = TrafficCounter()
         redis = connect(bus.redis_url)
         read_redis = connect_read(bus.redis_read_url, bus.replica_id)
@@ -138,6 +137,11 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
             connect_timeout_s=LIMITER_CONNECT_TIMEOUT_S,
             retries=0,
         )
+        limits = FleetLimits(
+            limiter_redis, bus.namespace, bus.replica_id, timeout_s=LIMITER_SOCKET_TIMEOUT_S
+        )
+        limits.on_refusal = metrics.refused
+        builder = Builder(on_breaker=metrics.breaker, limits=limits)
         watcher: Watcher[Document, Runtime] = Watcher(
             Store(redis, bus.namespace),
             decode=document_decoder(SecretBox(bus.secret_keys) if bus.secret_keys else None),
@@ -149,15 +153,15 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
             reads=Store(read_redis, bus.namespace) if read_redis is not None else None,
         )
         watcher.add_listener(_on_swap)
-        limiter = FleetLimiter(limiter_redis, bus.namespace)
         chat = ChatHandler(
             current=lambda: watcher.current,
-            limiter=limiter,
+            limits=limits,
             metrics=metrics,
             max_body_bytes=ps.max_body_bytes,
             retry_backoff_s=ps.retry_backoff_s,
             traffic=traffic,
         )
+        await limits.start()
         await watcher.start()
         if ps.gc_freeze:
             # Startup objects (modules, app, first snapshot) never become garbage; moving them
@@ -170,7 +174,7 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
             yield State(
                 settings=ps,
                 watcher=watcher,
-                limiter=limiter,
+                limits=limits,
                 metrics=metrics,
                 registry=registry,
                 chat=chat,
@@ -184,7 +188,7 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
                 for p in list(cur.value.providers.values()):
                     await p.aclose()
             await builder.aclose()
-            await limiter.aclose()
+            await limits.aclose()
             await limiter_redis.aclose()
             await redis.aclose()
             if read_redis is not None:
@@ -219,7 +223,7 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
     async def status(request: Request) -> Response:
         watcher: Watcher[Document, Runtime] = request.state.watcher
         applied = watcher.current
-        limiter: FleetLimiter = request.state.limiter
+        limits: FleetLimits = request.state.limits
         body: dict[str, Any] = {
             "replica_id": watcher.replica_id,
             "labels": watcher.labels,
@@ -230,7 +234,8 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
             "stale": applied.stale if applied else None,
             "applied_at": applied.applied_at if applied else None,
             "now": time.time(),
-            "rate_limits_local": limiter.degraded,
+            "rate_limits_local": limits.local,
+            "rate_limits": limits.status(),
             "log_level": logging.getLevelName(logging.getLogger("proxy").getEffectiveLevel()),
         }
         if applied is not None:
@@ -242,7 +247,7 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
 
     async def metrics(request: Request) -> Response:
         st = request.state
-        st.metrics.rate_limit_degraded.set(1 if st.limiter.degraded else 0)
+        st.metrics.limits_state(st.limits)
         return Response(generate_latest(st.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def internal_error(request: Request, exc: Exception) -> Response:

@@ -23,8 +23,18 @@ from starlette.types import Receive, Scope, Send
 
 from configbus.watcher import Applied
 from proxy import anthropic, errors
+from proxy.admission import (
+    Ticket,
+    UsageScanner,
+    admit,
+    admit_request,
+    ask_usage,
+    rate_limited,
+    usage_of,
+)
+from proxy.allowance import Allowance
 from proxy.errors import ProxyError
-from proxy.limits import FleetLimiter
+from proxy.limits import FleetLimits
 from proxy.metrics import ProxyMetrics
 from proxy.routing import plan
 from proxy.runtime import ClientRuntime, Runtime
@@ -131,17 +141,20 @@ class RelayResponse(StreamingResponse):
 
 
 async def _relay(
-    resp: aiohttp.ClientResponse, provider: ProviderRuntime
+    resp: aiohttp.ClientResponse, provider: ProviderRuntime, ticket: Ticket | None
 ) -> AsyncGenerator[bytes, None]:
     translator = anthropic.StreamTranslator() if provider.type == "anthropic" else None
+    # Token limits: read the usage the stream ends with, to correct the estimate.
+    usage = UsageScanner() if ticket is not None and ticket.tokens else None
     try:
         async for chunk in resp.content.iter_any():
-            if translator is None:
-                yield chunk
-            else:
-                out = translator.feed(chunk)
-                if out:
-                    yield out
+            if translator is not None:
+                chunk = translator.feed(chunk)
+                if not chunk:
+                    continue
+            if usage is not None:
+                usage.feed(chunk)  # what the client gets: OpenAI's chunks, usage included
+            yield chunk
     except (TimeoutError, aiohttp.ClientError, msgspec.DecodeError, AttributeError, TypeError,
             KeyError, ValueError) as exc:  # fmt: skip
         # Too late to retry: the client already has part of the answer. Say so in-band.
@@ -156,6 +169,8 @@ async def _relay(
         )
     finally:
         resp.release()
+        if usage is not None and ticket is not None:
+            ticket.settle(usage.used, True)
 
 
 _JSON = (b"content-type", b"application/json")
@@ -169,7 +184,7 @@ class ChatHandler:
         self,
         *,
         current: Callable[[], Applied[Runtime] | None],
-        limiter: FleetLimiter,
+        limits: FleetLimits,
         metrics: ProxyMetrics,
         max_body_bytes: int,
         retry_backoff_s: float,
@@ -177,7 +192,7 @@ class ChatHandler:
     ) -> None:
         self._current = current
         self._traffic = traffic
-        self._limiter = limiter
+        self._limits = limits
         self._metrics = metrics
         self._limit = max_body_bytes
         self._backoff = retry_backoff_s
@@ -197,16 +212,20 @@ class ChatHandler:
         # A client's own mistakes (4xx before routing) are neither.
         failed: bool | None = None
         model_label = "unknown"
-        rl_headers: Headers | None = None
+        ticket: Ticket | None = None
         try:
-            auth = length = None
+            auth = length = forwarded = None
             for k, v in scope["headers"]:
                 if k == b"authorization":
                     auth = v
                 elif k == b"content-length":
                     length = v
+                elif k == b"x-forwarded-for":
+                    forwarded = v
+            ip_limits = () if rt.ip is None else rt.ip.admit(scope.get("client"), forwarded)
             client = client_for(rt, auth)
-            req = parse_request(await read_body(receive, length, self._limit))
+            body = await read_body(receive, length, self._limit)
+            req = parse_request(body)
             model: str = req["model"]
             if model not in rt.routes:
                 raise errors.model_not_found(model)
@@ -214,18 +233,12 @@ class ChatHandler:
             if not client.may_use(model):
                 raise errors.forbidden(model)
             headers: Headers = [_JSON, (b"x-configbus-version", str(applied.version).encode())]
-            if client.rpm is not None:
-                verdict = await self._limiter.hit(client.name, client.rpm)
-                rl_headers = verdict.header_list()
-                if not verdict.allowed:
-                    raise errors.rate_limited(
-                        f"rate limit of {client.rpm} requests per minute reached for "
-                        f"client '{client.name}'",
-                        verdict.headers(),
-                    )
-                headers += rl_headers
+            if rt.any_limits:
+                ticket = admit_request(
+                    self._limits, rt, client, model, req, len(body), ip_limits, headers
+                )
             failed = False  # routed: from here on, the config is judged by the outcome
-            result = await self._forward(rt, model, req, headers)
+            result = await self._forward(rt, model, req, headers, ticket)
             if isinstance(result, RelayResponse):
                 failed = False
                 self._traffic.record(applied.version, time.perf_counter() - started, False)
@@ -233,13 +246,18 @@ class ChatHandler:
                 await result(scope, receive, send)
                 return
             failed = result[0] >= 500 or result[0] in (401, 403)
+            if ticket is not None and ticket.tokens:
+                ok = result[0] < 400
+                ticket.settle(usage_of(result[1]) if ok else None, ok)
             await send({"type": "http.response.start", "status": result[0], "headers": headers})
             await send({"type": "http.response.body", "body": result[1]})
         except ProxyError as exc:
             if exc.status >= 500 or failed is not None:
                 failed = exc.status >= 500
             self._metrics.request(model_label, "none", exc.status)
-            await _send_error(send, exc, rl_headers)
+            if ticket is not None:
+                ticket.settle(None, False)
+            await _send_error(send, exc, None)
         finally:
             if held:
                 if failed is not None:
@@ -247,17 +265,30 @@ class ChatHandler:
                 rt.release()
 
     async def _forward(
-        self, rt: Runtime, model: str, req: dict[str, Any], headers: Headers
+        self,
+        rt: Runtime,
+        model: str,
+        req: dict[str, Any],
+        headers: Headers,
+        ticket: Ticket | None,
     ) -> tuple[int, bytes] | RelayResponse:
         stream = req.get("stream") is True
         metrics = self._metrics
         last: ProxyError | None = None
-        limited = False
+        limited: ProviderRuntime | None = None
+        refused: Allowance | None = None
         for route, target in plan(rt.routes, model):
             p = target.provider
-            if not p.rate_ok():
-                limited = True
-                continue
+            if p.limits and ticket is not None:
+                shadowed = len(ticket.shadow)
+                refused_here = admit(self._limits, p.limits, ticket, time.monotonic())
+                if refused_here is not None:
+                    limited, refused = p, refused_here
+                    continue
+                if len(ticket.shadow) > shadowed:
+                    headers.append(ticket.shadow_header())
+            if stream and ticket is not None and ticket.tokens:
+                ask_usage(req)
             if route.params:
                 merged = {**route.params, **req, "model": target.model}
             else:
@@ -324,7 +355,9 @@ class ChatHandler:
                 metrics.request(model, p.name, status)
                 headers.append((b"x-configbus-provider", p.name_bytes))
                 if stream and status == 200:
-                    return RelayResponse(_relay(resp, p), headers=headers, on_close=rt.release)
+                    return RelayResponse(
+                        _relay(resp, p, ticket), headers=headers, on_close=rt.release
+                    )
                 if p.type == "anthropic":
                     if status >= 400:
                         data = anthropic.error_to_openai(status, data)
@@ -336,10 +369,8 @@ class ChatHandler:
                                 f"provider {p.name} sent an unreadable answer"
                             ) from None
                 return status, data
-        if last is None and limited:
-            raise errors.rate_limited(
-                f"every provider of model '{model}' is at its rate limit", {"retry-after": "1"}
-            )
+        if last is None and limited is not None and refused is not None:
+            raise rate_limited(refused, limited.limits, time.monotonic())
         if last is None:
             raise errors.unavailable(f"model '{model}' has no enabled deployment", "no_deployment")
         raise last

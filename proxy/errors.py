@@ -3,10 +3,11 @@
 ProxyError              any answer that is not a success; carries status, type, code
 ├── (400) bad_request   the body is not a chat completion request
 ├── (401) unauthorized  no key, or a key that matches no enabled client
-├── (403) forbidden     the client may not use that model
+├── (403) forbidden     the client may not use that model; ip_denied: the address is refused
 ├── (404) model_not_found
 ├── (413) too_large     the body is over the limit
-├── (429) rate_limited  a client or provider rate limit; carries Retry-After
+├── (429) rate_limited  a limit (global, provider, key, model, ip: in `param`); carries
+│                       Retry-After and OpenAI's x-ratelimit-* headers
 ├── (502) bad_gateway   every upstream failed
 ├── (503) unavailable   no config yet, or every upstream's breaker is open
 └── (504) timeout       the upstream timed out
@@ -24,6 +25,8 @@ class ErrorBody(msgspec.Struct, frozen=True):
     message: str
     type: str
     code: str | None = None
+    # Set only where it says something (which limit refused); unset, it is not encoded.
+    param: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class ErrorEnvelope(msgspec.Struct, frozen=True):
@@ -40,8 +43,10 @@ class ProxyError(Exception):
         type_: str,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        param: str | msgspec.UnsetType = msgspec.UNSET,
     ) -> None:
         super().__init__(message)
+        self.param = param
         self.status = status
         self.message = message
         self.type = type_
@@ -49,7 +54,7 @@ class ProxyError(Exception):
         self.headers = headers
 
     def body(self) -> bytes:
-        return error_body(self.message, self.type, self.code)
+        return error_body(self.message, self.type, self.code, self.param)
 
     def response(self) -> Response:
         return Response(
@@ -57,8 +62,13 @@ class ProxyError(Exception):
         )
 
 
-def error_body(message: str, type_: str, code: str | None = None) -> bytes:
-    return _encode(ErrorEnvelope(ErrorBody(message, type_, code)))
+def error_body(
+    message: str,
+    type_: str,
+    code: str | None = None,
+    param: str | msgspec.UnsetType = msgspec.UNSET,
+) -> bytes:
+    return _encode(ErrorEnvelope(ErrorBody(message, type_, code, param)))
 
 
 def bad_request(message: str, code: str | None = None) -> ProxyError:
@@ -90,8 +100,17 @@ def too_large(limit: int) -> ProxyError:
     )
 
 
-def rate_limited(message: str, headers: dict[str, str]) -> ProxyError:
-    return ProxyError(429, message, "rate_limit_error", "rate_limit_exceeded", headers)
+def ip_denied(address: str) -> ProxyError:
+    return ProxyError(
+        403, f"address {address} may not call this API", "permission_error", "ip_denied",
+        param="ip",
+    )  # fmt: skip
+
+
+def rate_limited(
+    message: str, headers: dict[str, str], *, param: str | msgspec.UnsetType = msgspec.UNSET
+) -> ProxyError:
+    return ProxyError(429, message, "rate_limit_error", "rate_limit_exceeded", headers, param)
 
 
 def bad_gateway(message: str) -> ProxyError:

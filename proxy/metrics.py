@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from proxy.limits import FleetLimits
 
 LATENCY_BUCKETS = (
     0.001,
@@ -52,13 +57,31 @@ class ProxyMetrics:
         )
         self.rate_limit_degraded = Gauge(
             "configbus_proxy_rate_limit_local",
-            "1 while client limits are local (Redis down)",
+            "1 while rate limits are local, each replica at 1/N of each limit (Redis down)",
+            registry=registry,
+        )
+        self._live = Gauge(
+            "configbus_proxy_rate_limit_live_replicas",
+            "Replicas sharing the fleet's limits, as last seen in Redis (the N of 1/N)",
+            registry=registry,
+        )
+        self._lease_calls = Gauge(
+            "configbus_proxy_rate_limit_lease_calls",
+            "Lease calls to Redis made by this replica (total), by outcome",
+            ["outcome"],
+            registry=registry,
+        )
+        self._refused = Counter(
+            "configbus_proxy_rate_limited",
+            "Requests a limit refused (shadow=true: would have refused), by limit and dimension",
+            ["limit", "dimension", "shadow"],
             registry=registry,
         )
         # Label children cached: `labels()` does a lock and a dict build on every call.
         self._req_children: dict[tuple[str, str, int], Counter] = {}
         self._lat_children: dict[str, Histogram] = {}
         self._att_children: dict[tuple[str, str], Counter] = {}
+        self._ref_children: dict[tuple[str, str, bool], Counter] = {}
 
     def request(self, model: str, provider: str, status: int) -> None:
         key = (model, provider, status)
@@ -79,6 +102,21 @@ class ProxyMetrics:
         if c is None:
             c = self._att_children[key] = self._attempts.labels(provider, outcome)
         c.inc()
+
+    def refused(self, limit: str, dimension: str, shadow: bool) -> None:
+        key = (limit, dimension, shadow)
+        c = self._ref_children.get(key)
+        if c is None:
+            c = self._ref_children[key] = self._refused.labels(
+                limit, dimension, "true" if shadow else "false"
+            )
+        c.inc()
+
+    def limits_state(self, limits: FleetLimits) -> None:
+        self.rate_limit_degraded.set(1 if limits.local else 0)
+        self._live.set(limits.live_replicas)
+        self._lease_calls.labels("ok").set(limits.lease_calls - limits.lease_failures)
+        self._lease_calls.labels("failed").set(limits.lease_failures)
 
     def breaker(self, provider: str, state: int) -> None:
         self._breaker.labels(provider).set(state)

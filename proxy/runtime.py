@@ -20,7 +20,10 @@ from typing import Any
 import msgspec
 
 from configbus.breaker import BreakerState
-from configbus.document import Document
+from configbus.document import Document, RateLimit
+from proxy.allowance import Allowance
+from proxy.iprules import IpPolicy
+from proxy.limits import FleetLimits
 from proxy.routing import Route, Target
 from proxy.upstream import ProviderRuntime
 
@@ -28,13 +31,20 @@ _encode = msgspec.json.Encoder().encode
 
 
 class ClientRuntime:
-    __slots__ = ("all_models", "models", "name", "rpm")
+    __slots__ = ("all_models", "limits", "models", "name", "rpm")
 
-    def __init__(self, name: str, models: Collection[str], rpm: int | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        models: Collection[str],
+        rpm: int | None,
+        limits: tuple[Allowance, ...] = (),
+    ) -> None:
         self.name = name
         self.all_models = "*" in models
         self.models = frozenset(models)
         self.rpm = rpm
+        self.limits = limits  # the key's allowances (requests, tokens)
 
     def may_use(self, model: str) -> bool:
         return self.all_models or model in self.models
@@ -50,8 +60,20 @@ class Runtime:
         routes: dict[str, Route[ProviderRuntime]],
         clients: dict[str, ClientRuntime],
         closing: set[asyncio.Task[Any]],
+        *,
+        model_limits: dict[str, tuple[Allowance, ...]] | None = None,
+        global_limits: tuple[Allowance, ...] = (),
+        ip: IpPolicy | None = None,
     ) -> None:
         self.doc = doc
+        # Limits beside the key's and the providers': per public model, fleet-wide, by address.
+        self.model_limits = model_limits or {}
+        self.global_limits = global_limits
+        self.ip = ip
+        self.any_limits = bool(
+            global_limits or self.model_limits or ip or any(c.limits for c in clients.values())
+            or any(p.limits for p in providers.values())
+        )  # fmt: skip
         self.providers = providers
         self.routes = routes
         self.clients = clients
@@ -104,9 +126,11 @@ class Builder:
         *,
         on_breaker: Callable[[str, BreakerState], None] | None = None,
         env: dict[str, str] | None = None,
+        limits: FleetLimits | None = None,
     ) -> None:
         self.on_breaker = on_breaker
         self.env = env
+        self.limits = limits  # None: no limit is enforced (tools, tests of routing)
         self.closing: set[asyncio.Task[Any]] = set()
 
     def build(self, doc: Document, prev: Runtime | None) -> Runtime:
@@ -120,7 +144,8 @@ class Builder:
             fresh = ProviderRuntime(
                 p,
                 p.circuit_breaker or doc.circuit_breaker,
-                rl.rpm if rl else None,
+                rl,
+                limits=self._allowances("provider", p.name, rl),
                 on_breaker=self.on_breaker,
                 env=self.env,
             )
@@ -151,8 +176,32 @@ class Builder:
         for c in doc.clients:
             if c.enabled:
                 rl = c.rate_limit or client_default
-                clients[c.key_sha256] = ClientRuntime(c.name, c.models, rl.rpm if rl else None)
-        return Runtime(doc, providers, routes, clients, self.closing)
+                clients[c.key_sha256] = ClientRuntime(
+                    c.name, c.models, rl.rpm if rl else None, self._allowances("key", c.name, rl)
+                )
+        model_limits = {}
+        for m in doc.models:
+            found = self._allowances("model", m.name, m.rate_limit or doc.rate_limits.model_default)
+            if found:
+                model_limits[m.name] = found
+        ip = None
+        if self.limits is not None and IpPolicy.needed(doc.ip_rules):
+            ip = IpPolicy(doc.ip_rules, self.limits)
+        return Runtime(
+            doc,
+            providers,
+            routes,
+            clients,
+            self.closing,
+            model_limits=model_limits,
+            global_limits=self._allowances("global", "fleet", doc.rate_limits.global_),
+            ip=ip,
+        )
+
+    def _allowances(self, kind: str, name: str, limit: RateLimit | None) -> tuple[Allowance, ...]:
+        if self.limits is None or limit is None:
+            return ()
+        return tuple(self.limits.allowances_for(kind, name, limit))
 
     async def aclose(self) -> None:
         if self.closing:

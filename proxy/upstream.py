@@ -1,4 +1,4 @@
-"""One upstream provider at run time: its HTTP pool, breaker, rate limit, URL and headers.
+"""One upstream provider at run time: its HTTP pool, breaker, rate limits, URL and headers.
 
 A `ProviderRuntime` outlives config versions while its settings stay the same: the next
 runtime snapshot carries over the object (pool, breaker state, limiter state). Each
@@ -17,8 +17,8 @@ from typing import Any
 import aiohttp
 
 from configbus.breaker import Breaker, BreakerState
-from configbus.document import CircuitBreaker, Provider
-from proxy.limits import LocalWindow
+from configbus.document import CircuitBreaker, Provider, RateLimit
+from proxy.allowance import Allowance
 
 log = logging.getLogger("proxy.upstream")
 
@@ -28,8 +28,9 @@ class ProviderRuntime:
         self,
         provider: Provider,
         breaker: CircuitBreaker,
-        rpm: int | None,
+        rate_limit: RateLimit | None,
         *,
+        limits: tuple[Allowance, ...] = (),
         on_breaker: Callable[[str, BreakerState], None] | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
@@ -37,13 +38,15 @@ class ProviderRuntime:
         self.name = provider.name
         self.name_bytes = provider.name.encode()
         self.type = provider.type
-        self.rpm = rpm
+        # Fleet-wide allowances (requests, tokens) of its rate limit: kept in the replica's
+        # FleetLimits, so a new config version with the same limit keeps their state.
+        self.limits = limits
         self.max_retries = provider.max_retries
         api_key = provider.api_key.secret if provider.api_key is not None else None
         if api_key is None and provider.api_key_env:
             api_key = (os.environ if env is None else env).get(provider.api_key_env)
         # What decides whether the next config version may keep this object.
-        self.identity = (provider, breaker, rpm, api_key)
+        self.identity = (provider, breaker, rate_limit, api_key)
         base = provider.base_url.rstrip("/")
         headers = {"content-type": "application/json"}
         if provider.type == "anthropic":
@@ -66,7 +69,6 @@ class ProviderRuntime:
         )
         self._on_breaker = on_breaker
         self.breaker = Breaker(breaker, on_change=self._breaker_changed)
-        self.limiter = LocalWindow() if rpm else None
         self.owners = 0
         self._session: aiohttp.ClientSession | None = None
         self.closed = False
@@ -78,11 +80,6 @@ class ProviderRuntime:
 
     def same_settings(self, other: ProviderRuntime) -> bool:
         return self.identity == other.identity
-
-    def rate_ok(self) -> bool:
-        if self.limiter is None or self.rpm is None:
-            return True
-        return self.limiter.hit("", self.rpm).allowed
 
     @property
     def session(self) -> aiohttp.ClientSession:

@@ -4,9 +4,12 @@ Every answer names the upstream that served it (content ``served by <name>`` and
 ``x-served-by``). Behaviour is settable at run time::
 
     POST /_control {"fail_rate": 1.0, "status": 500, "latency_ms": 0,
-                    "stream_chunks": 3, "chunk_delay_ms": 0}
+                    "stream_chunks": 3, "chunk_delay_ms": 0, "usage_tokens": 0}
     GET  /_stats   -> {"name", "requests", "failures", "last_request", "last_headers"}
     POST /_reset   -> zero the counters
+
+Answers report usage (4 tokens, or `usage_tokens` when set); a stream ends with a usage
+chunk when the request asks for it (`stream_options.include_usage`), as OpenAI's does.
 
 It is a bare ASGI app (no framework) so that it stays cheap: it is the benchmark's upstream.
 """
@@ -34,6 +37,7 @@ class Control(msgspec.Struct, kw_only=True):
     latency_ms: float = 0.0
     stream_chunks: int = 3
     chunk_delay_ms: float = 0.0
+    usage_tokens: int = 0
 
 
 class _ControlPatch(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -42,6 +46,7 @@ class _ControlPatch(msgspec.Struct, kw_only=True, omit_defaults=True):
     latency_ms: float | None = None
     stream_chunks: int | None = None
     chunk_delay_ms: float | None = None
+    usage_tokens: int | None = None
 
 
 _encode = msgspec.json.Encoder().encode
@@ -205,7 +210,9 @@ class MockUpstream:
             else:
                 await self._send(send, 200, _encode(self._anthropic_message(n, model)))
         elif stream:
-            await self._stream(send, self._openai_events(n, model))
+            opts = req.get("stream_options")
+            usage = isinstance(opts, dict) and opts.get("include_usage") is True
+            await self._stream(send, self._openai_events(n, model, usage=usage))
         else:
             await self._send(send, 200, _encode(self._openai_completion(n, model)))
 
@@ -223,6 +230,15 @@ class MockUpstream:
         text, size = self._content, -(-len(self._content) // k)
         return [text[i : i + size] for i in range(0, len(text), size)]
 
+    def _usage(self) -> dict[str, int]:
+        total = self.control.usage_tokens or 4
+        prompt = min(1, total - 1) if total > 1 else 0
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": total - prompt,
+            "total_tokens": total,
+        }
+
     def _openai_completion(self, n: int, model: str) -> dict[str, Any]:
         return {
             "id": f"chatcmpl-mock-{n}",
@@ -236,10 +252,10 @@ class MockUpstream:
                     "finish_reason": "stop",
                 }
             ],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4},
+            "usage": self._usage(),
         }
 
-    def _openai_events(self, n: int, model: str) -> list[bytes]:
+    def _openai_events(self, n: int, model: str, *, usage: bool = False) -> list[bytes]:
         base = {
             "id": f"chatcmpl-mock-{n}",
             "object": "chat.completion.chunk",
@@ -257,6 +273,10 @@ class MockUpstream:
             + b"\n\n"
             for d, f in deltas
         ]
+        if usage:
+            out.append(
+                b"data: " + _encode({**base, "choices": [], "usage": self._usage()}) + b"\n\n"
+            )
         out.append(b"data: [DONE]\n\n")
         return out
 

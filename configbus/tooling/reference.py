@@ -28,14 +28,17 @@ ENV_START, ENV_END = "<!-- variables:start -->", "<!-- variables:end -->"
 
 SECTIONS: list[type[msgspec.Struct]] = [
     d.Document, d.Provider, d.Secret, d.Pool, d.RateLimit, d.CircuitBreaker,
-    d.Model, d.Deployment, d.Client, d.RateLimits, d.Logging,
+    d.Model, d.Deployment, d.Client, d.RateLimits, d.IpRules, d.IpRange, d.Logging,
 ]  # fmt: skip
 
 DESCRIPTIONS: dict[str, str] = {
     "Document.providers": "Upstream LLM APIs the replicas call.",
     "Document.models": "Public model names clients ask for, and where they go.",
     "Document.clients": "Who may call the replicas: bearer keys stored as sha256 hashes.",
-    "Document.rate_limits": "Defaults for clients and providers without a `rate_limit`.",
+    "Document.rate_limits": "The fleet's global limit, and defaults for clients, providers "
+    "and models without a `rate_limit`.",
+    "Document.ip_rules": "Allow and deny lists by address, per-address and per-range limits, "
+    "and the proxies whose `X-Forwarded-For` is believed.",
     "Document.circuit_breaker": "Breaker settings for providers without their own.",
     "Document.logging": "Replica log level, applied live on every replica.",
     "Document.metadata": "Free key/value notes (owner, ticket...). Not interpreted.",
@@ -51,7 +54,8 @@ DESCRIPTIONS: dict[str, str] = {
     "(never after a stream started).",
     "Provider.headers": "Extra HTTP headers sent upstream; stored in plaintext, so credential "
     "headers (Authorization, api-key, x-api-key...) are refused: use `api_key`.",
-    "Provider.rate_limit": "Requests per minute this replica sends to the provider.",
+    "Provider.rate_limit": "What the whole fleet sends to the provider (a deployment whose "
+    "provider is at its limit is skipped, as if it were down).",
     "Provider.circuit_breaker": "Overrides the document's `circuit_breaker`.",
     "Provider.pool": "Connection pool of this provider (kept across reloads while unchanged).",
     "Provider.enabled": "`false` takes the provider out of routing without deleting it.",
@@ -60,7 +64,13 @@ DESCRIPTIONS: dict[str, str] = {
     "Secret.masked": "What the admin API shows; send it back unchanged to keep the secret.",
     "Pool.max_connections": "Open connections to the provider at most.",
     "Pool.keepalive_timeout_s": "Idle connections close after this long.",
-    "RateLimit.rpm": "Requests per minute.",
+    "RateLimit.rpm": "Requests per minute, fleet-wide (a token bucket refilled at this rate).",
+    "RateLimit.tpm": "Tokens (prompt + completion) per minute, fleet-wide: admitted on an "
+    "estimate, corrected with the upstream's reported usage when the answer ends.",
+    "RateLimit.burst": "Bucket size: requests when `rpm` is set (the token bucket then holds "
+    "the same share of a minute), tokens when only `tpm` is. Unset: one minute's worth.",
+    "RateLimit.shadow": "`true`: counted and reported (metrics, status, the "
+    "`x-configbus-shadow-limited` header) but never refuses.",
     "CircuitBreaker.failure_threshold": "Consecutive failures that open the breaker.",
     "CircuitBreaker.recovery_timeout_s": "Time open before half-open probes are let through.",
     "CircuitBreaker.half_open_max_calls": "Probes allowed at once while half-open.",
@@ -70,16 +80,27 @@ DESCRIPTIONS: dict[str, str] = {
     "`ordered`: always in the listed order.",
     "Model.fallbacks": "Other public model names, tried in order when every deployment fails.",
     "Model.params": "Default request parameters, under the request's own values.",
+    "Model.rate_limit": "Fleet-wide, over every client asking for this model.",
     "Deployment.provider": "A `providers[].name`.",
     "Deployment.model": "The model name sent to that provider.",
     "Deployment.weight": "Share of traffic under `weighted` (0 drains it).",
     "Client.name": "Unique name, shown in logs and metrics.",
     "Client.key_sha256": "sha256 (hex) of the client's bearer key; the key itself is never stored.",
     "Client.models": "Public model names this client may use; `*` for all.",
-    "Client.rate_limit": "Requests per minute across the whole fleet.",
+    "Client.rate_limit": "This key's limit across the whole fleet.",
     "Client.enabled": "`false` makes the key answer 401 everywhere.",
-    "RateLimits.client_default": "For clients without `rate_limit`.",
+    "RateLimits.global": "The whole fleet's traffic, every client and model together.",
+    "RateLimits.client_default": "For clients without `rate_limit` (each on its own bucket).",
     "RateLimits.provider_default": "For providers without `rate_limit`.",
+    "RateLimits.model_default": "For models without `rate_limit`.",
+    "IpRules.allow": "Addresses or CIDRs (IPv4, IPv6) allowed; empty allows all. Others get 403.",
+    "IpRules.deny": "Addresses or CIDRs refused with 403 (checked before `allow`).",
+    "IpRules.trusted_proxies": "Proxies whose `X-Forwarded-For` is believed; from any other "
+    "peer the header is ignored and the socket address is used.",
+    "IpRules.rate_limit": "A limit for each client address on its own.",
+    "IpRules.ranges": "Limits shared by every address of a CIDR range.",
+    "IpRange.cidr": "An IPv4 or IPv6 CIDR.",
+    "IpRange.rate_limit": "The range's shared limit.",
     "Logging.level": "DEBUG, INFO, WARNING, ERROR or CRITICAL.",
 }
 

@@ -1,115 +1,144 @@
+"""Fleet limits: allowances leased from token buckets, admitted locally (fakeredis)."""
+
 from __future__ import annotations
 
 import fakeredis
 import pytest
 
 from configbus.connection import connect
-from proxy.limits import FleetLimiter, LocalWindow
-from tests.support import RedisServer, free_port
+from configbus.document import RateLimit
+from proxy.admission import Ticket, admit
+from proxy.allowance import lease_cap
+from proxy.limits import FleetLimits
+from tests.support import free_port
 
 
 class Clock:
     def __init__(self) -> None:
-        self.now = 0.0
+        self.t = 1000.0
 
     def __call__(self) -> float:
-        return self.now
+        return self.t
 
 
-def test_local_window_allows_limit_then_refuses_until_the_window_ends() -> None:
-    clock = Clock()
-    w = LocalWindow(60, clock)
-    verdicts = [w.hit("k", 3) for _ in range(5)]
-    assert [v.allowed for v in verdicts] == [True, True, True, False, False]
-    assert [v.remaining for v in verdicts] == [2, 1, 0, 0, 0]
-    clock.now = 45
-    v = w.hit("k", 3)
-    assert not v.allowed
-    assert v.headers() == {
-        "x-ratelimit-limit": "3",
-        "x-ratelimit-remaining": "0",
-        "retry-after": "15",
-    }
-    assert w.hit("other", 3).allowed
-    clock.now = 60
-    assert w.hit("k", 3).allowed
+def fleet(server: fakeredis.FakeServer, replica: str, clock: Clock) -> FleetLimits:
+    return FleetLimits(fakeredis.FakeAsyncRedis(server=server), "ns", replica, clock=clock)
 
 
-async def test_fleet_limiter_is_shared_through_redis() -> None:
-    server = fakeredis.FakeServer()
-    a = FleetLimiter(fakeredis.FakeAsyncRedis(server=server), "ns")
-    b = FleetLimiter(fakeredis.FakeAsyncRedis(server=server), "ns")
-    results = [await (a if i % 2 else b).hit("team", 4) for i in range(7)]
-    assert [r.allowed for r in results] == [True] * 4 + [False] * 3
-    assert 59 <= results[-1].reset_s <= 60
-    assert results[-1].headers()["retry-after"] == "60"
-    keys = await a.redis.keys("*")
-    assert keys == [b"cb:{ns}:rl:client:team"]
-    await a.redis.aclose()
-    await b.redis.aclose()
+async def drain(*limits: FleetLimits) -> None:
+    """Run lease rounds until no allowance wants anything."""
+    for _ in range(10):
+        for f in limits:
+            await f.step()
 
 
-async def test_fleet_limiter_falls_back_to_local_while_redis_is_down() -> None:
+def test_lease_cap_is_a_twentieth_of_the_bucket_and_at_most_a_second_of_rate() -> None:
+    assert lease_cap(5.0, 30.0) == 1
+    assert lease_cap(5.0, 100.0) == 5
+    assert lease_cap(1 / 12, 5.0) == 1
+    assert lease_cap(166_666.0, 10_000_000.0) == 166_666
+
+
+def test_burst_sizes_both_buckets() -> None:
+    rl = RateLimit(rpm=300, tpm=60_000, burst=30)
+    assert rl.capacity(300, tokens=False) == 30
+    assert rl.capacity(60_000, tokens=True) == 6000  # the same tenth of a minute
+    assert RateLimit(tpm=1000).capacity(1000, tokens=True) == 1000
+
+
+async def test_two_replicas_admit_exactly_the_bucket_when_taking_turns() -> None:
+    server, clock = fakeredis.FakeServer(), Clock()
+    a, b = fleet(server, "a", clock), fleet(server, "b", clock)
+    limit = RateLimit(rpm=5)
+    (xa,) = a.allowances_for("key", "k", limit)
+    (xb,) = b.allowances_for("key", "k", limit)
+    admitted = 0
+    for i in range(12):
+        f, x = (a, xa) if i % 2 == 0 else (b, xb)
+        if x.take(1.0, clock()):
+            admitted += 1
+        await drain(f)
+    assert admitted == 5
+    assert not xa.take(1.0, clock()) and xa.remaining(clock()) == 0
+    assert 1 <= xa.retry_after_s(clock()) <= 12
+    await a.aclose()
+    await b.aclose()
+
+
+async def test_refusal_gives_back_what_earlier_limits_took_and_shadow_only_counts() -> None:
+    server, clock = fakeredis.FakeServer(), Clock()
+    f = fleet(server, "a", clock)
+    (key,) = f.allowances_for("key", "k", RateLimit(rpm=600))
+    (shadow,) = f.allowances_for("model", "m", RateLimit(rpm=1, shadow=True))
+    (glob,) = f.allowances_for("global", "fleet", RateLimit(rpm=2))
+    results = []
+    for _ in range(4):
+        t = Ticket(10)
+        results.append((admit(f, (key, shadow, glob), t, clock()), [a.kind for a in t.shadow]))
+        await drain(f)
+    assert [r[0] is None for r in results] == [True, True, False, False]
+    assert results[0][1] == [] and results[1][1] == ["model"]  # the shadow limit hit: counted
+    assert f.refusals[("model", "requests", True)] >= 1
+    assert f.refusals[("global", "requests", False)] == 2
+    # The key limit got back the two requests the global limit refused: it was charged two.
+    raw = await fakeredis.FakeAsyncRedis(server=server).hget(key.key, "tokens")
+    assert 600 - float(raw or 0) - key.balance == pytest.approx(2, abs=0.5)
+    await f.aclose()
+
+
+async def test_token_estimate_is_corrected_by_the_real_usage() -> None:
+    server, clock = fakeredis.FakeServer(), Clock()
+    f = fleet(server, "a", clock)
+    (tok,) = f.allowances_for("key", "k", RateLimit(tpm=600, burst=100))
+    t = Ticket(10)
+    assert admit(f, (tok,), t, clock()) is None  # credit: 0 - 10
+    await drain(f)
+    t.settle(60, True)  # used 60, not 10: 50 more owed
+    await drain(f)
+    # Bucket 100: 10 + 50 taken → the replica holds what is left of its lease, the rest in Redis.
+    raw = await fakeredis.FakeAsyncRedis(server=server).hget(tok.key, "tokens")
+    granted_total = 100 - float(raw or 0)
+    assert granted_total - tok.balance == pytest.approx(60, abs=1)
+    await f.aclose()
+
+
+async def test_redis_down_limits_locally_to_a_share_then_resumes() -> None:
     clock = Clock()
     redis = connect(f"redis://127.0.0.1:{free_port()}/0", connect_timeout_s=0.2, retries=0)
-    lim = FleetLimiter(redis, "ns", clock=clock)
-    assert (await lim.hit("team", 2)).allowed
-    assert lim.degraded
-    assert (await lim.hit("team", 2)).allowed
-    assert not (await lim.hit("team", 2)).allowed
+    f = FleetLimits(redis, "ns", "a", timeout_s=0.2, clock=clock)
+    f.live_replicas = 2
+    (x,) = f.allowances_for("key", "k", RateLimit(rpm=60, burst=10))
+    assert x.take(1.0, clock())  # credit, then the lease call fails
+    await f.step()
+    assert f.local and f.status()["mode"] == "local" and f.status()["local_share"] == "1/2"
+    got = [x.take(1.0, clock()) for _ in range(8)]
+    assert got.count(True) == 5  # half of the burst of 10
+    clock.t += 2.0  # 1 request/s / 2 replicas: one more token
+    assert x.take(1.0, clock()) and not x.take(1.0, clock())
+    await f.aclose()
     await redis.aclose()
+    # Redis back: the next try leaves the local mode.
+    server = fakeredis.FakeServer()
+    f.caller = fleet(server, "a", clock).caller
+    clock.t += 5
+    await f.step()
+    assert not f.local and x.balance == 0 and not x.dry
 
 
-@pytest.mark.parametrize("limit", [1, 10])
-def test_headers_without_retry_after_when_allowed(limit: int) -> None:
-    v = LocalWindow().hit("k", limit)
-    assert v.allowed
-    assert "retry-after" not in v.headers()
-
-
-async def test_hits_queued_behind_a_call_in_flight_share_the_next_call() -> None:
-    import asyncio
-
-    redis = fakeredis.FakeAsyncRedis()
-    lim = FleetLimiter(redis, "ns")
-    calls = []
-    real = lim.counter._call
-
-    async def counting(keys: list[str]) -> object:
-        calls.append(len(keys))
-        await asyncio.sleep(0.01)  # a round trip, during which other hits queue up
-        return await real(keys)
-
-    lim.counter._call = counting  # type: ignore[method-assign]
-    results = await asyncio.gather(*(lim.hit("a" if i % 2 else "b", 3) for i in range(10)))
-    assert calls == [1, 9]  # the first went alone, at once; the rest together
-    assert sum(r.allowed for r in results) == 6  # 3 for a, 3 for b
-    assert [r.remaining for r in results[:6]] == [2, 2, 1, 1, 0, 0]
-    await redis.aclose()
-
-
-@pytest.mark.slow
-async def test_fleet_limiter_survives_a_paused_redis_and_keeps_replies_in_step(
-    own_redis: RedisServer,
-) -> None:
-    """Found by the chaos soak: a read timeout made redis-py return None, which the limiter
-    indexed (TypeError: a 500 to the client) while the late reply stayed on the connection,
-    to be read as the answer to the next call."""
-    redis = connect(own_redis.url, retries=0)
-    lim = FleetLimiter(redis, "ns", timeout_s=0.2)
-    try:
-        assert (await lim.hit("team", 100)).remaining == 99
-        own_redis.pause()
-        try:
-            paused = await lim.hit("team", 100)  # local window, no exception
-        finally:
-            own_redis.resume()
-        assert paused.allowed and lim.degraded
-        lim._down_until = 0.0  # retry Redis now instead of after the pause
-        # Redis may or may not have run the paused call once it woke up (its client had
-        # gone): this hit is the 2nd or the 3rd, never an answer meant for another call.
-        assert (await lim.hit("team", 100)).remaining in (97, 98)
-        assert (await lim.hit("other", 100)).remaining == 99
-    finally:
-        await lim.aclose()
-        await redis.aclose()
+async def test_credit_is_taken_only_while_the_bucket_holds_it() -> None:
+    server, clock = fakeredis.FakeServer(), Clock()
+    a, b = fleet(server, "a", clock), fleet(server, "b", clock)
+    (xa,) = a.allowances_for("key", "k", RateLimit(rpm=2))
+    (xb,) = b.allowances_for("key", "k", RateLimit(rpm=2))
+    assert xa.take(1.0, clock())  # cold, the bucket (2) can cover it: credit
+    assert not xa.take(1.0, clock())  # one lease (1) of credit at most
+    await drain(a)  # repays the credit and takes the last token: a sees the bucket empty
+    assert xa.fleet_left == 0
+    assert xa.take(1.0, clock()) and not xa.take(1.0, clock())
+    # b never saw the bucket: its first request is credit; its lease finds the bucket empty,
+    # and from then on it waits for real tokens.
+    assert xb.take(1.0, clock())
+    await drain(b)
+    assert xb.dry and not xb.take(1.0, clock())
+    await a.aclose()
+    await b.aclose()

@@ -55,9 +55,11 @@ def test_redis_down_keeps_serving_and_limits_locally(
         own_redis.stop(hard=True)
         for _ in range(5):
             assert http.post(url, json=CHAT, headers=AUTH).status_code == 200
-        # Redis gone: the key's limit holds per replica from a local window.
+        # Redis gone: the key's limit holds per replica from a local bucket (its 1/N share,
+        # N = 1 here: 3), after what it still held of its lease (at most one request).
         codes = [http.post(url, json=CHAT, headers=capped).status_code for _ in range(5)]
-        assert codes == [200, 200, 200, 429, 429]
+        admitted = codes.count(200)
+        assert admitted in (3, 4) and codes == [200] * admitted + [429] * (5 - admitted), codes
         st = http.get(replica.url + "/status").json()
         assert st["rate_limits_local"] is True and st["version"] == v
         assert http.get(replica.url + "/health/ready").status_code == 200
