@@ -25,6 +25,8 @@ from configbus.connection import (
 )
 from configbus.counters import (
     FleetCounter,
+    Lease,
+    LeaseCaller,
     counter_key,
 )
 from configbus.crypto import (
@@ -40,7 +42,9 @@ from configbus.crypto import (
 from configbus.document import (
     CircuitBreaker,
     Document,
+    IpRules,
     Provider,
+    RateLimit,
     Secret,
 )
 from configbus.errors import (
@@ -129,11 +133,15 @@ __all__ = [
     "Head",
     "IdempotencyMismatch",
     "InvalidDocument",
+    "IpRules",
     "Issue",
     "Kind",
+    "Lease",
+    "LeaseCaller",
     "NamespaceNotEmpty",
     "Provider",
     "PublishResult",
+    "RateLimit",
     "RecordMeta",
     "ReplicaInfo",
     "ReplicaStatus",

@@ -95,6 +95,8 @@ def parse_request(body: bytes) -> dict[str, Any]:
         req = _decode(body)
     except msgspec.DecodeError as exc:
         raise errors.bad_request(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise errors.bad_request("body is nested too deeply") from None
     if not isinstance(req, dict):
         raise errors.bad_request("body must be a JSON object")
     if not isinstance(req.get("model"), str):
@@ -245,7 +247,7 @@ class ChatHandler:
                 held = False  # the stream releases the snapshot when it ends
                 await result(scope, receive, send)
                 return
-            failed = result[0] >= 500 or result[0] in (401, 403)
+            failed = result[0] >= 500
             if ticket is not None and ticket.tokens:
                 ok = result[0] < 400
                 ticket.settle(usage_of(result[1]) if ok else None, ok)
@@ -342,13 +344,20 @@ class ChatHandler:
                     p.breaker.release()  # cancelled: no verdict; free a half-open probe slot
                     raise
                 metrics.latency(p.name, time.perf_counter() - t0)
-                if status >= 500 or status == 429:
+                if status >= 500 or status in (401, 403, 429):
                     if status == 429:
                         p.breaker.release()
                     else:
                         p.breaker.failure()
                     metrics.attempt(p.name, str(status))
-                    last = errors.bad_gateway(f"provider {p.name} answered {status}")
+                    if status in (401, 403):
+                        # The upstream refused the gateway's own key: not the client's
+                        # fault, and its body may quote the key. Another deployment may do.
+                        last = errors.bad_gateway(
+                            f"provider {p.name} refused the gateway's credentials ({status})"
+                        )
+                    else:
+                        last = errors.bad_gateway(f"provider {p.name} answered {status}")
                     continue
                 p.breaker.success()
                 metrics.attempt(p.name, "ok")

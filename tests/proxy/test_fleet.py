@@ -247,6 +247,15 @@ def test_error_answers_have_openai_shape(fleet: Fleet, http: httpx.Client) -> No
     resp = http.post(url, json={**CHAT, "model": "m-backup"}, headers=AUTH)
     assert resp.status_code == 502
     assert resp.json()["error"]["code"] == "bad_gateway"
+    # The upstream refusing the gateway's key is the gateway's failure, not the client's:
+    # a 502 naming the provider, never the upstream's body (which may quote the key).
+    fleet.b.control(fail_rate=1.0, status=401)
+    resp = http.post(url, json={**CHAT, "model": "m-backup"}, headers=AUTH)
+    assert resp.status_code == 502, resp.text
+    assert resp.json()["error"]["message"] == (
+        "provider upstream-b refused the gateway's credentials (401)"
+    )
+    assert "mock failure" not in resp.text
 
     slow = copy.deepcopy(data)
     slow["providers"][1].update(timeout_s=0.2, max_retries=1)
