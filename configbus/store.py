@@ -23,12 +23,13 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from configbus import lua
+from configbus import durability, lua
 from configbus.codec import sha256_hex
 from configbus.errors import (
     CorruptRecord,
     IdempotencyMismatch,
     NamespaceNotEmpty,
+    NotReplicated,
     RolloutRunning,
     StoreError,
     StoreUnavailable,
@@ -134,9 +135,15 @@ class Store:
         idempotency_ttl_s: int = DEFAULT_IDEMPOTENCY_TTL_S,
         audit_maxlen: int = DEFAULT_AUDIT_MAXLEN,
         inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
+        min_replicas_to_ack: int = 0,
+        ack_timeout_ms: int = durability.DEFAULT_ACK_TIMEOUT_MS,
     ) -> None:
         if retention < 1:
             raise ValueError("retention must be at least 1 (head is never trimmed)")
+        if min_replicas_to_ack and not hasattr(redis, "connection_pool"):
+            raise ValueError("min_replicas_to_ack needs a single primary (not ?cluster=true)")
+        self.min_replicas_to_ack = min_replicas_to_ack
+        self.ack_timeout_ms = ack_timeout_ms
         self.redis = redis
         self.keys = Keys(namespace)
         self.retention = retention
@@ -149,6 +156,7 @@ class Store:
         self._import = redis.register_script(lua.IMPORT)
         self._replicas = redis.register_script(lua.REPLICAS)
         self._sync_read = redis.register_script(lua.SYNC_READ)
+        self._floor = redis.register_script(durability.FLOOR)
 
     @property
     def namespace(self) -> str:
@@ -197,7 +205,7 @@ class Store:
             self.inline_max_bytes,
         ]
         keys = [k.seq, k.head, k.epoch, k.history, k.audit, idem_key, k.rollout, k.rev]
-        res = await guarded(self._publish(keys=keys, args=args), "publish")
+        res, acked = await guarded(self._run_publish(keys, args), "publish")
         outcome, version, epoch, rsha = (text_of(x) for x in res)
         if outcome == "conflict":
             raise VersionConflict(expected_version or 0, int(version))
@@ -205,11 +213,37 @@ class Store:
             raise RolloutRunning(epoch, int(version))
         if outcome == "idempotency_mismatch":
             raise IdempotencyMismatch(idempotency_key or "", int(version))
+        if outcome == "idempotent" and self.min_replicas_to_ack:
+            acked = await guarded(self._wait_again(idem_key), "publish")
+        if acked is not None and acked < self.min_replicas_to_ack:
+            raise NotReplicated(int(version), acked, self.min_replicas_to_ack, self.ack_timeout_ms)
         return PublishResult(
             version=int(version),
             epoch=epoch,
             sha256=rsha,
             outcome=outcome,  # type: ignore[arg-type]
+        )
+
+    async def _run_publish(self, keys: list[str], args: list[Any]) -> tuple[Any, int | None]:
+        k = self.keys
+        return await durability.run_publish(
+            self.redis,
+            floor=self._floor,
+            floor_keys=[k.seq, k.epoch, k.replicas],
+            publish=self._publish,
+            keys=keys,
+            args=args,
+            min_replicas=self.min_replicas_to_ack,
+            timeout_ms=self.ack_timeout_ms,
+        )
+
+    async def _wait_again(self, idem_key: str) -> int:
+        return await durability.wait_again(
+            self.redis,
+            idem_key,
+            self.idempotency_ttl_s,
+            min_replicas=self.min_replicas_to_ack,
+            timeout_ms=self.ack_timeout_ms,
         )
 
     async def rollback(
