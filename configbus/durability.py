@@ -61,12 +61,12 @@ async def run_publish(
         # A cluster client routes each script to the namespace's slot on its own.
         await floor(keys=floor_keys, client=redis)
         return await publish(keys=keys, args=args, client=redis), None
-    pipe = redis.pipeline(transaction=False)
-    await floor(keys=floor_keys, client=pipe)
-    await publish(keys=keys, args=args, client=pipe)
-    if min_replicas:
-        pipe.execute_command("WAIT", min_replicas, timeout_ms)
-    replies = await pipe.execute()
+    async with redis.pipeline(transaction=False) as pipe:
+        await floor(keys=floor_keys, client=pipe)
+        await publish(keys=keys, args=args, client=pipe)
+        if min_replicas:
+            pipe.execute_command("WAIT", min_replicas, timeout_ms)
+        replies = await pipe.execute()
     return replies[1], (int(replies[2]) if min_replicas else None)
 
 
@@ -77,8 +77,8 @@ async def wait_again(
     idempotency key (nothing written on this connection: WAIT would count nothing). The
     key's expiry is set again, a harmless write, and WAIT waits for it: replication is in
     order, so a replica that has it has the first call's version too."""
-    pipe = redis.pipeline(transaction=False)
-    pipe.expire(key, ttl_s)
-    pipe.execute_command("WAIT", min_replicas, timeout_ms)
-    _, acked = await pipe.execute()
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.expire(key, ttl_s)
+        pipe.execute_command("WAIT", min_replicas, timeout_ms)
+        _, acked = await pipe.execute()
     return int(acked)

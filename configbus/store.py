@@ -15,9 +15,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import (
     BusyLoadingError,
     MasterDownError,
+    NoScriptError,
     ReadOnlyError,
     RedisClusterException,
     RedisError,
+    ResponseError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -157,6 +159,7 @@ class Store:
         self._replicas = redis.register_script(lua.REPLICAS)
         self._sync_read = redis.register_script(lua.SYNC_READ)
         self._floor = redis.register_script(durability.FLOOR)
+        self._ro_scripts = True
 
     @property
     def namespace(self) -> str:
@@ -300,7 +303,8 @@ class Store:
             *(f"{name}={value}" for name, value in labels.items()),
         ]  # fmt: skip
         res = await guarded(
-            self._sync_read(keys=[k.head, k.epoch, k.rollout, k.rev], args=args), "sync read"
+            self._read_only(self._sync_read, [k.head, k.epoch, k.rollout, k.rev], args),
+            "sync read",
         )
         head = int(res[0]) if res[0] else 0
         epoch_now = text_of(res[1]) or None
@@ -329,13 +333,33 @@ class Store:
             raise CorruptRecord(str(exc), epoch=epoch_now, version=target) from None
         return msgspec.structs.replace(read, record=record)
 
+    async def _read_only(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """A script that only reads, as EVALSHA_RO: an ACL user with read-only access to the
+        keys may run it (docs/acl.md). Plain EVALSHA where that is missing (a cluster
+        client, an embedded fake Redis)."""
+        if not self._ro_scripts or not hasattr(self.redis, "connection_pool"):
+            return await script(keys=keys, args=args)
+        try:
+            try:
+                return await self.redis.evalsha_ro(script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                await self.redis.script_load(script.script)
+                return await self.redis.evalsha_ro(script.sha, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if "unknown command" not in str(exc).lower():
+                raise
+            self._ro_scripts = False
+            return await script(keys=keys, args=args)
+
     async def _fetch(
         self, known_epoch: str | None, known_version: int, known_sha256: str, *, head_only: bool
     ) -> tuple[Head, VersionRecord | None]:
         k = self.keys
         args: list[Any] = [k.record_prefix, known_epoch or "", known_version, known_sha256,
                 "1" if head_only else "0"]  # fmt: skip
-        res = await guarded(self._fetch_head(keys=[k.head, k.epoch], args=args), "fetch head")
+        res = await guarded(
+            self._read_only(self._fetch_head, [k.head, k.epoch], args), "fetch head"
+        )
         head = Head(int(res[0]) if res[0] else 0, text_of(res[1]) or None, text_of(res[2]) or None)
         if len(res) == 3:
             return head, None

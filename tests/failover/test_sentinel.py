@@ -124,7 +124,11 @@ async def test_a_failover_under_load_moves_the_admin_and_every_replica_to_the_ne
                     f"every replica on the new primary's head {head}")  # fmt: skip
         on_head_s = time.monotonic() - t0
         # Their status reached the new primary too.
-        statuses = await Store(connect(f"redis://127.0.0.1:{new}/0"), namespace).replicas()
+        direct = Store(connect(f"redis://127.0.0.1:{new}/0"), namespace)
+        try:
+            statuses = await direct.replicas()
+        finally:
+            await direct.redis.aclose()
         assert {s.status.replica_id for s in statuses if s.status.version == head} == {
             "r0",
             "r1",
