@@ -178,8 +178,7 @@ async def test_the_next_publish_numbers_above_a_version_only_replicas_report(
     redis_server: object, namespace: str
 ) -> None:
     """After a failover that lost versions, replicas still report them: the next publish is
-    numbered above them, and status marks those replicas ahead of head."""
-    from configbus.cli.client import format_status
+    numbered above them."""
     from configbus.records import ReplicaStatus
 
     url = redis_server.url  # type: ignore[attr-defined]
