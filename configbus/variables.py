@@ -424,7 +424,7 @@ ADMIN_MIN_REPLICAS_TO_ACK = Variable[int](
     "`not_replicated` (the version exists on the primary, but a failover now could lose it; "
     "a retry with the same idempotency key waits again). 0: do not wait. Not with "
     "`?cluster=true`.",
-    reader=Reader[int](kind="integer (≥ 0)", parse=_integer, check=_at_least_zero),
+    reader=Reader[int](kind="integer (0: do not wait)", parse=_integer, check=_at_least_zero),
     commands=frozenset({"admin"}),
 )
 ADMIN_REPLICA_ACK_TIMEOUT_S = Variable[float](
