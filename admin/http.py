@@ -49,6 +49,7 @@ from configbus.errors import (
     IdempotencyMismatch,
     InvalidDocument,
     Issue,
+    NotReplicated,
     RolloutConflict,
     RolloutRunning,
     SecretError,
@@ -102,6 +103,8 @@ class Services:
                 namespace,
                 retention=self.settings.history_retention,
                 inline_max_bytes=self.settings.hint_max_bytes,
+                min_replicas_to_ack=self.settings.min_replicas_to_ack,
+                ack_timeout_ms=round(self.settings.replica_ack_timeout_s * 1000),
             )
         return store
 
@@ -148,6 +151,7 @@ class ApiError(Exception):
         issues: Sequence[Issue] = (),
         headers: dict[str, str] | None = None,
         current_version: int | None = None,
+        replicas_acked: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -156,6 +160,7 @@ class ApiError(Exception):
             message=message,
             issues=list(issues),
             current_version=UNSET if current_version is None else current_version,
+            replicas_acked=UNSET if replicas_acked is None else replicas_acked,
         )
         self.headers = headers or {}
 
@@ -210,6 +215,15 @@ def error_from(exc: Exception, breaker: CircuitBreaker) -> ApiError:
     # found, and the message says what is wrong and how to repair it.
     if isinstance(exc, DamagedNamespace):
         return ApiError(409, "damaged_namespace", str(exc))
+    if isinstance(exc, NotReplicated):
+        return ApiError(
+            503,
+            "not_replicated",
+            str(exc),
+            current_version=exc.version,
+            replicas_acked=exc.acked,
+            headers={"Retry-After": "1"},
+        )
     if isinstance(exc, CorruptRecord):
         return ApiError(409, "corrupt_record", str(exc))
     if isinstance(exc, StoreError):  # Redis refused the command (a key of the wrong type...)

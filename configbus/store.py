@@ -15,21 +15,24 @@ import redis.asyncio as aioredis
 from redis.exceptions import (
     BusyLoadingError,
     MasterDownError,
+    NoScriptError,
     ReadOnlyError,
     RedisClusterException,
     RedisError,
+    ResponseError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from configbus import lua
+from configbus import durability, lua
 from configbus.codec import sha256_hex
 from configbus.errors import (
     CorruptRecord,
     DamagedNamespace,
     IdempotencyMismatch,
     NamespaceNotEmpty,
+    NotReplicated,
     RolloutRunning,
     StoreError,
     StoreUnavailable,
@@ -174,9 +177,15 @@ class Store:
         idempotency_ttl_s: int = DEFAULT_IDEMPOTENCY_TTL_S,
         audit_maxlen: int = DEFAULT_AUDIT_MAXLEN,
         inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
+        min_replicas_to_ack: int = 0,
+        ack_timeout_ms: int = durability.DEFAULT_ACK_TIMEOUT_MS,
     ) -> None:
         if retention < 1:
             raise ValueError("retention must be at least 1 (head is never trimmed)")
+        if min_replicas_to_ack and not hasattr(redis, "connection_pool"):
+            raise ValueError("min_replicas_to_ack needs a single primary (not ?cluster=true)")
+        self.min_replicas_to_ack = min_replicas_to_ack
+        self.ack_timeout_ms = ack_timeout_ms
         self.redis = redis
         self.keys = Keys(namespace)
         self.retention = retention
@@ -189,6 +198,8 @@ class Store:
         self._import = redis.register_script(lua.IMPORT)
         self._replicas = redis.register_script(lua.REPLICAS)
         self._sync_read = redis.register_script(lua.SYNC_READ)
+        self._floor = redis.register_script(durability.FLOOR)
+        self._ro_scripts = True
 
     @property
     def namespace(self) -> str:
@@ -237,7 +248,7 @@ class Store:
             self.inline_max_bytes,
         ]
         keys = [k.seq, k.head, k.epoch, k.history, k.audit, idem_key, k.rollout, k.rev]
-        res = await guarded(self._publish(keys=keys, args=args), "publish")
+        res, acked = await guarded(self._run_publish(keys, args), "publish")
         outcome, version, epoch, rsha = (text_of(x) for x in res)
         if outcome == "conflict":
             raise VersionConflict(expected_version or 0, int(version))
@@ -253,11 +264,37 @@ class Store:
                 else f"publish: no free version number in {self.namespace!r}",
                 epoch=epoch or None,
             )
+        if outcome == "idempotent" and self.min_replicas_to_ack:
+            acked = await guarded(self._wait_again(idem_key), "publish")
+        if acked is not None and acked < self.min_replicas_to_ack:
+            raise NotReplicated(int(version), acked, self.min_replicas_to_ack, self.ack_timeout_ms)
         return PublishResult(
             version=int(version),
             epoch=epoch,
             sha256=rsha,
             outcome=outcome,  # type: ignore[arg-type]
+        )
+
+    async def _run_publish(self, keys: list[str], args: list[Any]) -> tuple[Any, int | None]:
+        k = self.keys
+        return await durability.run_publish(
+            self.redis,
+            floor=self._floor,
+            floor_keys=[k.seq, k.epoch, k.replicas],
+            publish=self._publish,
+            keys=keys,
+            args=args,
+            min_replicas=self.min_replicas_to_ack,
+            timeout_ms=self.ack_timeout_ms,
+        )
+
+    async def _wait_again(self, idem_key: str) -> int:
+        return await durability.wait_again(
+            self.redis,
+            idem_key,
+            self.idempotency_ttl_s,
+            min_replicas=self.min_replicas_to_ack,
+            timeout_ms=self.ack_timeout_ms,
         )
 
     async def rollback(
@@ -314,7 +351,8 @@ class Store:
             *(f"{name}={value}" for name, value in labels.items()),
         ]  # fmt: skip
         res = await guarded(
-            self._sync_read(keys=[k.head, k.epoch, k.rollout, k.rev], args=args), "sync read"
+            self._read_only(self._sync_read, [k.head, k.epoch, k.rollout, k.rev], args),
+            "sync read",
         )
         epoch_now = text_of(res[1]) or None
         if (res[0] and stored_version(res[0]) is None) or (
@@ -349,13 +387,33 @@ class Store:
             raise CorruptRecord(str(exc), epoch=epoch_now, version=target) from None
         return msgspec.structs.replace(read, record=record)
 
+    async def _read_only(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """A script that only reads, as EVALSHA_RO: an ACL user with read-only access to the
+        keys may run it (docs/acl.md). Plain EVALSHA where that is missing (a cluster
+        client, an embedded fake Redis)."""
+        if not self._ro_scripts or not hasattr(self.redis, "connection_pool"):
+            return await script(keys=keys, args=args)
+        try:
+            try:
+                return await self.redis.evalsha_ro(script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                await self.redis.script_load(script.script)
+                return await self.redis.evalsha_ro(script.sha, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if "unknown command" not in str(exc).lower():
+                raise
+            self._ro_scripts = False
+            return await script(keys=keys, args=args)
+
     async def _fetch(
         self, known_epoch: str | None, known_version: int, known_sha256: str, *, head_only: bool
     ) -> tuple[Head, VersionRecord | None]:
         k = self.keys
         args: list[Any] = [k.record_prefix, known_epoch or "", known_version, known_sha256,
                 "1" if head_only else "0"]  # fmt: skip
-        res = await guarded(self._fetch_head(keys=[k.head, k.epoch], args=args), "fetch head")
+        res = await guarded(
+            self._read_only(self._fetch_head, [k.head, k.epoch], args), "fetch head"
+        )
         epoch, sha = text_of(res[1]) or None, text_of(res[2]) or None
         if res[0] and (stored_version(res[0]) is None or (len(res) == 4 and res[3] == b"damaged")):
             damage = f"{k.head} holds {text_of(res[0])[:40]!r}, not a version number"

@@ -20,7 +20,9 @@ from typing import Any, Generic, Literal, TypeVar, get_args
 
 import msgspec
 
+from configbus.connection import SENTINEL_SCHEMES, parse_sentinel_url
 from configbus.crypto import SecretBox
+from configbus.durability import DEFAULT_ACK_TIMEOUT_MS
 from configbus.errors import SettingsError
 from configbus.names import DEFAULT_NAMESPACE, NAMESPACE_RULE, is_namespace
 from configbus.rollout import parse_labels
@@ -33,9 +35,11 @@ __all__ = [
     "ADMIN_HISTORY_RETENTION",
     "ADMIN_MAX_BODY_BYTES",
     "ADMIN_MAX_IMPORT_BYTES",
+    "ADMIN_MIN_REPLICAS_TO_ACK",
     "ADMIN_PUBLISH_LIMIT",
     "ADMIN_PUBLISH_WINDOW_S",
     "ADMIN_REDIS_TIMEOUT_S",
+    "ADMIN_REPLICA_ACK_TIMEOUT_S",
     "ADMIN_TOKEN",
     "ADMIN_TOKENS",
     "ADMIN_TOKENS_FILE",
@@ -153,6 +157,19 @@ def _at_least_one(value: int) -> None:
 
 
 def _redis_url(value: str) -> None:
+    if value.startswith(SENTINEL_SCHEMES):
+        try:
+            parse_sentinel_url(value)
+        except ValueError as exc:
+            raise ValueError(f"sentinel URL: {exc}") from None
+        return
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(
+            f"{value!r} is not a redis://, rediss://, unix:// or redis+sentinel:// URL"
+        )
+
+
+def _plain_redis_url(value: str) -> None:
     if not value.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError(f"{value!r} is not a redis://, rediss:// or unix:// URL")
 
@@ -160,7 +177,7 @@ def _redis_url(value: str) -> None:
 def _redis_urls(value: str) -> None:
     for url in value.split(","):
         if url.strip():
-            _redis_url(url.strip())
+            _plain_redis_url(url.strip())
 
 
 def _at_least_zero(value: int) -> None:
@@ -189,7 +206,7 @@ def _path(raw: str) -> Path | None:
 TEXT = Reader[str](kind="text", parse=str)
 URL = Reader[str](kind="URL", parse=str)
 REDIS = Reader[str](
-    kind="`redis://`, `rediss://` (TLS) or `unix://` URL",
+    kind="`redis://`, `rediss://` (TLS), `unix://` or `redis+sentinel://` URL",
     parse=str,
     check=_redis_url,
     blank_is_default=False,
@@ -212,8 +229,13 @@ REDIS_URL = Variable[str](
     name="CONFIGBUS_REDIS_URL",
     default="redis://127.0.0.1:6379/0",
     meaning="The bus's Redis; credentials in the URL (`redis://user:password@host:6379/0` "
-    "for an ACL user), `?cluster=true` for a Redis Cluster. `configbus up` uses it when it "
-    "answers, else starts its own.",
+    "for an ACL user, see docs/acl.md), `rediss://` for TLS (`?ssl_ca_certs=/path/ca.pem`), "
+    "`?cluster=true` for a Redis Cluster. With Sentinel: "
+    "`redis+sentinel://[user:password@]host:port[,host:port...]/service_name[/db]` "
+    "(`rediss+sentinel://` for TLS): the sentinels are asked where the primary is, and "
+    "replicas, admins and the limiter follow a new primary after a failover (the "
+    "credentials are the Redis servers', the sentinels are asked without them). "
+    "`configbus up` uses it when it answers, else starts its own.",
     reader=REDIS,
     commands=frozenset({"admin", "proxy", "up"}),
     required=frozenset({"admin", "proxy"}),
@@ -394,6 +416,24 @@ ADMIN_HINT_MAX_BYTES = Variable[int](
     reader=Reader[int](kind="bytes (0: never)", parse=_integer, check=_at_least_zero),
     commands=frozenset({"admin"}),
 )
+ADMIN_MIN_REPLICAS_TO_ACK = Variable[int](
+    name="CONFIGBUS_ADMIN_MIN_REPLICAS_TO_ACK",
+    default=0,
+    meaning="Redis replicas that must acknowledge a publish (Redis `WAIT`) before the admin "
+    "answers 201; fewer within `CONFIGBUS_ADMIN_REPLICA_ACK_TIMEOUT_S` answer 503 "
+    "`not_replicated` (the version exists on the primary, but a failover now could lose it; "
+    "a retry with the same idempotency key waits again). 0: do not wait. Not with "
+    "`?cluster=true`.",
+    reader=Reader[int](kind="integer (0: do not wait)", parse=_integer, check=_at_least_zero),
+    commands=frozenset({"admin"}),
+)
+ADMIN_REPLICA_ACK_TIMEOUT_S = Variable[float](
+    name="CONFIGBUS_ADMIN_REPLICA_ACK_TIMEOUT_S",
+    default=DEFAULT_ACK_TIMEOUT_MS / 1000,
+    meaning="How long a publish waits for `CONFIGBUS_ADMIN_MIN_REPLICAS_TO_ACK` replicas.",
+    reader=SECONDS,
+    commands=frozenset({"admin"}),
+)
 
 # --------------------------------------------------------------------------------------
 # The admin client commands
@@ -436,6 +476,8 @@ VARIABLES: tuple[Variable[Any], ...] = (
     ADMIN_REDIS_TIMEOUT_S,
     ADMIN_HISTORY_RETENTION,
     ADMIN_HINT_MAX_BYTES,
+    ADMIN_MIN_REPLICAS_TO_ACK,
+    ADMIN_REPLICA_ACK_TIMEOUT_S,
     ADMIN_URL,
     ADMIN_TOKEN,
 )

@@ -400,6 +400,9 @@ def format_status(res: Replicas) -> str:
                 notes.append(f"rejected: {r.reason or '?'}")
             if r.stale:
                 notes.append("stale (serving a local copy)")
+            if not r.staged and r.epoch == s.epoch and r.version > s.head:
+                # Its version was lost by a failover; the next publish numbers above it.
+                notes.append(f"AHEAD of head: version {r.version} is not in the store")
             labels = ",".join(f"{k}={v}" for k, v in sorted(r.labels.items())) or "-"
             rows.append(
                 [
