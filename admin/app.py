@@ -31,7 +31,7 @@ from configbus.api import Status
 from configbus.connection import connect
 from configbus.crypto import SecretBox
 from configbus.errors import StoreError
-from configbus.store import REDIS_ERRORS, store_error
+from configbus.redis_calls import REDIS_ERRORS, store_error
 
 
 class State(TypedDict):

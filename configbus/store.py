@@ -7,35 +7,25 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import (
-    BusyLoadingError,
-    MasterDownError,
     NoScriptError,
-    ReadOnlyError,
-    RedisClusterException,
-    RedisError,
     ResponseError,
-    TryAgainError,
 )
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from configbus import durability, lua
+from configbus import backup, durability, lua
+from configbus.auditlog import scan_audit
 from configbus.codec import sha256_hex
 from configbus.errors import (
     CorruptRecord,
     DamagedNamespace,
     IdempotencyMismatch,
-    NamespaceNotEmpty,
     NotReplicated,
     RolloutRunning,
-    StoreError,
-    StoreUnavailable,
     VersionConflict,
     VersionNotFound,
 )
@@ -50,14 +40,14 @@ from configbus.records import (
     RecordMeta,
     ReplicaInfo,
     ReplicaStatus,
-    StoredStatus,
     SyncRead,
     VersionRecord,
-    audit_entry,
     parse_record,
+    replica_infos,
     stored_version,
     text_of,
 )
+from configbus.redis_calls import guarded
 from configbus.rollout import Rollout, rollout_args
 
 DEFAULT_RETENTION = 100
@@ -74,8 +64,6 @@ __all__ = [
     "DEFAULT_INLINE_MAX_BYTES",
     "DEFAULT_REPLICA_TTL_S",
     "DEFAULT_RETENTION",
-    "REDIS_ERRORS",
-    "UNAVAILABLE_ERRORS",
     "AuditEntry",
     "Export",
     "Head",
@@ -88,80 +76,11 @@ __all__ = [
     "Store",
     "VersionRecord",
     "parse_record",
-    "scan_audit",
-    "store_error",
 ]
 
 _status_encoder = msgspec.json.Encoder()
-_stored_status_decoder = msgspec.json.Decoder(StoredStatus)
-
-# Errors that mean "Redis cannot serve right now" (down, timing out, failing over, a cluster
-# without quorum, a replica that became read-only), as opposed to a bad request.
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    OSError,
-    ReadOnlyError,
-    RedisClusterException,
-    TryAgainError,
-    MasterDownError,
-    BusyLoadingError,
-)
-
-
-# Everything a redis-py call may raise that is about Redis, not about our code.
-REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, *UNAVAILABLE_ERRORS)
-
-
-def store_error(exc: BaseException, what: str) -> StoreError:
-    """The configbus error for a redis-py error: StoreUnavailable when Redis cannot serve."""
-    if isinstance(exc, UNAVAILABLE_ERRORS):
-        return StoreUnavailable(f"{what}: Redis unavailable: {exc}")
-    return StoreError(f"{what}: Redis error: {exc}")
-
 
 _REPAIR = "; a publish (PUT, without If-Match) by an admin replaces it"
-AUDIT_SCAN_CHUNK = 250
-
-
-async def scan_audit(
-    redis: aioredis.Redis,
-    key: str,
-    *,
-    count: int,
-    before: str | None = None,
-    match: Callable[[AuditEntry], bool] | None = None,
-    scan_max: int = 10 * AUDIT_SCAN_CHUNK,
-) -> tuple[list[AuditEntry], str | None]:
-    """Up to `count` entries of the audit stream `key` that `match`, newest first, older than
-    `before`; reads at most `scan_max` entries. Also returns where to resume: the last entry
-    read when the stream goes on beyond what was read, else None."""
-    if before is not None and not before.strip("0-"):
-        return [], None  # nothing is older than 0-0 (and Redis refuses "(0-0")
-    out: list[AuditEntry] = []
-    hi, scanned = ("+" if before is None else f"({before}"), 0
-    while len(out) < count and scanned < scan_max:
-        chunk = count if match is None else min(AUDIT_SCAN_CHUNK, scan_max - scanned)
-        rows = await guarded(redis.xrevrange(key, max=hi, min="-", count=chunk), "read audit")
-        scanned += len(rows)
-        for entry_id, raw in rows:
-            entry = audit_entry(entry_id, raw)
-            if match is None or match(entry):
-                out.append(entry)
-                if len(out) == count:
-                    return out, entry.id
-        if len(rows) < chunk:
-            return out, None
-        hi = f"({text_of(rows[-1][0])}"
-    return out, hi[1:] if hi.startswith("(") else None
-
-
-async def guarded(op: Awaitable[Any], what: str) -> Any:
-    # redis-py's reply types are unions of everything RESP can carry: callers know the shape.
-    try:
-        return await op
-    except REDIS_ERRORS as exc:
-        raise store_error(exc, what) from exc
 
 
 class Store:
@@ -194,7 +113,6 @@ class Store:
         self.inline_max_bytes = inline_max_bytes
         self._publish = redis.register_script(lua.PUBLISH)
         self._fetch_head = redis.register_script(lua.FETCH_HEAD)
-        self._heartbeat = redis.register_script(lua.HEARTBEAT)
         self._import = redis.register_script(lua.IMPORT)
         self._replicas = redis.register_script(lua.REPLICAS)
         self._sync_read = redis.register_script(lua.SYNC_READ)
@@ -487,14 +405,9 @@ class Store:
         return entries
 
     async def report(self, status: ReplicaStatus) -> None:
-        """Record a replica's status; the server clock stamps `last_seen`."""
-        await guarded(
-            self._heartbeat(
-                keys=[self.keys.replicas],
-                args=[status.replica_id, _status_encoder.encode(status)],
-            ),
-            "report status",
-        )
+        """Record a replica's status stamped with the server's clock now (two round trips:
+        for tools and tests; a replica's reporter follows the clock and uses `report_at`)."""
+        await self.report_at(status, await self.server_time())
 
     async def report_at(self, status: ReplicaStatus, last_seen: float) -> None:
         """Record a replica's status stamped `last_seen` (the server's clock, as the caller
@@ -512,79 +425,17 @@ class Store:
         return int(sec) + int(usec) / 1e6
 
     async def replicas(self, *, forget_after_s: float = 24 * 3600) -> list[ReplicaInfo]:
-        """Every replica that reported recently; long-dead ones are forgotten."""
+        """Every replica that reported recently; long-dead or unreadable ones are forgotten."""
         res = await guarded(self._replicas(keys=[self.keys.replicas]), "list replicas")
-        now = int(res[0]) + int(res[1]) / 1e6
-        raw = dict(zip(res[2::2], res[3::2], strict=True))
-        out, forget = [], []
-        for rid, value in raw.items():
-            try:
-                st = _stored_status_decoder.decode(value)
-            except msgspec.DecodeError:
-                forget.append(rid)
-                continue
-            age = now - st.last_seen
-            if age > forget_after_s:
-                forget.append(rid)
-                continue
-            fields = {f: getattr(st, f) for f in ReplicaStatus.__struct_fields__}
-            out.append(
-                ReplicaInfo(
-                    status=ReplicaStatus(**fields), last_seen=st.last_seen, alive=age <= st.ttl_s
-                )
-            )
+        out, forget = replica_infos(res, forget_after_s)
         if forget:
             await guarded(self.redis.hdel(self.keys.replicas, *forget), "forget replicas")
-        out.sort(key=lambda r: r.status.replica_id)
         return out
 
     async def export(self) -> Export:
         """Every retained version, for backup or re-seeding an empty store."""
-        head = await self.head()
-        if head.damage:
-            raise DamagedNamespace(f"export: {head.damage}{_REPAIR}", epoch=head.epoch)
-        nums = await guarded(self.redis.zrange(self.keys.history, 0, -1), "export")
-        pipe = self.redis.pipeline(transaction=False)
-        for n in nums:
-            pipe.hgetall(self.keys.record(int(n)))
-        rows = await guarded(pipe.execute(), "export") if nums else []
-        records = [
-            parse_record(fields, self.keys.record(int(n)))
-            for n, fields in zip(nums, rows, strict=True)
-            if fields  # trimmed between the two reads
-        ]
-        return Export(
-            namespace=self.namespace, epoch=head.epoch, head=head.version, records=records
-        )
+        return await backup.export(self)
 
     async def import_(self, data: Export, *, actor: str = "") -> int:
-        """Re-seed an empty namespace from an export. Refuses a namespace that has a head.
-
-        The imported versions keep their numbers but start a new epoch: a replica still
-        holding a version of the old lineage (perhaps one the export lacks) follows the
-        imported head instead of skipping it as "not newer"."""
-        if data.head == 0 or not data.records or data.epoch is None:
-            raise StoreError("import: the export holds no versions")
-        if data.head not in {r.version for r in data.records}:
-            raise StoreError(f"import: head version {data.head} is missing from the export")
-        for r in data.records:
-            r.verify()
-        k = self.keys
-        epoch = secrets.token_hex(8)
-        args: list[Any] = [k.record_prefix, k.changes, actor, epoch, data.head, len(data.records)]
-        for r in data.records:
-            fields: list[Any] = []
-            for name in VersionRecord.__struct_fields__:
-                value = epoch if name == "epoch" else getattr(r, name)
-                fields += [name, "" if value is None else value]
-            args += [len(fields), *fields]
-        res = await guarded(
-            self._import(keys=[k.seq, k.head, k.epoch, k.history, k.audit, k.rev], args=args),
-            "import",
-        )
-        if text_of(res[0]) == "not_empty":
-            raise NamespaceNotEmpty(
-                f"import: namespace {self.namespace!r} already has version {text_of(res[1])}; "
-                "import only re-seeds an empty store"
-            )
-        return int(res[1])
+        """Re-seed an empty namespace from an export (see `configbus.backup`)."""
+        return await backup.import_(self, data, actor=actor)

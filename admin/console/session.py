@@ -25,7 +25,7 @@ from starlette.requests import Request
 from admin.http import ApiError, Services
 from admin.settings import Token
 from configbus.errors import StoreError
-from configbus.store import REDIS_ERRORS, store_error
+from configbus.redis_calls import REDIS_ERRORS, store_error
 
 T = TypeVar("T")
 Guarded = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
