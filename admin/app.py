@@ -18,10 +18,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from admin import rollout_routes, routes
+from admin.answers import JSON, ApiError
 from admin.auth import TokenTable
 from admin.breaker import CircuitBreaker
 from admin.console import Console, SecurityHeaders, Sessions, console_routes
-from admin.http import JSON, ApiError, Services, services
+from admin.http import Services, services
 from admin.metrics import AdminMetrics
 from admin.openapi import spec
 from admin.ratelimit import RateLimiter
