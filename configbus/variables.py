@@ -13,18 +13,31 @@ publish, get, status...), `up` (the local fleet).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar, get_args
+from typing import Any
 
-import msgspec
-
-from configbus.connection import SENTINEL_SCHEMES, parse_sentinel_url
-from configbus.crypto import SecretBox
 from configbus.durability import DEFAULT_ACK_TIMEOUT_MS
-from configbus.errors import SettingsError
-from configbus.names import DEFAULT_NAMESPACE, NAMESPACE_RULE, is_namespace
+from configbus.names import DEFAULT_NAMESPACE
+from configbus.registry import (
+    BYTES,
+    COMMANDS,
+    COUNT,
+    FERNET_KEYS,
+    NAMESPACE_NAME,
+    PATH,
+    REDIS,
+    SECONDS,
+    TEXT,
+    URL,
+    Command,
+    Reader,
+    Variable,
+    at_least_one,
+    at_least_zero,
+    integer,
+    redis_urls,
+)
 from configbus.rollout import parse_labels
 from configbus.store import DEFAULT_INLINE_MAX_BYTES, DEFAULT_RETENTION
 
@@ -65,163 +78,6 @@ __all__ = [
     "read_by",
 ]
 
-T = TypeVar("T")
-Command = Literal["admin", "proxy", "client", "up"]
-COMMANDS: tuple[Command, ...] = get_args(Command)
-
-
-def _anything(value: object) -> None:
-    return None
-
-
-class Reader(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
-    """How a variable's text becomes a value (`parse`), and which values are allowed
-    (`check`, also applied to values given by flags). Both raise ValueError with a message
-    that the variable prefixes with its name, or a SettingsError that already names it."""
-
-    kind: str  # what the value is, for the docs
-    parse: Callable[[str], T]
-    check: Callable[[T], None] = _anything
-    # An empty value means "unset" (the default), except where the default would hide a
-    # mistake: an empty Redis URL or namespace is refused, not replaced.
-    blank_is_default: bool = True
-
-
-class Variable(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
-    """One environment variable: the only place its name, default and meaning are written."""
-
-    name: str
-    default: T
-    meaning: str
-    reader: Reader[T]
-    commands: frozenset[Command]
-    # Commands a deployment must give it to: they refuse to start without it, or its
-    # default only suits a process on the developer's machine.
-    required: frozenset[Command] = frozenset()
-    # Another variable that may be set in this one's place (tokens or a tokens file).
-    instead: str = ""
-    # How the docs show a default computed at start (the replica id).
-    shown_default: str = ""
-
-    def read(self, env: Mapping[str, str]) -> T:
-        """The checked value of `env[name]`; the default when unset (or empty, see Reader)."""
-        raw = env.get(self.name)
-        if raw is None or (raw == "" and self.reader.blank_is_default):
-            return self.default
-        return self.parse(raw)
-
-    def parse(self, raw: str) -> T:
-        try:
-            value = self.reader.parse(raw)
-        except ValueError as exc:
-            raise SettingsError(f"{self.name}: {exc}") from None
-        return self.check(value)
-
-    def check(self, value: T) -> T:
-        try:
-            self.reader.check(value)
-        except ValueError as exc:
-            raise SettingsError(f"{self.name}: {exc}") from None
-        return value
-
-
-# --------------------------------------------------------------------------------------
-# Readers
-
-
-def _number(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{raw!r} is not a number") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{raw!r} is not a finite number")
-    return value
-
-
-def _integer(raw: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{raw!r} is not an integer") from None
-
-
-def _above_zero(value: float) -> None:
-    if not value > 0:
-        raise ValueError("must be above 0")
-
-
-def _at_least_one(value: int) -> None:
-    if value < 1:
-        raise ValueError("must be at least 1")
-
-
-def _redis_url(value: str) -> None:
-    if value.startswith(SENTINEL_SCHEMES):
-        try:
-            parse_sentinel_url(value)
-        except ValueError as exc:
-            raise ValueError(f"sentinel URL: {exc}") from None
-        return
-    if not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(
-            f"{value!r} is not a redis://, rediss://, unix:// or redis+sentinel:// URL"
-        )
-
-
-def _plain_redis_url(value: str) -> None:
-    if not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"{value!r} is not a redis://, rediss:// or unix:// URL")
-
-
-def _redis_urls(value: str) -> None:
-    for url in value.split(","):
-        if url.strip():
-            _plain_redis_url(url.strip())
-
-
-def _at_least_zero(value: int) -> None:
-    if value < 0:
-        raise ValueError("must be at least 0")
-
-
-def _namespace(value: str) -> None:
-    if not is_namespace(value):
-        raise ValueError(f"{value!r} is not a valid namespace: {NAMESPACE_RULE}")
-
-
-def _keys(raw: str) -> tuple[str, ...]:
-    return tuple(k.strip() for k in raw.split(",") if k.strip())
-
-
-def _fernet_keys(keys: tuple[str, ...]) -> None:
-    if keys:
-        SecretBox(keys)  # a SettingsError naming the variable and the bad key
-
-
-def _path(raw: str) -> Path | None:
-    return Path(raw)
-
-
-TEXT = Reader[str](kind="text", parse=str)
-URL = Reader[str](kind="URL", parse=str)
-REDIS = Reader[str](
-    kind="`redis://`, `rediss://` (TLS), `unix://` or `redis+sentinel://` URL",
-    parse=str,
-    check=_redis_url,
-    blank_is_default=False,
-)
-NAMESPACE_NAME = Reader[str](
-    kind=f"namespace: {NAMESPACE_RULE}", parse=str, check=_namespace, blank_is_default=False
-)
-FERNET_KEYS = Reader[tuple[str, ...]](
-    kind="Fernet keys, comma-separated", parse=_keys, check=_fernet_keys
-)
-PATH = Reader[Path | None](kind="file path", parse=_path)
-SECONDS = Reader[float](kind="seconds (> 0)", parse=_number, check=_above_zero)
-COUNT = Reader[int](kind="integer (≥ 1)", parse=_integer, check=_at_least_one)
-BYTES = Reader[int](kind="bytes (≥ 1)", parse=_integer, check=_at_least_one)
-
 # --------------------------------------------------------------------------------------
 # The bus: every process on it
 
@@ -247,7 +103,7 @@ REDIS_READ_URL = Variable[str](
     "replica reads and listens through one of them (picked by its id, so a fleet spreads "
     "evenly) and writes to `CONFIGBUS_REDIS_URL`; a lagging or dead one is bypassed for the "
     "primary. Unset: everything goes to the primary. See docs/scale.md.",
-    reader=Reader[str](kind="`redis://` URLs, comma-separated", parse=str, check=_redis_urls),
+    reader=Reader[str](kind="`redis://` URLs, comma-separated", parse=str, check=redis_urls),
     commands=frozenset({"proxy"}),
 )
 SECRET_KEYS = Variable[tuple[str, ...]](
@@ -374,7 +230,7 @@ ADMIN_PUBLISH_WINDOW_S = Variable[int](
     name="CONFIGBUS_ADMIN_PUBLISH_WINDOW_S",
     default=60,
     meaning="The publish limit's window.",
-    reader=Reader[int](kind="whole seconds (≥ 1)", parse=_integer, check=_at_least_one),
+    reader=Reader[int](kind="whole seconds (≥ 1)", parse=integer, check=at_least_one),
     commands=frozenset({"admin"}),
 )
 ADMIN_BREAKER_FAILURES = Variable[int](
@@ -413,7 +269,7 @@ ADMIN_HINT_MAX_BYTES = Variable[int](
     meaning="A plain publish whose document is at most this big carries it in the change "
     "hint, so replicas apply it without reading Redis (they still verify it); 0: never. "
     "Redis copies each hint to every subscriber: see docs/scale.md.",
-    reader=Reader[int](kind="bytes (0: never)", parse=_integer, check=_at_least_zero),
+    reader=Reader[int](kind="bytes (0: never)", parse=integer, check=at_least_zero),
     commands=frozenset({"admin"}),
 )
 ADMIN_MIN_REPLICAS_TO_ACK = Variable[int](
@@ -424,7 +280,7 @@ ADMIN_MIN_REPLICAS_TO_ACK = Variable[int](
     "`not_replicated` (the version exists on the primary, but a failover now could lose it; "
     "a retry with the same idempotency key waits again). 0: do not wait. Not with "
     "`?cluster=true`.",
-    reader=Reader[int](kind="integer (0: do not wait)", parse=_integer, check=_at_least_zero),
+    reader=Reader[int](kind="integer (0: do not wait)", parse=integer, check=at_least_zero),
     commands=frozenset({"admin"}),
 )
 ADMIN_REPLICA_ACK_TIMEOUT_S = Variable[float](
