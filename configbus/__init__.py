@@ -69,6 +69,7 @@ from configbus.escape import printable
 from configbus.llm import (
     document_decoder,
 )
+from configbus.logs import request_context
 from configbus.names import (
     NAMESPACE_RULE,
     is_namespace,
@@ -101,6 +102,7 @@ from configbus.store import (
     scan_audit,
     store_error,
 )
+from configbus.tracing import context_from_traceparent, traceparent_of, tracer_provider
 from configbus.validation import (
     issue_from_msgspec,
     to_document,
@@ -167,6 +169,7 @@ __all__ = [
     "check_fields",
     "connect",
     "connect_read",
+    "context_from_traceparent",
     "counter_key",
     "decode_body",
     "decrypt_secrets",
@@ -182,6 +185,7 @@ __all__ = [
     "printable",
     "read_fields",
     "reencrypt_secrets",
+    "request_context",
     "rollout",
     "scan_audit",
     "secrets_of",
@@ -189,6 +193,8 @@ __all__ = [
     "store_error",
     "to_builtins",
     "to_document",
+    "traceparent_of",
+    "tracer_provider",
     "unmask_secrets",
     "variables",
 ]

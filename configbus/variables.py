@@ -43,6 +43,7 @@ __all__ = [
     "COMMANDS",
     "DOCUMENT_NAMED",
     "HEARTBEAT_INTERVAL_S",
+    "LOG_FORMAT",
     "NAMESPACE",
     "PROXY_GRACEFUL_TIMEOUT_S",
     "PROXY_MAX_BODY_BYTES",
@@ -205,6 +206,14 @@ SECONDS = Reader[float](kind="seconds (> 0)", parse=_number, check=_above_zero)
 COUNT = Reader[int](kind="integer (≥ 1)", parse=_integer, check=_at_least_one)
 BYTES = Reader[int](kind="bytes (≥ 1)", parse=_integer, check=_at_least_one)
 
+
+def _log_format(value: str) -> None:
+    if value not in ("text", "json"):
+        raise ValueError(f"{value!r} is not a log format (text or json)")
+
+
+LOG_FORMATS = Reader[str](kind="`text` or `json`", parse=str.lower, check=_log_format)
+
 # --------------------------------------------------------------------------------------
 # The bus: every process on it
 
@@ -302,6 +311,15 @@ PROXY_GRACEFUL_TIMEOUT_S = Variable[float](
     "they are cut; the default is the default provider `timeout_s`.",
     reader=SECONDS,
     commands=frozenset({"proxy"}),
+)
+
+LOG_FORMAT = Variable[str](
+    name="CONFIGBUS_LOG_FORMAT",
+    default="text",
+    meaning="`json`: one JSON object per log line (time, level, logger, message, and on a "
+    "replica's request the request id, config version and trace id); `text`: plain lines.",
+    reader=LOG_FORMATS,
+    commands=frozenset({"admin", "proxy"}),
 )
 
 # --------------------------------------------------------------------------------------
@@ -425,6 +443,7 @@ VARIABLES: tuple[Variable[Any], ...] = (
     HEARTBEAT_INTERVAL_S,
     PROXY_MAX_BODY_BYTES,
     PROXY_GRACEFUL_TIMEOUT_S,
+    LOG_FORMAT,
     ADMIN_TOKENS,
     ADMIN_TOKENS_FILE,
     ADMIN_MAX_BODY_BYTES,

@@ -175,6 +175,7 @@ def create_app(
             retry_backoff_s=ps.retry_backoff_s,
             traffic=traffic,
             tracer=tracer,
+            log_context=ps.log_format == "json",
         )
         await limits.start()
         await watcher.start()

@@ -21,6 +21,7 @@ from opentelemetry.trace import Tracer
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
+from configbus.logs import request_context
 from configbus.watcher import Applied
 from proxy import anthropic, errors
 from proxy.admission import (
@@ -132,8 +133,10 @@ class ChatHandler:
         retry_backoff_s: float,
         traffic: TrafficCounter,
         tracer: Tracer | None = None,
+        log_context: bool = False,
     ) -> None:
         self._current = current
+        self._log_context = log_context  # JSON logs: say which request a line is about
         self._tracer = tracer
         self._traffic = traffic
         self._limits = limits
@@ -166,7 +169,15 @@ class ChatHandler:
             if self._tracer is None
             else RequestTrace(self._tracer, parent, applied.version, ex.request_id)
         )
-        scope["configbus.exchange"] = ex  # for the logs
+        scope["configbus.exchange"] = ex  # for the unhandled-error answer
+        if self._log_context:
+            request_context.set(
+                (
+                    ex.request_id.decode("latin-1"),
+                    str(applied.version),
+                    "" if tr is None else tr.trace_id(),
+                )
+            )
         rt: Runtime = applied.value
         rt.acquire()
         held = True

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -249,3 +250,38 @@ def test_status_names_the_slowest_replica_of_the_last_publish() -> None:
     )
     text = format_status(Replicas(summary=summary, replicas=[]))
     assert "propagation of version 7: slowest replica r2 (12.3 ms after the publish)" in text
+
+
+def test_json_logs_name_the_request_version_and_trace(
+    redis_server: RedisServer, namespace: str, mocks: tuple[Mock, Mock]
+) -> None:
+    a, b = mocks
+    replica = Replica(
+        redis_server.url,
+        namespace,
+        replica_id="obs-json",
+        env={"CONFIGBUS_LOG_FORMAT": "json", "OTEL_TRACES_EXPORTER": "console"},
+    )
+    v = publish(redis_server.url, namespace, data_for(a, b))
+    a.control(fail_rate=1.0, status=500)
+    try:
+        with running(replica), httpx.Client(timeout=10) as c:
+            wait_for(lambda: replica.version() == v, timeout=10, what="replica applies")
+            # Two requests, two failed attempts each on upstream-a: its breaker opens (3
+            # failures) during the second, which logs it.
+            for i in range(2):
+                r = c.post(
+                    replica.url + "/v1/chat/completions",
+                    json=CHAT,
+                    headers={**AUTH, "x-request-id": f"json-{i}"},
+                )
+                assert r.status_code == 200
+            text = replica.service.log.read_text()
+    finally:
+        a.control(fail_rate=0.0)
+    lines = [json.loads(x) for x in text.splitlines() if x.startswith('{"time"')]
+    assert lines and all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    opened = [x for x in lines if "circuit open" in x["message"]]
+    assert opened, text[-2000:]
+    assert opened[0]["request_id"] == "json-1" and opened[0]["config_version"] == str(v)
+    assert len(opened[0]["trace_id"]) == 32
