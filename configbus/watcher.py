@@ -238,6 +238,7 @@ class Watcher(Generic[T, R]):
         if record is not None and inline_applies(record, _held(cur)):
             # A plain publish happened, so no rollout runs: everyone runs head.
             self._rollout_running = False
+            self.metrics.head_version.set(record.version)
             return await self._apply(record, record.epoch, verified=True)
         return await self._sync_read()
 
@@ -277,6 +278,7 @@ class Watcher(Generic[T, R]):
             self._rejected = None
             self.reporter.wake()
 
+        self.metrics.head_version.set(read.head)
         if read.head == 0:
             # An empty store (new lineage, nothing published yet): keep what we serve.
             self._set_stale(True)

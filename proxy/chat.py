@@ -213,14 +213,14 @@ class ChatHandler:
                 failed = False
                 self._traffic.record(applied.version, time.perf_counter() - started, False)
                 held = False  # the stream releases the snapshot when it ends
-                result.raw_headers += ex.headers()
+                result.raw_headers += ex.headers(self._metrics.overhead.observe)
                 await result(scope, receive, send)
                 return
             failed = result[0] >= 500
             if ticket is not None and ticket.tokens:
                 ok = result[0] < 400
                 ticket.settle(usage_of(result[1]) if ok else None, ok)
-            headers += ex.headers()
+            headers += ex.headers(self._metrics.overhead.observe)
             if tr is not None:
                 tr.end(result[0])
             await send({"type": "http.response.start", "status": result[0], "headers": headers})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Callable
 
 REQUEST_ID = b"x-request-id"
 CONFIG_VERSION = b"x-configbus-config-version"
@@ -49,10 +50,13 @@ class Exchange:
     def overhead_ms(self) -> float:
         return (time.perf_counter() - self.started - self.upstream_s) * 1000.0
 
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        """The three headers, with the overhead as of now."""
+    def headers(self, observe: Callable[[float], None] | None = None) -> list[tuple[bytes, bytes]]:
+        """The three headers, with the overhead as of now (given to `observe` in seconds)."""
+        ms = self.overhead_ms()
+        if observe is not None:
+            observe(ms / 1000.0)
         return [
             (REQUEST_ID, self.request_id),
             (CONFIG_VERSION, self.version),
-            (OVERHEAD_MS, b"%.3f" % self.overhead_ms()),
+            (OVERHEAD_MS, b"%.3f" % ms),
         ]
