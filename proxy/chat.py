@@ -359,8 +359,7 @@ class ChatHandler:
                 metrics.request(model, p.name, status)
                 headers.append((b"x-configbus-provider", p.name_bytes))
                 if tr is not None:
-                    tr.attempt_end("ok")
-                    tr.root.set_attribute("configbus.provider", p.name)
+                    tr.attempt_end("ok", p.name)
                 if stream and status == 200:
                     on_close = rt.release if tr is None else traced_close(rt, tr, status)
                     return RelayResponse(relay(resp, p, ticket), headers=headers, on_close=on_close)
