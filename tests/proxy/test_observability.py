@@ -221,6 +221,21 @@ async def test_a_publish_and_each_replica_apply_share_one_trace(
                 "configbus_propagation_seconds_count", {"namespace": namespace}
             )
             assert count is not None and count >= 1
+
+        # The admin's summary names the slowest replica of this publish (from heartbeats).
+        async def slowest() -> Any:
+            got = await c.get(
+                f"/v1/namespaces/{namespace}/replicas", headers=admin_helpers.auth("viewer")
+            )
+            return got.json()["summary"].get("slowest_replica")
+
+        name = None
+        for _ in range(200):  # bounded: 10 s
+            name = await slowest()
+            if name is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert name in ("apply-r1", "apply-r2")
     spans = exporter.get_finished_spans()
     [pub] = [s for s in spans if s.name == "configbus.publish"]
     applies = [s for s in spans if s.name == "configbus.apply"]
