@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import TypedDict
 
 import msgspec
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -33,6 +34,7 @@ from configbus.connection import connect
 from configbus.crypto import SecretBox
 from configbus.errors import StoreError
 from configbus.redis_calls import REDIS_ERRORS, store_error
+from configbus.tracing import tracer_provider
 
 
 class State(TypedDict):
@@ -78,8 +80,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     ).response()
 
 
-def create_app(settings: AdminSettings) -> Starlette:
-    """The admin service for `settings`; refuses to build without a token."""
+def create_app(settings: AdminSettings, *, tracing: TracerProvider | None = None) -> Starlette:
+    """The admin service for `settings`; refuses to build without a token. Publishes are
+    traced to `tracing` when given, else where the `OTEL_*` variables say (default: off)."""
     settings.check()
     box = SecretBox(settings.bus.secret_keys) if settings.bus.secret_keys else None
 
@@ -107,6 +110,8 @@ def create_app(settings: AdminSettings) -> Starlette:
             box=box,
             metrics=AdminMetrics(),
         )
+        provider = tracing if tracing is not None else tracer_provider("configbus-admin")
+        svc.tracer = None if provider is None else provider.get_tracer("configbus.admin")
         svc.sessions = Console(Sessions(redis, settings.tokens, svc.guarded))
         driver = Driver(
             redis,
@@ -123,6 +128,8 @@ def create_app(settings: AdminSettings) -> Starlette:
             await asyncio.wait([driving], timeout=5)
             await svc.limiter.aclose()
             await redis.aclose()
+            if provider is not None and tracing is None:
+                provider.shutdown()
 
     spec_json = msgspec.json.encode(spec())
 

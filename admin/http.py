@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
+from opentelemetry.trace import Tracer
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -81,6 +82,7 @@ class Services:
     stores: dict[str, Store] = field(default_factory=dict)
     auditor: Auditor = field(default_factory=Auditor)
     sessions: Authenticator | None = None  # set by the console: cookie sessions, same roles
+    tracer: Tracer | None = None  # OpenTelemetry, when OTEL_TRACES_EXPORTER names an exporter
 
     def store(self, namespace: str) -> Store:
         store = self.stores.get(namespace)

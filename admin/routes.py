@@ -16,6 +16,7 @@ from admin.diff import changed_paths, unified
 from admin.http import Ctx, endpoint, is_uint
 from admin.merge import merge_patch
 from admin.rollouts import end_by_hand
+from admin.tracing import publish_span
 from configbus.api import (
     MAX_VERSION,
     MAX_VERSION_DIGITS,
@@ -98,20 +99,23 @@ async def store_publish(
     expected: int | None,
     rollout: Rollout | None = None,
 ) -> PublishResult:
-    """Publish `body` for this request: its token, Idempotency-Key and fingerprint."""
+    """Publish `body` for this request: its token, Idempotency-Key and fingerprint. Traced
+    (when tracing is on) as a span whose context rides the change hint to the replicas."""
     key = ctx.idempotency_key()
-    return await ctx.run(
-        lambda: ctx.store.publish(
-            body,
-            expected_version=expected,
-            idempotency_key=key,
-            request_sha256=ctx.request_fingerprint(),
-            author=ctx.token.name,
-            message=message,
-            kind=kind,
-            rollout=rollout,
+    with publish_span(ctx, kind) as traceparent:
+        return await ctx.run(
+            lambda: ctx.store.publish(
+                body,
+                expected_version=expected,
+                idempotency_key=key,
+                request_sha256=ctx.request_fingerprint(),
+                author=ctx.token.name,
+                message=message,
+                kind=kind,
+                rollout=rollout,
+                traceparent=traceparent,
+            )
         )
-    )
 
 
 async def head_document(ctx: Ctx) -> Document | None:
@@ -388,9 +392,12 @@ async def replicas(ctx: Ctx) -> Response:
                 == (head.epoch, head.version, head.sha256),
                 labels=dict(st.labels),
                 staged=st.staged,
+                propagation_s=st.propagation_s,
             )
         )
     alive = [r for r in rows if r.alive]
+    timed = [r for r in alive if r.on_head and r.propagation_s is not None]
+    slowest = max(timed, key=lambda r: r.propagation_s or 0.0) if timed else None
     summary = ReplicaSummary(
         head=head.version,
         epoch=head.epoch,
@@ -401,6 +408,8 @@ async def replicas(ctx: Ctx) -> Response:
         per_version={str(v): c for v, c in sorted(per_version.items())},
         all_on_head=bool(alive) and all(r.on_head for r in alive),
         damage=head.damage,
+        slowest_replica=slowest.replica_id if slowest else None,
+        slowest_propagation_s=slowest.propagation_s if slowest else None,
     )
     return JSON(Replicas(summary=summary, replicas=rows))
 

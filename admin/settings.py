@@ -101,6 +101,7 @@ class AdminSettings(msgspec.Struct, frozen=True, kw_only=True):
     bus: BusSettings
     tokens: tuple[Token, ...]
     max_body_bytes: int = v.ADMIN_MAX_BODY_BYTES.default
+    log_format: str = v.LOG_FORMAT.default  # `json`: log lines as JSON objects
     max_import_bytes: int = v.ADMIN_MAX_IMPORT_BYTES.default
     publish_limit: int = v.ADMIN_PUBLISH_LIMIT.default
     publish_window_s: int = v.ADMIN_PUBLISH_WINDOW_S.default
@@ -161,6 +162,7 @@ class AdminSettings(msgspec.Struct, frozen=True, kw_only=True):
 # Field of AdminSettings → the variable that fills it (tokens are parsed above).
 ADMIN_FIELDS: Mapping[str, Variable[Any]] = {
     "max_body_bytes": v.ADMIN_MAX_BODY_BYTES,
+    "log_format": v.LOG_FORMAT,
     "max_import_bytes": v.ADMIN_MAX_IMPORT_BYTES,
     "publish_limit": v.ADMIN_PUBLISH_LIMIT,
     "publish_window_s": v.ADMIN_PUBLISH_WINDOW_S,

@@ -271,6 +271,11 @@ def main() -> int:
         action="store_true",
         help="only a key rpm (the document a replica before fleet limits understands)",
     )
+    ap.add_argument(
+        "--tracing",
+        action="store_true",
+        help="also a second replica tracing every request (bench/traced_proxy.py)",
+    )
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         print("wrk not found (apt-get install -y wrk)", file=sys.stderr)
@@ -281,6 +286,7 @@ def main() -> int:
     py = sys.executable
     redis = RedisServer().start()
     mport, pport, rport, sport = free_port(), free_port(), free_port(), free_port()
+    tport = free_port()
     mock_url = f"http://127.0.0.1:{mport}"
     stream_url = f"http://127.0.0.1:{sport}"
     mock = Service(configbus_cmd("mock-upstream", "--port", str(mport), "--name", "A"))
@@ -295,6 +301,13 @@ def main() -> int:
             "CONFIGBUS_REPLICA_ID": "bench",
         },
     )
+    replica_env = {
+        "CONFIGBUS_REDIS_URL": redis.url,
+        "CONFIGBUS_NAMESPACE": NAMESPACE,
+        "CONFIGBUS_SECRET_KEYS": SECRET_KEY,
+        "CONFIGBUS_REPLICA_ID": "bench-traced",
+    }
+    traced = Service([py, str(ROOT / "bench" / "traced_proxy.py"), str(tport)], env=replica_env)
     results: dict[str, Any] = {
         "duration_s": args.duration,
         "cpus": os.cpu_count(),
@@ -302,7 +315,7 @@ def main() -> int:
         "load_before": os.getloadavg(),
     }
     try:
-        for s in (mock, stream_mock, passthrough, replica):
+        for s in (mock, stream_mock, passthrough, replica, *([traced] if args.tracing else [])):
             s.start()
         mock.wait_http(mock_url + "/_stats")
         stream_mock.wait_http(stream_url + "/_stats")
@@ -327,6 +340,9 @@ def main() -> int:
             "passthrough": (f"http://127.0.0.1:{pport}", passthrough),
             "replica": (f"http://127.0.0.1:{rport}", replica),
         }
+        if args.tracing:
+            traced.wait_http(f"http://127.0.0.1:{tport}/health/ready")
+            targets["replica_traced"] = (f"http://127.0.0.1:{tport}", traced)
         # Targets interleaved, `--interleave` times: each comparison sees the same machine
         # noise; the run with the median req/s of each target is reported, with the spread.
         runs: dict[str, dict[int, list[dict[str, Any]]]] = {
@@ -407,6 +423,15 @@ def main() -> int:
             over = rp["c1"]["p50_ms"] - d["c1"]["p50_ms"]
             checks["c1_p50_overhead_ms"] = round(over, 3)
             checks["c1_p50_overhead_at_most_0.3ms"] = over <= 0.3
+        if "c1" in d and "replica_traced" in results:
+            t = results["replica_traced"]["c1"]
+            cost = t["p50_ms"] - rp["c1"]["p50_ms"]
+            checks["c1_p50_tracing_cost_ms"] = round(cost, 3)
+            checks["c1_p50_tracing_cost_spread_ms"] = [
+                round(x - y, 3)
+                for x, y in zip(t["p50_ms_spread"], rp["c1"]["p50_ms_spread"], strict=True)
+            ]
+            checks["c1_p50_tracing_at_most_0.1ms"] = cost <= 0.1
         if "c64" in p:
             ratio = rp["c64"]["rps"] / p["c64"]["rps"]
             checks["c64_rps_vs_passthrough"] = round(ratio, 3)
@@ -419,8 +444,9 @@ def main() -> int:
             checks[f"{key}_reload_failures"] = r["failed_with"]
         results["targets"] = checks
     finally:
-        for s in (replica, passthrough, stream_mock, mock):
-            s.stop()
+        for s in (traced, replica, passthrough, stream_mock, mock):
+            if s.proc is not None:
+                s.stop()
         redis.cleanup()
         script.unlink(missing_ok=True)
     print(json.dumps(results, indent=2))

@@ -71,6 +71,7 @@ from configbus.escape import printable
 from configbus.llm import (
     document_decoder,
 )
+from configbus.logs import request_context
 from configbus.names import (
     NAMESPACE_RULE,
     is_namespace,
@@ -92,6 +93,7 @@ from configbus.settings import (
     read_fields,
 )
 from configbus.store import Export, Head, Kind, PublishResult, RecordMeta, Store, VersionRecord
+from configbus.tracing import context_from_traceparent, traceparent_of, tracer_provider
 from configbus.validation import (
     issue_from_msgspec,
     to_document,
@@ -159,6 +161,7 @@ __all__ = [
     "check_fields",
     "connect",
     "connect_read",
+    "context_from_traceparent",
     "counter_key",
     "decode_body",
     "decrypt_secrets",
@@ -174,6 +177,7 @@ __all__ = [
     "printable",
     "read_fields",
     "reencrypt_secrets",
+    "request_context",
     "rollout",
     "scan_audit",
     "secrets_of",
@@ -181,6 +185,8 @@ __all__ = [
     "store_error",
     "to_builtins",
     "to_document",
+    "traceparent_of",
+    "tracer_provider",
     "unmask_secrets",
     "variables",
 ]

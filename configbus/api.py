@@ -189,6 +189,7 @@ class ReplicaRow(_Response, frozen=True, kw_only=True):
     alive: bool
     on_head: bool
     labels: dict[str, str] = {}  # what rollout stages select it by
+    propagation_s: float | None = None  # its version's publish → its swap
     staged: bool = False  # runs a rollout's version, not head
 
 
@@ -205,6 +206,9 @@ class ReplicaSummary(_Response, frozen=True, kw_only=True):
     all_on_head: bool
     # What is wrong with the namespace's head, when something is (a publish repairs it).
     damage: str | None = None
+    # The live replica on head that swapped to it last, and how long after the publish.
+    slowest_replica: str | None = None
+    slowest_propagation_s: float | None = None
 
 
 class Replicas(_Response, frozen=True, kw_only=True):

@@ -1,6 +1,6 @@
 """What a message on the change channel says.
 
-A hint is `{version, sha256, epoch, rev[, rollout]}`: "the namespace changed, here is what
+A hint is `{version, sha256, epoch, rev[, rollout][, traceparent]}`: "the namespace changed, here is what
 it changed to". A plain publish whose body is small enough (the publisher's inline limit)
 also carries its whole record: the JSON header, a newline, then the body. A replica may
 apply that record without reading Redis, under the rule in `inline_applies`; anything else
@@ -9,6 +9,8 @@ which stays the truth.
 """
 
 from __future__ import annotations
+
+import re
 
 import msgspec
 
@@ -22,6 +24,7 @@ class Hint(msgspec.Struct, frozen=True):
     epoch: str = ""
     rev: int = 0  # the namespace's change count once this change was made (0: not said)
     rollout: bool = False  # a rollout started, moved or ended: who runs what may change
+    traceparent: str = ""  # W3C trace context of the publish, when the admin traced it
     # Present only when the body follows the header (a plain publish):
     parent: int | None = None
     created_at: float | None = None
@@ -32,6 +35,16 @@ class Hint(msgspec.Struct, frozen=True):
 
 
 _decoder = msgspec.json.Decoder(Hint)
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+def parse_traceparent(value: str) -> tuple[int, int, int] | None:
+    """(trace id, span id, flags) of a W3C traceparent (version 00), or None."""
+    m = _TRACEPARENT.match(value)
+    if m is None:
+        return None
+    trace_id, span_id = int(m[1], 16), int(m[2], 16)
+    return (trace_id, span_id, int(m[3], 16)) if trace_id and span_id else None
 
 
 def parse_hint(data: bytes) -> tuple[Hint, VersionRecord | None]:

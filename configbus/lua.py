@@ -132,6 +132,8 @@ local rev = str((num(redis.call('GET', KEYS[8]) or '0') or 0) + 1)
 redis.call('SET', KEYS[8], rev)
 local hint = '{"version":' .. version .. ',"sha256":"' .. sha .. '","epoch":"' .. epoch ..
   '","rev":' .. rev
+-- The publisher's trace context (checked by the caller: 55 chars of hex and dashes).
+if (ARGV[21] or '') ~= '' then hint = hint .. ',"traceparent":"' .. ARGV[21] .. '"' end
 if rollout_id ~= '' then
   redis.call('DEL', KEYS[7])
   redis.call('HSET', KEYS[7], 'id', rollout_id, 'state', 'running', 'version', version,

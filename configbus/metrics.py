@@ -19,6 +19,19 @@ class WatcherMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
             registry=r,
         ).labels(namespace)
+        self.head_version = Gauge(
+            "configbus_head_version",
+            "The namespace's head version as this process last read or heard it",
+            ns,
+            registry=r,
+        ).labels(namespace)
+        self.propagation_seconds = Histogram(
+            "configbus_propagation_seconds",
+            "Time from a version's publish (its record's created_at) to this process's swap",
+            ns,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        ).labels(namespace)
         self.rejects = Counter(
             "configbus_rejects", "Versions rejected (NACK)", ns, registry=r
         ).labels(namespace)

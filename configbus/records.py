@@ -170,6 +170,8 @@ class ReplicaStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     # Requests served per version (the version as text), cumulative: what a rollout's
     # guard judges a stage by.
     traffic: dict[str, Traffic] = {}
+    # Seconds from the held version's publish (its created_at) to this replica's swap.
+    propagation_s: float | None = None
 
 
 class ReplicaInfo(msgspec.Struct, frozen=True, kw_only=True):

@@ -172,3 +172,11 @@ PATH = Reader[Path | None](kind="file path", parse=_path)
 SECONDS = Reader[float](kind="seconds (> 0)", parse=_number, check=_above_zero)
 COUNT = Reader[int](kind="integer (≥ 1)", parse=integer, check=at_least_one)
 BYTES = Reader[int](kind="bytes (≥ 1)", parse=integer, check=at_least_one)
+
+
+def _log_format(value: str) -> None:
+    if value not in ("text", "json"):
+        raise ValueError(f"{value!r} is not a log format (text or json)")
+
+
+LOG_FORMATS = Reader[str](kind="`text` or `json`", parse=str.lower, check=_log_format)

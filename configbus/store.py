@@ -29,6 +29,7 @@ from configbus.errors import (
     VersionConflict,
     VersionNotFound,
 )
+from configbus.hints import parse_traceparent
 from configbus.records import (
     DEFAULT_REPLICA_TTL_S,
     AuditEntry,
@@ -135,6 +136,7 @@ class Store:
         source: int | None = None,
         request_sha256: str | None = None,
         rollout: Rollout | None = None,
+        traceparent: str | None = None,
     ) -> PublishResult:
         """Publish a new version atomically (CAS on `expected_version`, when given).
 
@@ -164,6 +166,7 @@ class Store:
             request_sha256 or "",
             *(rollout_args(rollout) if rollout else ("", "", "", "")),
             self.inline_max_bytes,
+            traceparent if traceparent and parse_traceparent(traceparent) else "",
         ]
         keys = [k.seq, k.head, k.epoch, k.history, k.audit, idem_key, k.rollout, k.rev]
         res, acked = await guarded(self._run_publish(keys, args), "publish")

@@ -24,6 +24,7 @@ from configbus.registry import (
     COMMANDS,
     COUNT,
     FERNET_KEYS,
+    LOG_FORMATS,
     NAMESPACE_NAME,
     PATH,
     REDIS,
@@ -60,6 +61,7 @@ __all__ = [
     "COMMANDS",
     "DOCUMENT_NAMED",
     "HEARTBEAT_INTERVAL_S",
+    "LOG_FORMAT",
     "NAMESPACE",
     "PROXY_GRACEFUL_TIMEOUT_S",
     "PROXY_MAX_BODY_BYTES",
@@ -180,6 +182,15 @@ PROXY_GRACEFUL_TIMEOUT_S = Variable[float](
     "they are cut; the default is the default provider `timeout_s`.",
     reader=SECONDS,
     commands=frozenset({"proxy"}),
+)
+
+LOG_FORMAT = Variable[str](
+    name="CONFIGBUS_LOG_FORMAT",
+    default="text",
+    meaning="`json`: one JSON object per log line (time, level, logger, message, and on a "
+    "replica's request the request id, config version and trace id); `text`: plain lines.",
+    reader=LOG_FORMATS,
+    commands=frozenset({"admin", "proxy"}),
 )
 
 # --------------------------------------------------------------------------------------
@@ -321,6 +332,7 @@ VARIABLES: tuple[Variable[Any], ...] = (
     HEARTBEAT_INTERVAL_S,
     PROXY_MAX_BODY_BYTES,
     PROXY_GRACEFUL_TIMEOUT_S,
+    LOG_FORMAT,
     ADMIN_TOKENS,
     ADMIN_TOKENS_FILE,
     ADMIN_MAX_BODY_BYTES,

@@ -44,6 +44,7 @@ from configbus.rollout import Traffic
 from configbus.settings import BusSettings
 from configbus.snapshot import load_snapshot, write_snapshot
 from configbus.store import ReplicaStatus, Store, VersionRecord
+from configbus.tracing import Tracer, context_from_traceparent
 
 log = logging.getLogger("configbus.watcher")
 
@@ -73,6 +74,7 @@ class Watcher(Generic[T, R]):
         labels: Mapping[str, str] | None = None,
         traffic: Callable[[], dict[str, Traffic]] | None = None,
         reads: Store | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         """`store` is the primary (status goes there); `reads`, a store on a read replica
         of it, when reads should go there instead."""
@@ -92,6 +94,10 @@ class Watcher(Generic[T, R]):
         self._rejected: _Rejected | None = None
         self._wake = asyncio.Event()
         self._inline: VersionRecord | None = None  # a hinted record waiting for the worker
+        self._tracer = tracer
+        # The publish behind the newest hint, (version, traceparent): its apply joins that trace.
+        self._hinted_trace: tuple[int, str] | None = None
+        self.last_propagation_s: float | None = None
         self._probe = False  # the next read first asks the primary how far it is
         self.reporter = Reporter(
             store,
@@ -154,6 +160,7 @@ class Watcher(Generic[T, R]):
             labels=self.labels,
             staged=cur.staged if cur else False,
             traffic=self._traffic() if self._traffic else {},
+            propagation_s=self.last_propagation_s if cur else None,
         )
 
     async def wait_for(self, predicate: Callable[[Applied[R] | None], bool]) -> Applied[R] | None:
@@ -231,6 +238,7 @@ class Watcher(Generic[T, R]):
         if record is not None and inline_applies(record, _held(cur)):
             # A plain publish happened, so no rollout runs: everyone runs head.
             self._rollout_running = False
+            self.metrics.head_version.set(record.version)
             return await self._apply(record, record.epoch, verified=True)
         return await self._sync_read()
 
@@ -270,6 +278,7 @@ class Watcher(Generic[T, R]):
             self._rejected = None
             self.reporter.wake()
 
+        self.metrics.head_version.set(read.head)
         if read.head == 0:
             # An empty store (new lineage, nothing published yet): keep what we serve.
             self._set_stale(True)
@@ -308,8 +317,32 @@ class Watcher(Generic[T, R]):
             return await self._reject(record.epoch, record.version, record.sha256, reason)
         self._swap(record, value, stale=False, staged=staged)
         self.metrics.apply_seconds.observe(time.perf_counter() - started)
+        if record.created_at:
+            self.last_propagation_s = max(0.0, time.time() - record.created_at)
+            self.metrics.propagation_seconds.observe(self.last_propagation_s)
+        if self._tracer is not None:
+            self._trace_apply(record, started)
         await self._after_apply(record)
         return SyncOutcome.APPLIED
+
+    def _trace_apply(self, record: VersionRecord, started: float) -> None:
+        assert self._tracer is not None
+        hinted = self._hinted_trace
+        parent = None
+        if hinted is not None and hinted[0] == record.version:
+            parent = context_from_traceparent(hinted[1])
+        took_ns = int((time.perf_counter() - started) * 1e9)
+        span = self._tracer.start_span(
+            "configbus.apply",
+            context=parent,
+            start_time=time.time_ns() - took_ns,
+            attributes={
+                "configbus.config_version": record.version,
+                "configbus.replica_id": self.replica_id,
+                "configbus.namespace": self.store.namespace,
+            },
+        )
+        span.end()
 
     def _swap(self, record: VersionRecord, value: R, *, stale: bool, staged: bool = False) -> None:
         old = self._current
@@ -412,6 +445,8 @@ class Watcher(Generic[T, R]):
             self.trigger()  # a hint we cannot read still says "something changed"
             return
         self.reads.heard(hint.epoch, hint.rev)
+        if hint.traceparent:
+            self._hinted_trace = (hint.version, hint.traceparent)
         cur = self._current
         if record is not None and inline_applies(record, _held(cur)):
             self._inline = record  # the newest wins: hints arrive in order

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any, TypedDict
 
 import msgspec
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -28,12 +29,14 @@ from configbus.document import Document
 from configbus.llm import document_decoder
 from configbus.settings import BusSettings
 from configbus.store import Store
+from configbus.tracing import tracer_provider
 from configbus.watcher import Applied, Watcher
 from proxy import errors
 from proxy.chat import ChatHandler, authenticate
 from proxy.errors import ProxyError
 from proxy.limits import FleetLimits
 from proxy.metrics import ProxyMetrics
+from proxy.observe import Exchange, new_request_id
 from proxy.runtime import Builder, Runtime
 from proxy.settings import ProxySettings
 from proxy.traffic import TrafficCounter
@@ -107,11 +110,14 @@ class ProxyApp(Starlette):
                 await handler(scope, receive, send)
             except Exception:
                 log.exception("unhandled error on %s", CHAT_PATH)
+                ex: Exchange | None = scope.get("configbus.exchange")
+                if ex is None:
+                    ex = Exchange(new_request_id(), time.perf_counter())
                 await send(
                     {
                         "type": "http.response.start",
                         "status": 500,
-                        "headers": [(b"content-type", b"application/json")],
+                        "headers": [(b"content-type", b"application/json"), *ex.headers()],
                     }
                 )
                 await send({"type": "http.response.body", "body": _INTERNAL})
@@ -119,8 +125,13 @@ class ProxyApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: ProxySettings | BusSettings) -> Starlette:
-    """A proxy replica for `settings` (a ProxySettings, or just the bus settings)."""
+def create_app(
+    settings: ProxySettings | BusSettings, *, tracing: TracerProvider | None = None
+) -> Starlette:
+    """A proxy replica for `settings` (a ProxySettings, or just the bus settings).
+
+    Traces go to `tracing` when given, else where the `OTEL_*` variables say (off unless
+    `OTEL_TRACES_EXPORTER` names an exporter)."""
     ps = settings if isinstance(settings, ProxySettings) else ProxySettings(bus=settings)
     bus = ps.bus
 
@@ -128,6 +139,8 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         registry = CollectorRegistry()
         metrics = ProxyMetrics(registry)
+        provider = tracing if tracing is not None else tracer_provider("configbus-proxy")
+        tracer = None if provider is None else provider.get_tracer("configbus.proxy")
         traffic = TrafficCounter()
         redis = connect(bus.redis_url)
         read_redis = connect_read(bus.redis_read_url, bus.replica_id)
@@ -151,6 +164,7 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
             traffic=traffic.snapshot,
             labels=bus.labels,
             reads=Store(read_redis, bus.namespace) if read_redis is not None else None,
+            tracer=tracer,
         )
         watcher.add_listener(_on_swap)
         chat = ChatHandler(
@@ -160,6 +174,8 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
             max_body_bytes=ps.max_body_bytes,
             retry_backoff_s=ps.retry_backoff_s,
             traffic=traffic,
+            tracer=tracer,
+            log_context=ps.log_format == "json",
         )
         await limits.start()
         await watcher.start()
@@ -193,6 +209,8 @@ def create_app(settings: ProxySettings | BusSettings) -> Starlette:
             await redis.aclose()
             if read_redis is not None:
                 await read_redis.aclose()
+            if provider is not None and tracing is None:
+                provider.shutdown()  # flushes what is batched
 
     async def models(request: Request) -> Response:
         applied = request.state.watcher.current

@@ -12,20 +12,20 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import msgspec
+from opentelemetry.trace import Tracer
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from configbus.logs import request_context
 from configbus.watcher import Applied
 from proxy import anthropic, errors
 from proxy.admission import (
     Ticket,
-    UsageScanner,
     admit,
     admit_request,
     ask_usage,
@@ -36,8 +36,11 @@ from proxy.allowance import Allowance
 from proxy.errors import ProxyError
 from proxy.limits import FleetLimits
 from proxy.metrics import ProxyMetrics
+from proxy.observe import REQUEST_ID, TRACEPARENT, Exchange, request_id
+from proxy.relay import Headers, RelayResponse, relay
 from proxy.routing import plan
 from proxy.runtime import ClientRuntime, Runtime
+from proxy.tracing import RequestTrace
 from proxy.traffic import TrafficCounter
 from proxy.upstream import ProviderRuntime
 
@@ -113,68 +116,6 @@ def parse_request(body: bytes) -> dict[str, Any]:
     return req
 
 
-Headers = list[tuple[bytes, bytes]]
-
-
-class RelayResponse(StreamingResponse):
-    """A streaming response that runs `on_close` once it is done, however it ends."""
-
-    def __init__(
-        self,
-        content: AsyncGenerator[bytes, None],
-        *,
-        headers: Headers,
-        on_close: Callable[[], None],
-    ) -> None:
-        super().__init__(content, 200, media_type="text/event-stream")
-        # Our headers, raw, replacing the JSON content type of the non-stream path.
-        self.raw_headers = [*self.raw_headers, *headers[1:]]
-        self._on_close = on_close
-        self._content = content
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            try:
-                await self._content.aclose()
-            finally:
-                self._on_close()
-
-
-async def _relay(
-    resp: aiohttp.ClientResponse, provider: ProviderRuntime, ticket: Ticket | None
-) -> AsyncGenerator[bytes, None]:
-    translator = anthropic.StreamTranslator() if provider.type == "anthropic" else None
-    # Token limits: read the usage the stream ends with, to correct the estimate.
-    usage = UsageScanner() if ticket is not None and ticket.tokens else None
-    try:
-        async for chunk in resp.content.iter_any():
-            if translator is not None:
-                chunk = translator.feed(chunk)
-                if not chunk:
-                    continue
-            if usage is not None:
-                usage.feed(chunk)  # what the client gets: OpenAI's chunks, usage included
-            yield chunk
-    except (TimeoutError, aiohttp.ClientError, msgspec.DecodeError, AttributeError, TypeError,
-            KeyError, ValueError) as exc:  # fmt: skip
-        # Too late to retry: the client already has part of the answer. Say so in-band.
-        # (Malformed upstream events, like a non-object "delta", end up here too.)
-        log.warning("stream from %s broke: %r", provider.name, exc)
-        yield (
-            b"data: "
-            + errors.error_body(
-                f"upstream {provider.name} stream broke", "upstream_error", "stream_interrupted"
-            )
-            + b"\n\ndata: [DONE]\n\n"
-        )
-    finally:
-        resp.release()
-        if usage is not None and ticket is not None:
-            ticket.settle(usage.used, True)
-
-
 _JSON = (b"content-type", b"application/json")
 
 
@@ -191,8 +132,12 @@ class ChatHandler:
         max_body_bytes: int,
         retry_backoff_s: float,
         traffic: TrafficCounter,
+        tracer: Tracer | None = None,
+        log_context: bool = False,
     ) -> None:
         self._current = current
+        self._log_context = log_context  # JSON logs: say which request a line is about
+        self._tracer = tracer
         self._traffic = traffic
         self._limits = limits
         self._metrics = metrics
@@ -200,12 +145,39 @@ class ChatHandler:
         self._backoff = retry_backoff_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         applied = self._current()
+        auth = length = forwarded = rid = parent = None
+        for k, v in scope["headers"]:
+            if k == b"authorization":
+                auth = v
+            elif k == b"content-length":
+                length = v
+            elif k == b"x-forwarded-for":
+                forwarded = v
+            elif k == REQUEST_ID:
+                rid = v
+            elif k == TRACEPARENT:
+                parent = v
         if applied is None:
             self._metrics.request("none", "none", 503)
-            await _send_error(send, _NO_CONFIG, None)
+            await _send_error(send, _NO_CONFIG, Exchange(request_id(rid), started).headers())
             return
-        started = time.perf_counter()
+        ex = Exchange(request_id(rid), started, str(applied.version).encode())
+        tr = (
+            None
+            if self._tracer is None
+            else RequestTrace(self._tracer, parent, applied.version, ex.request_id)
+        )
+        scope["configbus.exchange"] = ex  # for the unhandled-error answer
+        if self._log_context:
+            request_context.set(
+                (
+                    ex.request_id.decode("latin-1"),
+                    str(applied.version),
+                    "" if tr is None else tr.trace_id(),
+                )
+            )
         rt: Runtime = applied.value
         rt.acquire()
         held = True
@@ -216,14 +188,6 @@ class ChatHandler:
         model_label = "unknown"
         ticket: Ticket | None = None
         try:
-            auth = length = forwarded = None
-            for k, v in scope["headers"]:
-                if k == b"authorization":
-                    auth = v
-                elif k == b"content-length":
-                    length = v
-                elif k == b"x-forwarded-for":
-                    forwarded = v
             ip_limits = () if rt.ip is None else rt.ip.admit(scope.get("client"), forwarded)
             client = client_for(rt, auth)
             body = await read_body(receive, length, self._limit)
@@ -234,23 +198,31 @@ class ChatHandler:
             model_label = model
             if not client.may_use(model):
                 raise errors.forbidden(model)
-            headers: Headers = [_JSON, (b"x-configbus-version", str(applied.version).encode())]
+            if tr is not None:
+                tr.identify(client.name, model)
+            headers: Headers = [_JSON, (b"x-configbus-version", ex.version)]
             if rt.any_limits:
                 ticket = admit_request(
                     self._limits, rt, client, model, req, len(body), ip_limits, headers
                 )
+                if tr is not None:
+                    tr.limit("shadow" if ticket is not None and ticket.shadow else "admitted")
             failed = False  # routed: from here on, the config is judged by the outcome
-            result = await self._forward(rt, model, req, headers, ticket)
+            result = await self._forward(rt, model, req, headers, ticket, ex, tr, parent)
             if isinstance(result, RelayResponse):
                 failed = False
                 self._traffic.record(applied.version, time.perf_counter() - started, False)
                 held = False  # the stream releases the snapshot when it ends
+                result.raw_headers += ex.headers(self._metrics.overhead.observe)
                 await result(scope, receive, send)
                 return
             failed = result[0] >= 500
             if ticket is not None and ticket.tokens:
                 ok = result[0] < 400
                 ticket.settle(usage_of(result[1]) if ok else None, ok)
+            headers += ex.headers(self._metrics.overhead.observe)
+            if tr is not None:
+                tr.end(result[0])
             await send({"type": "http.response.start", "status": result[0], "headers": headers})
             await send({"type": "http.response.body", "body": result[1]})
         except ProxyError as exc:
@@ -259,7 +231,11 @@ class ChatHandler:
             self._metrics.request(model_label, "none", exc.status)
             if ticket is not None:
                 ticket.settle(None, False)
-            await _send_error(send, exc, None)
+            if tr is not None:
+                if exc.status == 429:
+                    tr.limit("refused")
+                tr.end(exc.status)
+            await _send_error(send, exc, ex.headers())
         finally:
             if held:
                 if failed is not None:
@@ -273,6 +249,9 @@ class ChatHandler:
         req: dict[str, Any],
         headers: Headers,
         ticket: Ticket | None,
+        ex: Exchange,
+        tr: RequestTrace | None,
+        parent: bytes | None,
     ) -> tuple[int, bytes] | RelayResponse:
         stream = req.get("stream") is True
         metrics = self._metrics
@@ -286,6 +265,8 @@ class ChatHandler:
                 refused_here = admit(self._limits, p.limits, ticket, time.monotonic())
                 if refused_here is not None:
                     limited, refused = p, refused_here
+                    if tr is not None:
+                        tr.limit("refused", p.name)
                     continue
                 if len(ticket.shadow) > shadowed:
                     headers.append(ticket.shadow_header())
@@ -312,19 +293,25 @@ class ChatHandler:
                     ) from None
             else:
                 payload = _encode(merged)
+            # W3C trace context upstream: our attempt's span, else the client's as it came.
+            up = None if parent is None else {"traceparent": parent.decode("latin-1")}
             for attempt in range(p.max_retries + 1):
                 if attempt:
                     delay = min(self._backoff * (1 << (attempt - 1)), self._backoff * 8)
                     await asyncio.sleep(delay * (0.5 + random.random()))
+                if tr is not None:
+                    up = tr.attempt(p.name, target.model, attempt)
                 if not p.breaker.allow():
                     last = last or errors.unavailable(
                         f"provider {p.name}: circuit open", "circuit_open"
                     )
                     metrics.attempt(p.name, "circuit_open")
+                    if tr is not None:
+                        tr.attempt_end("circuit_open")
                     break
                 t0 = time.perf_counter()
                 try:
-                    resp = await p.post(payload, stream=stream)
+                    resp = await p.post(payload, stream=stream, headers=up)
                     status = resp.status
                     if stream and status == 200:
                         data = b""
@@ -333,16 +320,22 @@ class ChatHandler:
                 except TimeoutError:
                     p.breaker.failure()
                     metrics.attempt(p.name, "timeout")
+                    if tr is not None:
+                        tr.attempt_end("timeout")
                     last = errors.timeout(f"provider {p.name} timed out")
                     continue
                 except aiohttp.ClientError as exc:
                     p.breaker.failure()
                     metrics.attempt(p.name, "error")
+                    if tr is not None:
+                        tr.attempt_end("error")
                     last = errors.bad_gateway(f"provider {p.name}: {type(exc).__name__}")
                     continue
                 except BaseException:
                     p.breaker.release()  # cancelled: no verdict; free a half-open probe slot
                     raise
+                finally:
+                    ex.upstream_s += time.perf_counter() - t0
                 metrics.latency(p.name, time.perf_counter() - t0)
                 if status >= 500 or status in (401, 403, 429):
                     if status == 429:
@@ -350,6 +343,8 @@ class ChatHandler:
                     else:
                         p.breaker.failure()
                     metrics.attempt(p.name, str(status))
+                    if tr is not None:
+                        tr.attempt_end(str(status))
                     if status in (401, 403):
                         # The upstream refused the gateway's own key: not the client's
                         # fault, and its body may quote the key. Another deployment may do.
@@ -363,10 +358,11 @@ class ChatHandler:
                 metrics.attempt(p.name, "ok")
                 metrics.request(model, p.name, status)
                 headers.append((b"x-configbus-provider", p.name_bytes))
+                if tr is not None:
+                    tr.attempt_end("ok", p.name)
                 if stream and status == 200:
-                    return RelayResponse(
-                        _relay(resp, p, ticket), headers=headers, on_close=rt.release
-                    )
+                    on_close = rt.release if tr is None else traced_close(rt, tr, status)
+                    return RelayResponse(relay(resp, p, ticket), headers=headers, on_close=on_close)
                 if p.type == "anthropic":
                     if status >= 400:
                         data = anthropic.error_to_openai(status, data)
@@ -385,11 +381,17 @@ class ChatHandler:
         raise last
 
 
-async def _send_error(send: Send, exc: ProxyError, extra: Headers | None) -> None:
-    headers = [_JSON]
+def traced_close(rt: Runtime, tr: RequestTrace, status: int) -> Callable[[], None]:
+    def close() -> None:
+        tr.end(status)
+        rt.release()
+
+    return close
+
+
+async def _send_error(send: Send, exc: ProxyError, extra: Headers) -> None:
+    headers = [_JSON, *extra]
     if exc.headers:
         headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
-    elif extra:
-        headers += extra
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": exc.body()})

@@ -43,6 +43,13 @@ class ProxyMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.overhead = Histogram(
+            "configbus_proxy_overhead_seconds",
+            "The replica's own time per answered request, upstream waits excluded, up to "
+            "the answer's headers (x-configbus-overhead-ms)",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1),
+            registry=registry,
+        )
         self._attempts = Counter(
             "configbus_proxy_upstream_attempts",
             "Upstream attempts by provider and outcome",

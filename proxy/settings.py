@@ -30,6 +30,8 @@ class ProxySettings(msgspec.Struct, frozen=True, kw_only=True):
     # Freeze startup objects out of the garbage collector and collect young objects less
     # often (see proxy.app); off for embedding in a process that manages gc itself.
     gc_freeze: bool = True
+    # `json`: log lines as JSON objects, with the request id, config version and trace id.
+    log_format: str = v.LOG_FORMAT.default
 
     @classmethod
     def from_env(
@@ -54,4 +56,5 @@ class ProxySettings(msgspec.Struct, frozen=True, kw_only=True):
 PROXY_FIELDS: Mapping[str, Variable[Any]] = {
     "max_body_bytes": v.PROXY_MAX_BODY_BYTES,
     "graceful_timeout_s": v.PROXY_GRACEFUL_TIMEOUT_S,
+    "log_format": v.LOG_FORMAT,
 }

@@ -109,10 +109,15 @@ class ProviderRuntime:
             )
         return s
 
-    async def post(self, body: bytes, *, stream: bool) -> aiohttp.ClientResponse:
+    async def post(
+        self, body: bytes, *, stream: bool, headers: dict[str, str] | None = None
+    ) -> aiohttp.ClientResponse:
+        """`headers`: per request, on top of the session's (a W3C traceparent)."""
         if stream:
-            return await self.session.post(self.url, data=body, timeout=self.stream_timeout)
-        return await self.session.post(self.url, data=body)
+            return await self.session.post(
+                self.url, data=body, headers=headers, timeout=self.stream_timeout
+            )
+        return await self.session.post(self.url, data=body, headers=headers)
 
     def own(self) -> None:
         self.owners += 1

@@ -7,6 +7,7 @@ import logging
 
 from configbus import variables as v
 from configbus.cli.args import add_http_limit_flags, http_protocol
+from configbus.logs import configure_logging
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,9 +55,8 @@ def run(args: argparse.Namespace) -> int:
         env, bus=bus, publish_limit=args.publish_limit, publish_window_s=args.publish_window
     )
     app = create_app(settings)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_format = settings.log_format
+    configure_logging(log_format, args.log_level.upper())
     logging.getLogger("admin").info(
         "admin service on http://%s:%d, %d token(s), secret keys: %s",
         args.host,
@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        # JSON lines: uvicorn's loggers go through the root handler instead of their own.
+        log_config=None if log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         lifespan="on",
         http=http_protocol(args),
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from configbus import variables as v
 from configbus.cli.args import add_http_limit_flags, http_protocol, label_arg, namespace_arg
+from configbus.logs import configure_logging
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,7 +56,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import logging
 
     import uvicorn
 
@@ -72,9 +72,7 @@ def _run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         graceful_timeout_s=args.graceful_timeout_s,
     )
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_format)
     uvicorn.run(
         functools.partial(create_app, settings),
         factory=True,
@@ -85,6 +83,8 @@ def _run(args: argparse.Namespace) -> int:
         lifespan="on",
         access_log=False,
         log_level=args.log_level,
+        # JSON lines: uvicorn's loggers go through the root handler instead of their own.
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         # Typed int, used as asyncio.wait_for's timeout: any number of seconds works.
         timeout_graceful_shutdown=settings.graceful_timeout_s,  # type: ignore[arg-type]
         proxy_headers=False,

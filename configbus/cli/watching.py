@@ -40,6 +40,13 @@ def format_status(res: Replicas) -> str:
     ]
     if s.damage:
         lines.append(printable(f"DAMAGED: {s.damage}"))
+    if s.slowest_replica is not None and s.slowest_propagation_s is not None:
+        lines.append(
+            printable(
+                f"propagation of version {s.head}: slowest replica {s.slowest_replica} "
+                f"({s.slowest_propagation_s * 1000:.1f} ms after the publish)"
+            )
+        )
     staged = ro.staged_versions(res)
     if s.per_version:
         rows = [["VERSION", "LIVE REPLICAS"]]

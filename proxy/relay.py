@@ -1,0 +1,78 @@
+"""A streamed answer: relayed chunk by chunk, Anthropic's events translated to OpenAI's."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Callable
+
+import aiohttp
+import msgspec
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from proxy import anthropic, errors
+from proxy.admission import Ticket, UsageScanner
+from proxy.upstream import ProviderRuntime
+
+log = logging.getLogger("proxy.chat")
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class RelayResponse(StreamingResponse):
+    """A streaming response that runs `on_close` once it is done, however it ends."""
+
+    def __init__(
+        self,
+        content: AsyncGenerator[bytes, None],
+        *,
+        headers: Headers,
+        on_close: Callable[[], None],
+    ) -> None:
+        super().__init__(content, 200, media_type="text/event-stream")
+        # Our headers, raw, replacing the JSON content type of the non-stream path.
+        self.raw_headers = [*self.raw_headers, *headers[1:]]
+        self._on_close = on_close
+        self._content = content
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                await self._content.aclose()
+            finally:
+                self._on_close()
+
+
+async def relay(
+    resp: aiohttp.ClientResponse, provider: ProviderRuntime, ticket: Ticket | None
+) -> AsyncGenerator[bytes, None]:
+    translator = anthropic.StreamTranslator() if provider.type == "anthropic" else None
+    # Token limits: read the usage the stream ends with, to correct the estimate.
+    usage = UsageScanner() if ticket is not None and ticket.tokens else None
+    try:
+        async for chunk in resp.content.iter_any():
+            if translator is not None:
+                chunk = translator.feed(chunk)
+                if not chunk:
+                    continue
+            if usage is not None:
+                usage.feed(chunk)  # what the client gets: OpenAI's chunks, usage included
+            yield chunk
+    except (TimeoutError, aiohttp.ClientError, msgspec.DecodeError, AttributeError, TypeError,
+            KeyError, ValueError) as exc:  # fmt: skip
+        # Too late to retry: the client already has part of the answer. Say so in-band.
+        # (Malformed upstream events, like a non-object "delta", end up here too.)
+        log.warning("stream from %s broke: %r", provider.name, exc)
+        yield (
+            b"data: "
+            + errors.error_body(
+                f"upstream {provider.name} stream broke", "upstream_error", "stream_interrupted"
+            )
+            + b"\n\ndata: [DONE]\n\n"
+        )
+    finally:
+        resp.release()
+        if usage is not None and ticket is not None:
+            ticket.settle(usage.used, True)
