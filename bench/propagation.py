@@ -44,6 +44,9 @@ from typing import Any
 
 import msgspec
 
+# Run as a script (`python bench/propagation.py`, as `make bench` does) or as a module.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from bench.propagation_worker import FLOOR_CHANNEL, FLOOR_KEY, NAMESPACE, run_worker
 from configbus.codec import canonical
 from configbus.connection import connect

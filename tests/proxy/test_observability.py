@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 
 from admin.app import create_app as admin_app
 from configbus.api import Replicas, ReplicaSummary
-from configbus.cli.client import format_status
+from configbus.cli.watching import format_status
 from configbus.connection import connect
 from configbus.settings import BusSettings
 from configbus.store import Store
