@@ -47,28 +47,33 @@ DEFAULT_WATCH_TIMEOUT_S = 60.0
 Command = Callable[[argparse.Namespace], int]
 
 
+def admin_flags(p: argparse.ArgumentParser, fn: Command) -> None:
+    """The flags every command against an admin service takes, and `fn` to run."""
+    p.add_argument(
+        "--admin-url",
+        default=os.environ.get("CONFIGBUS_ADMIN_URL"),
+        help="admin service URL (CONFIGBUS_ADMIN_URL)",
+    )
+    p.add_argument(
+        "--token",
+        default=os.environ.get("CONFIGBUS_ADMIN_TOKEN"),
+        help="bearer token (CONFIGBUS_ADMIN_TOKEN)",
+    )
+    p.add_argument(
+        "--namespace",
+        "-n",
+        default=os.environ.get("CONFIGBUS_NAMESPACE", DEFAULT_NAMESPACE),
+        type=namespace_arg,
+        help=f"namespace (CONFIGBUS_NAMESPACE, default {DEFAULT_NAMESPACE!r})",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(func=lambda args: _run(fn, args))
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def add(name: str, fn: Command, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
-        p.add_argument(
-            "--admin-url",
-            default=os.environ.get("CONFIGBUS_ADMIN_URL"),
-            help="admin service URL (CONFIGBUS_ADMIN_URL)",
-        )
-        p.add_argument(
-            "--token",
-            default=os.environ.get("CONFIGBUS_ADMIN_TOKEN"),
-            help="bearer token (CONFIGBUS_ADMIN_TOKEN)",
-        )
-        p.add_argument(
-            "--namespace",
-            "-n",
-            default=os.environ.get("CONFIGBUS_NAMESPACE", DEFAULT_NAMESPACE),
-            type=namespace_arg,
-            help=f"namespace (CONFIGBUS_NAMESPACE, default {DEFAULT_NAMESPACE!r})",
-        )
-        p.add_argument("--json", action="store_true", help="print JSON for scripts")
-        p.set_defaults(func=lambda args: _run(fn, args))
+        admin_flags(p, fn)
         return p
 
     def writes(p: argparse.ArgumentParser) -> None:
@@ -98,6 +103,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = add("validate", cmd_validate, "check a document file; offline without an admin URL")
     p.add_argument("file")
     p.add_argument("--offline", action="store_true", help="check locally, do not ask the admin")
+    p.add_argument(
+        "--probe",
+        action="store_true",
+        help="also ask each provider the file changes (against head) for its model list",
+    )
     p = add("history", cmd_history, "list versions, newest first")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--before", type=int, help="only versions older than this")
@@ -325,6 +335,8 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    if args.probe and (args.offline or not args.admin_url):
+        raise ConfigBusError("--probe asks the admin service: pass --admin-url, not --offline")
     if args.offline or not args.admin_url:
         doc = load_file(args.file)  # InvalidDocument → every issue, exit 1
         from configbus.crypto import secrets_of
@@ -337,11 +349,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_OK
     data = _read(args.file)
     with _client(args) as c:
-        res = c.validate(data)
+        res = c.validate(data, probe=args.probe)
     if args.json:
         _print_json(res)
     else:
-        print(f"valid: {args.file} (checked by {args.admin_url})")
+        probed = ", providers probed" if args.probe else ""
+        print(f"valid: {args.file} (checked by {args.admin_url}{probed})")
     return EXIT_OK
 
 
