@@ -42,7 +42,10 @@ def provider_key(p: Provider, box: SecretBox | None, where: str) -> str | None:
 
 def models_request(p: Provider, key: str | None) -> tuple[str, dict[str, str]]:
     """The URL and headers of `p`'s model list, in its dialect."""
-    url = p.base_url.rstrip("/") + "/models"
+    base = p.base_url.rstrip("/")
+    if p.type == "anthropic" and not base.endswith("/v1"):  # as the replicas build its URL
+        base += "/v1"
+    url = base + "/models"
     headers = dict(p.headers)
     if key is not None:
         if p.type == "anthropic":
