@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from admin.probe import ask
+from admin.probe import ask, models_request
 from configbus.cli import main
 from configbus.testing import sample_data
 from configbus.validation import to_document
@@ -157,3 +157,12 @@ def test_cli_providers_models_and_test(
         assert code == 1 and "answered 401" in err
         code, _, err = cli("test", "nope")
         assert code == 1 and "no provider named 'nope'" in err
+
+
+def test_anthropic_is_asked_in_its_dialect_at_the_url_the_replicas_use() -> None:
+    data = sample_data(upstream_a="http://127.0.0.1:9/anthropic", api_key=KEY)
+    data["providers"][0]["type"] = "anthropic"
+    p = to_document(data).providers[0]
+    url, headers = models_request(p, KEY)
+    assert url == "http://127.0.0.1:9/anthropic/v1/models"
+    assert headers["x-api-key"] == KEY and "Authorization" not in headers
