@@ -14,14 +14,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-# Integration tests need a real redis-server binary; install Debian's when missing.
+# Integration tests need real redis-server and redis-sentinel binaries (the failover tests);
+# install Debian's when missing.
 redis-server:
-	@command -v redis-server >/dev/null 2>&1 || { \
+	@command -v redis-server >/dev/null 2>&1 && command -v redis-sentinel >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing redis-server (apt-get)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	    echo "installing redis-server and redis-sentinel (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-sentinel >/dev/null; \
 	  else \
-	    echo "redis-server is not installed: install it (e.g. apt-get install redis-server)" >&2; exit 1; \
+	    echo "redis-server or redis-sentinel is not installed: install them (e.g. apt-get install redis-server redis-sentinel)" >&2; exit 1; \
 	  fi; }
 
 # The console's browser tests drive Debian's chromium (Playwright never downloads one).

@@ -18,10 +18,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from admin import provider_routes, rollout_routes, routes
+from admin.answers import JSON, ApiError
 from admin.auth import TokenTable
 from admin.breaker import CircuitBreaker
 from admin.console import Console, SecurityHeaders, Sessions, console_routes
-from admin.http import JSON, ApiError, Services, services
+from admin.http import Services, services
 from admin.metrics import AdminMetrics
 from admin.openapi import spec
 from admin.ratelimit import RateLimiter
@@ -31,7 +32,7 @@ from configbus.api import Status
 from configbus.connection import connect
 from configbus.crypto import SecretBox
 from configbus.errors import StoreError
-from configbus.store import REDIS_ERRORS, store_error
+from configbus.redis_calls import REDIS_ERRORS, store_error
 
 
 class State(TypedDict):

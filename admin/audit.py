@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from configbus.api import AuditPage, AuditQuery
+from configbus.auditlog import scan_audit
 from configbus.errors import StoreError
 from configbus.escape import printable
 from configbus.records import AuditEntry
-from configbus.store import guarded, scan_audit
+from configbus.redis_calls import guarded
 
 if TYPE_CHECKING:
     from admin.auth import Permission

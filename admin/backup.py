@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from admin.http import JSON, ApiError, Ctx, endpoint
+from admin.answers import JSON, ApiError
+from admin.http import Ctx, endpoint
 from configbus.api import MAX_VERSION, ImportResult
 from configbus.codec import decode_body, sha256_hex
 from configbus.errors import InvalidDocument, NamespaceNotEmpty

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from admin.http import JSON, ApiError, Ctx, endpoint
+from admin.answers import JSON, ApiError
+from admin.http import Ctx, endpoint
 from admin.probe import ask, client, model_ids
 from admin.routes import head_document
 from configbus.api import ProviderModels, ProviderTest

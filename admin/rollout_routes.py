@@ -9,7 +9,8 @@ import time
 
 from starlette.responses import Response
 
-from admin.http import JSON, ApiError, Ctx, endpoint
+from admin.answers import JSON, ApiError
+from admin.http import Ctx, endpoint
 from admin.merge import merge_patch
 from admin.preflight import preflight
 from admin.rollouts import activate, assess, end_by_hand, snapshot

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 
 from configbus.errors import RolloutConflict, StoreError
 from configbus.records import ReplicaInfo, ReplicaStatus
+from configbus.redis_calls import guarded
 from configbus.rollout import (
     Assessment,
     Rollout,
@@ -33,7 +34,7 @@ from configbus.rollout import (
     share_members,
 )
 from configbus.rollout_store import Baseline, RolloutStore, Step
-from configbus.store import Store, guarded
+from configbus.store import Store
 
 log = logging.getLogger("admin.rollouts")
 

@@ -8,11 +8,12 @@ from typing import Any
 
 from starlette.responses import Response
 
+from admin.answers import JSON, ApiError, error_from
 from admin.audit import read as read_audit
 from admin.backup import export as export
 from admin.backup import import_ as import_
 from admin.diff import changed_paths, unified
-from admin.http import JSON, ApiError, Ctx, endpoint, error_from, is_uint
+from admin.http import Ctx, endpoint, is_uint
 from admin.merge import merge_patch
 from admin.preflight import preflight
 from admin.rollouts import end_by_hand

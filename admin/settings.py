@@ -110,6 +110,9 @@ class AdminSettings(msgspec.Struct, frozen=True, kw_only=True):
     # Versions kept per namespace; the Store trims older ones (never head).
     history_retention: int = v.ADMIN_HISTORY_RETENTION.default
     hint_max_bytes: int = v.ADMIN_HINT_MAX_BYTES.default
+    # Redis replicas that must acknowledge a publish (WAIT) before a 201 (docs/deploy.md).
+    min_replicas_to_ack: int = v.ADMIN_MIN_REPLICAS_TO_ACK.default
+    replica_ack_timeout_s: float = v.ADMIN_REPLICA_ACK_TIMEOUT_S.default
 
     @classmethod
     def from_env(
@@ -149,6 +152,10 @@ class AdminSettings(msgspec.Struct, frozen=True, kw_only=True):
         if len(set(digests)) != len(digests):
             raise SettingsError("admin tokens: two entries share the same token")
         check_fields(ADMIN_FIELDS, self)
+        if self.min_replicas_to_ack and "cluster=" in self.bus.redis_url:
+            raise SettingsError(
+                f"{v.ADMIN_MIN_REPLICAS_TO_ACK.name}: not supported with a Redis Cluster URL"
+            )
 
 
 # Field of AdminSettings → the variable that fills it (tokens are parsed above).
@@ -162,4 +169,6 @@ ADMIN_FIELDS: Mapping[str, Variable[Any]] = {
     "redis_timeout_s": v.ADMIN_REDIS_TIMEOUT_S,
     "history_retention": v.ADMIN_HISTORY_RETENTION,
     "hint_max_bytes": v.ADMIN_HINT_MAX_BYTES,
+    "min_replicas_to_ack": v.ADMIN_MIN_REPLICAS_TO_ACK,
+    "replica_ack_timeout_s": v.ADMIN_REPLICA_ACK_TIMEOUT_S,
 }

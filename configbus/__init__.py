@@ -6,6 +6,7 @@ the settings registry (`configbus.variables`) are exported as modules.
 """
 
 from configbus import api, rollout, variables
+from configbus.auditlog import scan_audit
 from configbus.breaker import (
     Breaker,
     BreakerState,
@@ -56,6 +57,7 @@ from configbus.errors import (
     InvalidDocument,
     Issue,
     NamespaceNotEmpty,
+    NotReplicated,
     RolloutConflict,
     RolloutRunning,
     SecretError,
@@ -78,6 +80,7 @@ from configbus.records import (
     ReplicaInfo,
     ReplicaStatus,
 )
+from configbus.redis_calls import REDIS_ERRORS, guarded, store_error
 from configbus.rollout_store import (
     Baseline,
     RolloutStore,
@@ -88,19 +91,7 @@ from configbus.settings import (
     check_fields,
     read_fields,
 )
-from configbus.store import (
-    REDIS_ERRORS,
-    Export,
-    Head,
-    Kind,
-    PublishResult,
-    RecordMeta,
-    Store,
-    VersionRecord,
-    guarded,
-    scan_audit,
-    store_error,
-)
+from configbus.store import Export, Head, Kind, PublishResult, RecordMeta, Store, VersionRecord
 from configbus.validation import (
     issue_from_msgspec,
     to_document,
@@ -139,6 +130,7 @@ __all__ = [
     "Lease",
     "LeaseCaller",
     "NamespaceNotEmpty",
+    "NotReplicated",
     "Provider",
     "PublishResult",
     "RateLimit",

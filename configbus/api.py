@@ -120,8 +120,11 @@ class ErrorBody(_Response, frozen=True, kw_only=True):
     code: str
     message: str
     issues: list[Issue]
-    # Set on a version conflict and on an import into a namespace that has versions.
+    # Set on a version conflict and on an import into a namespace that has versions; on
+    # `not_replicated`, the version that was published but not acknowledged by enough replicas.
     current_version: int | UnsetType = UNSET
+    # On `not_replicated`: how many Redis replicas acknowledged the publish in time.
+    replicas_acked: int | UnsetType = UNSET
 
 
 class ErrorEnvelope(_Response, frozen=True, kw_only=True):

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from configbus.store import REDIS_ERRORS, store_error
+from configbus.redis_calls import REDIS_ERRORS, store_error
 
 log = logging.getLogger("configbus.counters")
 

@@ -13,6 +13,7 @@
     │   ├── RolloutConflict      a rollout step on a rollout that ended or moved meanwhile
     │   ├── CorruptRecord        a record in Redis is unreadable or fails its checksum
     │   │   └── DamagedNamespace a namespace key (head, seq) holds what no admin wrote
+    │   ├── NotReplicated        published, but fewer Redis replicas than required acked it
     │   └── StoreUnavailable     Redis cannot be reached (wraps the redis-py error)
     ├── SettingsError            a setting (env var, flag, file) has a bad value
     ├── AdminApiError            the admin service answered with an error (status, code, issues)
@@ -123,6 +124,22 @@ class CorruptRecord(StoreError):
 class DamagedNamespace(CorruptRecord):
     """A namespace key holds what no admin wrote: a head that is not a version number, or
     one pointing at no record. A publish without If-Match repairs it."""
+
+
+class NotReplicated(StoreError):
+    """The version is published on the primary, but fewer Redis replicas than required
+    acknowledged it in time: a failover now could lose it. A retry with the same
+    idempotency key waits for the replicas again."""
+
+    def __init__(self, version: int, acked: int, required: int, timeout_ms: int) -> None:
+        self.version = version
+        self.acked = acked
+        self.required = required
+        super().__init__(
+            f"version {version} is published but reached {acked} of the {required} Redis "
+            f"replica(s) required within {timeout_ms} ms; it may be lost if the primary fails "
+            "now (retry with the same idempotency key to wait again)"
+        )
 
 
 class StoreUnavailable(StoreError):

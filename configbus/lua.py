@@ -185,16 +185,6 @@ return out
 """
 
 # KEYS: replicas
-# ARGV: replica id, status JSON (without last_seen)
-# Stamps last_seen with the Redis server's clock, so liveness never depends on replica clocks.
-HEARTBEAT = r"""
-local t = redis.call('TIME')
-local now = t[1] .. '.' .. string.format('%06d', t[2])
-redis.call('HSET', KEYS[1], ARGV[1], '{"last_seen":' .. now .. ',' .. string.sub(ARGV[2], 2))
-return now
-"""
-
-# KEYS: replicas
 # Returns {server seconds, microseconds, id, status, id, status, ...}: the statuses and the
 # clock they are judged by, in one step (a pipeline with TIME cannot run on a cluster).
 REPLICAS = r"""

@@ -225,3 +225,31 @@ class Export(msgspec.Struct, frozen=True, kw_only=True):
     epoch: str | None
     head: int
     records: list[VersionRecord]
+
+
+_stored_status_decoder = msgspec.json.Decoder(StoredStatus)
+
+
+def replica_infos(reply: Any, forget_after_s: float) -> tuple[list[ReplicaInfo], list[Any]]:
+    """The REPLICAS script's reply (server time, then id/status pairs) as replicas sorted by
+    id, and the ids to forget: unreadable, or silent for longer than `forget_after_s`."""
+    now = int(reply[0]) + int(reply[1]) / 1e6
+    out, forget = [], []
+    for rid, value in zip(reply[2::2], reply[3::2], strict=True):
+        try:
+            st = _stored_status_decoder.decode(value)
+        except msgspec.DecodeError:
+            forget.append(rid)
+            continue
+        age = now - st.last_seen
+        if age > forget_after_s:
+            forget.append(rid)
+            continue
+        fields = {f: getattr(st, f) for f in ReplicaStatus.__struct_fields__}
+        out.append(
+            ReplicaInfo(
+                status=ReplicaStatus(**fields), last_seen=st.last_seen, alive=age <= st.ttl_s
+            )
+        )
+    out.sort(key=lambda r: r.status.replica_id)
+    return out, forget

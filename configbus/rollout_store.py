@@ -15,8 +15,9 @@ import msgspec
 from configbus import lua
 from configbus.errors import CorruptRecord, RolloutConflict
 from configbus.records import text_of
+from configbus.redis_calls import guarded
 from configbus.rollout import Rollout, Traffic, rollout_args, rollout_from_fields
-from configbus.store import Store, guarded
+from configbus.store import Store
 
 Step = Literal["advance", "promote", "abort"]
 

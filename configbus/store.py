@@ -7,32 +7,25 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import (
-    BusyLoadingError,
-    MasterDownError,
-    ReadOnlyError,
-    RedisClusterException,
-    RedisError,
-    TryAgainError,
+    NoScriptError,
+    ResponseError,
 )
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from configbus import lua
+from configbus import backup, durability, lua
+from configbus.auditlog import scan_audit
 from configbus.codec import sha256_hex
 from configbus.errors import (
     CorruptRecord,
     DamagedNamespace,
     IdempotencyMismatch,
-    NamespaceNotEmpty,
+    NotReplicated,
     RolloutRunning,
-    StoreError,
-    StoreUnavailable,
     VersionConflict,
     VersionNotFound,
 )
@@ -47,14 +40,14 @@ from configbus.records import (
     RecordMeta,
     ReplicaInfo,
     ReplicaStatus,
-    StoredStatus,
     SyncRead,
     VersionRecord,
-    audit_entry,
     parse_record,
+    replica_infos,
     stored_version,
     text_of,
 )
+from configbus.redis_calls import guarded
 from configbus.rollout import Rollout, rollout_args
 
 DEFAULT_RETENTION = 100
@@ -71,8 +64,6 @@ __all__ = [
     "DEFAULT_INLINE_MAX_BYTES",
     "DEFAULT_REPLICA_TTL_S",
     "DEFAULT_RETENTION",
-    "REDIS_ERRORS",
-    "UNAVAILABLE_ERRORS",
     "AuditEntry",
     "Export",
     "Head",
@@ -85,80 +76,11 @@ __all__ = [
     "Store",
     "VersionRecord",
     "parse_record",
-    "scan_audit",
-    "store_error",
 ]
 
 _status_encoder = msgspec.json.Encoder()
-_stored_status_decoder = msgspec.json.Decoder(StoredStatus)
-
-# Errors that mean "Redis cannot serve right now" (down, timing out, failing over, a cluster
-# without quorum, a replica that became read-only), as opposed to a bad request.
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    OSError,
-    ReadOnlyError,
-    RedisClusterException,
-    TryAgainError,
-    MasterDownError,
-    BusyLoadingError,
-)
-
-
-# Everything a redis-py call may raise that is about Redis, not about our code.
-REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, *UNAVAILABLE_ERRORS)
-
-
-def store_error(exc: BaseException, what: str) -> StoreError:
-    """The configbus error for a redis-py error: StoreUnavailable when Redis cannot serve."""
-    if isinstance(exc, UNAVAILABLE_ERRORS):
-        return StoreUnavailable(f"{what}: Redis unavailable: {exc}")
-    return StoreError(f"{what}: Redis error: {exc}")
-
 
 _REPAIR = "; a publish (PUT, without If-Match) by an admin replaces it"
-AUDIT_SCAN_CHUNK = 250
-
-
-async def scan_audit(
-    redis: aioredis.Redis,
-    key: str,
-    *,
-    count: int,
-    before: str | None = None,
-    match: Callable[[AuditEntry], bool] | None = None,
-    scan_max: int = 10 * AUDIT_SCAN_CHUNK,
-) -> tuple[list[AuditEntry], str | None]:
-    """Up to `count` entries of the audit stream `key` that `match`, newest first, older than
-    `before`; reads at most `scan_max` entries. Also returns where to resume: the last entry
-    read when the stream goes on beyond what was read, else None."""
-    if before is not None and not before.strip("0-"):
-        return [], None  # nothing is older than 0-0 (and Redis refuses "(0-0")
-    out: list[AuditEntry] = []
-    hi, scanned = ("+" if before is None else f"({before}"), 0
-    while len(out) < count and scanned < scan_max:
-        chunk = count if match is None else min(AUDIT_SCAN_CHUNK, scan_max - scanned)
-        rows = await guarded(redis.xrevrange(key, max=hi, min="-", count=chunk), "read audit")
-        scanned += len(rows)
-        for entry_id, raw in rows:
-            entry = audit_entry(entry_id, raw)
-            if match is None or match(entry):
-                out.append(entry)
-                if len(out) == count:
-                    return out, entry.id
-        if len(rows) < chunk:
-            return out, None
-        hi = f"({text_of(rows[-1][0])}"
-    return out, hi[1:] if hi.startswith("(") else None
-
-
-async def guarded(op: Awaitable[Any], what: str) -> Any:
-    # redis-py's reply types are unions of everything RESP can carry: callers know the shape.
-    try:
-        return await op
-    except REDIS_ERRORS as exc:
-        raise store_error(exc, what) from exc
 
 
 class Store:
@@ -174,9 +96,15 @@ class Store:
         idempotency_ttl_s: int = DEFAULT_IDEMPOTENCY_TTL_S,
         audit_maxlen: int = DEFAULT_AUDIT_MAXLEN,
         inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
+        min_replicas_to_ack: int = 0,
+        ack_timeout_ms: int = durability.DEFAULT_ACK_TIMEOUT_MS,
     ) -> None:
         if retention < 1:
             raise ValueError("retention must be at least 1 (head is never trimmed)")
+        if min_replicas_to_ack and not hasattr(redis, "connection_pool"):
+            raise ValueError("min_replicas_to_ack needs a single primary (not ?cluster=true)")
+        self.min_replicas_to_ack = min_replicas_to_ack
+        self.ack_timeout_ms = ack_timeout_ms
         self.redis = redis
         self.keys = Keys(namespace)
         self.retention = retention
@@ -185,10 +113,11 @@ class Store:
         self.inline_max_bytes = inline_max_bytes
         self._publish = redis.register_script(lua.PUBLISH)
         self._fetch_head = redis.register_script(lua.FETCH_HEAD)
-        self._heartbeat = redis.register_script(lua.HEARTBEAT)
         self._import = redis.register_script(lua.IMPORT)
         self._replicas = redis.register_script(lua.REPLICAS)
         self._sync_read = redis.register_script(lua.SYNC_READ)
+        self._floor = redis.register_script(durability.FLOOR)
+        self._ro_scripts = True
 
     @property
     def namespace(self) -> str:
@@ -237,7 +166,7 @@ class Store:
             self.inline_max_bytes,
         ]
         keys = [k.seq, k.head, k.epoch, k.history, k.audit, idem_key, k.rollout, k.rev]
-        res = await guarded(self._publish(keys=keys, args=args), "publish")
+        res, acked = await guarded(self._run_publish(keys, args), "publish")
         outcome, version, epoch, rsha = (text_of(x) for x in res)
         if outcome == "conflict":
             raise VersionConflict(expected_version or 0, int(version))
@@ -253,11 +182,37 @@ class Store:
                 else f"publish: no free version number in {self.namespace!r}",
                 epoch=epoch or None,
             )
+        if outcome == "idempotent" and self.min_replicas_to_ack:
+            acked = await guarded(self._wait_again(idem_key), "publish")
+        if acked is not None and acked < self.min_replicas_to_ack:
+            raise NotReplicated(int(version), acked, self.min_replicas_to_ack, self.ack_timeout_ms)
         return PublishResult(
             version=int(version),
             epoch=epoch,
             sha256=rsha,
             outcome=outcome,  # type: ignore[arg-type]
+        )
+
+    async def _run_publish(self, keys: list[str], args: list[Any]) -> tuple[Any, int | None]:
+        k = self.keys
+        return await durability.run_publish(
+            self.redis,
+            floor=self._floor,
+            floor_keys=[k.seq, k.epoch, k.replicas],
+            publish=self._publish,
+            keys=keys,
+            args=args,
+            min_replicas=self.min_replicas_to_ack,
+            timeout_ms=self.ack_timeout_ms,
+        )
+
+    async def _wait_again(self, idem_key: str) -> int:
+        return await durability.wait_again(
+            self.redis,
+            idem_key,
+            self.idempotency_ttl_s,
+            min_replicas=self.min_replicas_to_ack,
+            timeout_ms=self.ack_timeout_ms,
         )
 
     async def rollback(
@@ -314,7 +269,8 @@ class Store:
             *(f"{name}={value}" for name, value in labels.items()),
         ]  # fmt: skip
         res = await guarded(
-            self._sync_read(keys=[k.head, k.epoch, k.rollout, k.rev], args=args), "sync read"
+            self._read_only(self._sync_read, [k.head, k.epoch, k.rollout, k.rev], args),
+            "sync read",
         )
         epoch_now = text_of(res[1]) or None
         if (res[0] and stored_version(res[0]) is None) or (
@@ -349,13 +305,33 @@ class Store:
             raise CorruptRecord(str(exc), epoch=epoch_now, version=target) from None
         return msgspec.structs.replace(read, record=record)
 
+    async def _read_only(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """A script that only reads, as EVALSHA_RO: an ACL user with read-only access to the
+        keys may run it (docs/acl.md). Plain EVALSHA where that is missing (a cluster
+        client, an embedded fake Redis)."""
+        if not self._ro_scripts or not hasattr(self.redis, "connection_pool"):
+            return await script(keys=keys, args=args)
+        try:
+            try:
+                return await self.redis.evalsha_ro(script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                await self.redis.script_load(script.script)
+                return await self.redis.evalsha_ro(script.sha, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if "unknown command" not in str(exc).lower():
+                raise
+            self._ro_scripts = False
+            return await script(keys=keys, args=args)
+
     async def _fetch(
         self, known_epoch: str | None, known_version: int, known_sha256: str, *, head_only: bool
     ) -> tuple[Head, VersionRecord | None]:
         k = self.keys
         args: list[Any] = [k.record_prefix, known_epoch or "", known_version, known_sha256,
                 "1" if head_only else "0"]  # fmt: skip
-        res = await guarded(self._fetch_head(keys=[k.head, k.epoch], args=args), "fetch head")
+        res = await guarded(
+            self._read_only(self._fetch_head, [k.head, k.epoch], args), "fetch head"
+        )
         epoch, sha = text_of(res[1]) or None, text_of(res[2]) or None
         if res[0] and (stored_version(res[0]) is None or (len(res) == 4 and res[3] == b"damaged")):
             damage = f"{k.head} holds {text_of(res[0])[:40]!r}, not a version number"
@@ -429,14 +405,9 @@ class Store:
         return entries
 
     async def report(self, status: ReplicaStatus) -> None:
-        """Record a replica's status; the server clock stamps `last_seen`."""
-        await guarded(
-            self._heartbeat(
-                keys=[self.keys.replicas],
-                args=[status.replica_id, _status_encoder.encode(status)],
-            ),
-            "report status",
-        )
+        """Record a replica's status stamped with the server's clock now (two round trips:
+        for tools and tests; a replica's reporter follows the clock and uses `report_at`)."""
+        await self.report_at(status, await self.server_time())
 
     async def report_at(self, status: ReplicaStatus, last_seen: float) -> None:
         """Record a replica's status stamped `last_seen` (the server's clock, as the caller
@@ -454,79 +425,17 @@ class Store:
         return int(sec) + int(usec) / 1e6
 
     async def replicas(self, *, forget_after_s: float = 24 * 3600) -> list[ReplicaInfo]:
-        """Every replica that reported recently; long-dead ones are forgotten."""
+        """Every replica that reported recently; long-dead or unreadable ones are forgotten."""
         res = await guarded(self._replicas(keys=[self.keys.replicas]), "list replicas")
-        now = int(res[0]) + int(res[1]) / 1e6
-        raw = dict(zip(res[2::2], res[3::2], strict=True))
-        out, forget = [], []
-        for rid, value in raw.items():
-            try:
-                st = _stored_status_decoder.decode(value)
-            except msgspec.DecodeError:
-                forget.append(rid)
-                continue
-            age = now - st.last_seen
-            if age > forget_after_s:
-                forget.append(rid)
-                continue
-            fields = {f: getattr(st, f) for f in ReplicaStatus.__struct_fields__}
-            out.append(
-                ReplicaInfo(
-                    status=ReplicaStatus(**fields), last_seen=st.last_seen, alive=age <= st.ttl_s
-                )
-            )
+        out, forget = replica_infos(res, forget_after_s)
         if forget:
             await guarded(self.redis.hdel(self.keys.replicas, *forget), "forget replicas")
-        out.sort(key=lambda r: r.status.replica_id)
         return out
 
     async def export(self) -> Export:
         """Every retained version, for backup or re-seeding an empty store."""
-        head = await self.head()
-        if head.damage:
-            raise DamagedNamespace(f"export: {head.damage}{_REPAIR}", epoch=head.epoch)
-        nums = await guarded(self.redis.zrange(self.keys.history, 0, -1), "export")
-        pipe = self.redis.pipeline(transaction=False)
-        for n in nums:
-            pipe.hgetall(self.keys.record(int(n)))
-        rows = await guarded(pipe.execute(), "export") if nums else []
-        records = [
-            parse_record(fields, self.keys.record(int(n)))
-            for n, fields in zip(nums, rows, strict=True)
-            if fields  # trimmed between the two reads
-        ]
-        return Export(
-            namespace=self.namespace, epoch=head.epoch, head=head.version, records=records
-        )
+        return await backup.export(self)
 
     async def import_(self, data: Export, *, actor: str = "") -> int:
-        """Re-seed an empty namespace from an export. Refuses a namespace that has a head.
-
-        The imported versions keep their numbers but start a new epoch: a replica still
-        holding a version of the old lineage (perhaps one the export lacks) follows the
-        imported head instead of skipping it as "not newer"."""
-        if data.head == 0 or not data.records or data.epoch is None:
-            raise StoreError("import: the export holds no versions")
-        if data.head not in {r.version for r in data.records}:
-            raise StoreError(f"import: head version {data.head} is missing from the export")
-        for r in data.records:
-            r.verify()
-        k = self.keys
-        epoch = secrets.token_hex(8)
-        args: list[Any] = [k.record_prefix, k.changes, actor, epoch, data.head, len(data.records)]
-        for r in data.records:
-            fields: list[Any] = []
-            for name in VersionRecord.__struct_fields__:
-                value = epoch if name == "epoch" else getattr(r, name)
-                fields += [name, "" if value is None else value]
-            args += [len(fields), *fields]
-        res = await guarded(
-            self._import(keys=[k.seq, k.head, k.epoch, k.history, k.audit, k.rev], args=args),
-            "import",
-        )
-        if text_of(res[0]) == "not_empty":
-            raise NamespaceNotEmpty(
-                f"import: namespace {self.namespace!r} already has version {text_of(res[1])}; "
-                "import only re-seeds an empty store"
-            )
-        return int(res[1])
+        """Re-seed an empty namespace from an export (see `configbus.backup`)."""
+        return await backup.import_(self, data, actor=actor)

@@ -13,16 +13,31 @@ publish, get, status...), `up` (the local fleet).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar, get_args
+from typing import Any
 
-import msgspec
-
-from configbus.crypto import SecretBox
-from configbus.errors import SettingsError
-from configbus.names import DEFAULT_NAMESPACE, NAMESPACE_RULE, is_namespace
+from configbus.durability import DEFAULT_ACK_TIMEOUT_MS
+from configbus.names import DEFAULT_NAMESPACE
+from configbus.registry import (
+    BYTES,
+    COMMANDS,
+    COUNT,
+    FERNET_KEYS,
+    NAMESPACE_NAME,
+    PATH,
+    REDIS,
+    SECONDS,
+    TEXT,
+    URL,
+    Command,
+    Reader,
+    Variable,
+    at_least_one,
+    at_least_zero,
+    integer,
+    redis_urls,
+)
 from configbus.rollout import parse_labels
 from configbus.store import DEFAULT_INLINE_MAX_BYTES, DEFAULT_RETENTION
 
@@ -33,9 +48,11 @@ __all__ = [
     "ADMIN_HISTORY_RETENTION",
     "ADMIN_MAX_BODY_BYTES",
     "ADMIN_MAX_IMPORT_BYTES",
+    "ADMIN_MIN_REPLICAS_TO_ACK",
     "ADMIN_PUBLISH_LIMIT",
     "ADMIN_PUBLISH_WINDOW_S",
     "ADMIN_REDIS_TIMEOUT_S",
+    "ADMIN_REPLICA_ACK_TIMEOUT_S",
     "ADMIN_TOKEN",
     "ADMIN_TOKENS",
     "ADMIN_TOKENS_FILE",
@@ -61,150 +78,6 @@ __all__ = [
     "read_by",
 ]
 
-T = TypeVar("T")
-Command = Literal["admin", "proxy", "client", "up"]
-COMMANDS: tuple[Command, ...] = get_args(Command)
-
-
-def _anything(value: object) -> None:
-    return None
-
-
-class Reader(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
-    """How a variable's text becomes a value (`parse`), and which values are allowed
-    (`check`, also applied to values given by flags). Both raise ValueError with a message
-    that the variable prefixes with its name, or a SettingsError that already names it."""
-
-    kind: str  # what the value is, for the docs
-    parse: Callable[[str], T]
-    check: Callable[[T], None] = _anything
-    # An empty value means "unset" (the default), except where the default would hide a
-    # mistake: an empty Redis URL or namespace is refused, not replaced.
-    blank_is_default: bool = True
-
-
-class Variable(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
-    """One environment variable: the only place its name, default and meaning are written."""
-
-    name: str
-    default: T
-    meaning: str
-    reader: Reader[T]
-    commands: frozenset[Command]
-    # Commands a deployment must give it to: they refuse to start without it, or its
-    # default only suits a process on the developer's machine.
-    required: frozenset[Command] = frozenset()
-    # Another variable that may be set in this one's place (tokens or a tokens file).
-    instead: str = ""
-    # How the docs show a default computed at start (the replica id).
-    shown_default: str = ""
-
-    def read(self, env: Mapping[str, str]) -> T:
-        """The checked value of `env[name]`; the default when unset (or empty, see Reader)."""
-        raw = env.get(self.name)
-        if raw is None or (raw == "" and self.reader.blank_is_default):
-            return self.default
-        return self.parse(raw)
-
-    def parse(self, raw: str) -> T:
-        try:
-            value = self.reader.parse(raw)
-        except ValueError as exc:
-            raise SettingsError(f"{self.name}: {exc}") from None
-        return self.check(value)
-
-    def check(self, value: T) -> T:
-        try:
-            self.reader.check(value)
-        except ValueError as exc:
-            raise SettingsError(f"{self.name}: {exc}") from None
-        return value
-
-
-# --------------------------------------------------------------------------------------
-# Readers
-
-
-def _number(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{raw!r} is not a number") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{raw!r} is not a finite number")
-    return value
-
-
-def _integer(raw: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{raw!r} is not an integer") from None
-
-
-def _above_zero(value: float) -> None:
-    if not value > 0:
-        raise ValueError("must be above 0")
-
-
-def _at_least_one(value: int) -> None:
-    if value < 1:
-        raise ValueError("must be at least 1")
-
-
-def _redis_url(value: str) -> None:
-    if not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"{value!r} is not a redis://, rediss:// or unix:// URL")
-
-
-def _redis_urls(value: str) -> None:
-    for url in value.split(","):
-        if url.strip():
-            _redis_url(url.strip())
-
-
-def _at_least_zero(value: int) -> None:
-    if value < 0:
-        raise ValueError("must be at least 0")
-
-
-def _namespace(value: str) -> None:
-    if not is_namespace(value):
-        raise ValueError(f"{value!r} is not a valid namespace: {NAMESPACE_RULE}")
-
-
-def _keys(raw: str) -> tuple[str, ...]:
-    return tuple(k.strip() for k in raw.split(",") if k.strip())
-
-
-def _fernet_keys(keys: tuple[str, ...]) -> None:
-    if keys:
-        SecretBox(keys)  # a SettingsError naming the variable and the bad key
-
-
-def _path(raw: str) -> Path | None:
-    return Path(raw)
-
-
-TEXT = Reader[str](kind="text", parse=str)
-URL = Reader[str](kind="URL", parse=str)
-REDIS = Reader[str](
-    kind="`redis://`, `rediss://` (TLS) or `unix://` URL",
-    parse=str,
-    check=_redis_url,
-    blank_is_default=False,
-)
-NAMESPACE_NAME = Reader[str](
-    kind=f"namespace: {NAMESPACE_RULE}", parse=str, check=_namespace, blank_is_default=False
-)
-FERNET_KEYS = Reader[tuple[str, ...]](
-    kind="Fernet keys, comma-separated", parse=_keys, check=_fernet_keys
-)
-PATH = Reader[Path | None](kind="file path", parse=_path)
-SECONDS = Reader[float](kind="seconds (> 0)", parse=_number, check=_above_zero)
-COUNT = Reader[int](kind="integer (≥ 1)", parse=_integer, check=_at_least_one)
-BYTES = Reader[int](kind="bytes (≥ 1)", parse=_integer, check=_at_least_one)
-
 # --------------------------------------------------------------------------------------
 # The bus: every process on it
 
@@ -212,8 +85,13 @@ REDIS_URL = Variable[str](
     name="CONFIGBUS_REDIS_URL",
     default="redis://127.0.0.1:6379/0",
     meaning="The bus's Redis; credentials in the URL (`redis://user:password@host:6379/0` "
-    "for an ACL user), `?cluster=true` for a Redis Cluster. `configbus up` uses it when it "
-    "answers, else starts its own.",
+    "for an ACL user, see docs/acl.md), `rediss://` for TLS (`?ssl_ca_certs=/path/ca.pem`), "
+    "`?cluster=true` for a Redis Cluster. With Sentinel: "
+    "`redis+sentinel://[user:password@]host:port[,host:port...]/service_name[/db]` "
+    "(`rediss+sentinel://` for TLS): the sentinels are asked where the primary is, and "
+    "replicas, admins and the limiter follow a new primary after a failover (the "
+    "credentials are the Redis servers', the sentinels are asked without them). "
+    "`configbus up` uses it when it answers, else starts its own.",
     reader=REDIS,
     commands=frozenset({"admin", "proxy", "up"}),
     required=frozenset({"admin", "proxy"}),
@@ -225,7 +103,7 @@ REDIS_READ_URL = Variable[str](
     "replica reads and listens through one of them (picked by its id, so a fleet spreads "
     "evenly) and writes to `CONFIGBUS_REDIS_URL`; a lagging or dead one is bypassed for the "
     "primary. Unset: everything goes to the primary. See docs/scale.md.",
-    reader=Reader[str](kind="`redis://` URLs, comma-separated", parse=str, check=_redis_urls),
+    reader=Reader[str](kind="`redis://` URLs, comma-separated", parse=str, check=redis_urls),
     commands=frozenset({"proxy"}),
 )
 SECRET_KEYS = Variable[tuple[str, ...]](
@@ -352,7 +230,7 @@ ADMIN_PUBLISH_WINDOW_S = Variable[int](
     name="CONFIGBUS_ADMIN_PUBLISH_WINDOW_S",
     default=60,
     meaning="The publish limit's window.",
-    reader=Reader[int](kind="whole seconds (≥ 1)", parse=_integer, check=_at_least_one),
+    reader=Reader[int](kind="whole seconds (≥ 1)", parse=integer, check=at_least_one),
     commands=frozenset({"admin"}),
 )
 ADMIN_BREAKER_FAILURES = Variable[int](
@@ -391,7 +269,25 @@ ADMIN_HINT_MAX_BYTES = Variable[int](
     meaning="A plain publish whose document is at most this big carries it in the change "
     "hint, so replicas apply it without reading Redis (they still verify it); 0: never. "
     "Redis copies each hint to every subscriber: see docs/scale.md.",
-    reader=Reader[int](kind="bytes (0: never)", parse=_integer, check=_at_least_zero),
+    reader=Reader[int](kind="bytes (0: never)", parse=integer, check=at_least_zero),
+    commands=frozenset({"admin"}),
+)
+ADMIN_MIN_REPLICAS_TO_ACK = Variable[int](
+    name="CONFIGBUS_ADMIN_MIN_REPLICAS_TO_ACK",
+    default=0,
+    meaning="Redis replicas that must acknowledge a publish (Redis `WAIT`) before the admin "
+    "answers 201; fewer within `CONFIGBUS_ADMIN_REPLICA_ACK_TIMEOUT_S` answer 503 "
+    "`not_replicated` (the version exists on the primary, but a failover now could lose it; "
+    "a retry with the same idempotency key waits again). 0: do not wait. Not with "
+    "`?cluster=true`.",
+    reader=Reader[int](kind="integer (0: do not wait)", parse=integer, check=at_least_zero),
+    commands=frozenset({"admin"}),
+)
+ADMIN_REPLICA_ACK_TIMEOUT_S = Variable[float](
+    name="CONFIGBUS_ADMIN_REPLICA_ACK_TIMEOUT_S",
+    default=DEFAULT_ACK_TIMEOUT_MS / 1000,
+    meaning="How long a publish waits for `CONFIGBUS_ADMIN_MIN_REPLICAS_TO_ACK` replicas.",
+    reader=SECONDS,
     commands=frozenset({"admin"}),
 )
 
@@ -436,6 +332,8 @@ VARIABLES: tuple[Variable[Any], ...] = (
     ADMIN_REDIS_TIMEOUT_S,
     ADMIN_HISTORY_RETENTION,
     ADMIN_HINT_MAX_BYTES,
+    ADMIN_MIN_REPLICAS_TO_ACK,
+    ADMIN_REPLICA_ACK_TIMEOUT_S,
     ADMIN_URL,
     ADMIN_TOKEN,
 )

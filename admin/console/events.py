@@ -22,9 +22,10 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from admin.answers import ApiError, error_from
 from admin.auth import allows
 from admin.console.session import console_of
-from admin.http import ApiError, Services, error_from, services
+from admin.http import Services, services
 from admin.settings import Token
 from configbus.errors import StoreError
 from configbus.names import NAMESPACE_RULE, is_namespace

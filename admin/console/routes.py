@@ -15,6 +15,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from admin.answers import JSON, ApiError
 from admin.auth import PERMISSIONS
 from admin.console.events import events, who
 from admin.console.session import (
@@ -26,7 +27,7 @@ from admin.console.session import (
     Sessions,
     console_of,
 )
-from admin.http import JSON, ApiError, Services, services
+from admin.http import Services, services
 from admin.settings import Token
 from configbus.codec import parse
 from configbus.errors import InvalidDocument, StoreError

@@ -22,10 +22,11 @@ import msgspec
 import redis.asyncio as aioredis
 from starlette.requests import Request
 
-from admin.http import ApiError, Services
+from admin.answers import ApiError
+from admin.http import Services
 from admin.settings import Token
 from configbus.errors import StoreError
-from configbus.store import REDIS_ERRORS, store_error
+from configbus.redis_calls import REDIS_ERRORS, store_error
 
 T = TypeVar("T")
 Guarded = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from configbus.cli.client import EXIT_OK, EXIT_REFUSED, _client, _print_json, admin_flags
+from configbus.cli.common import EXIT_OK, EXIT_REFUSED, admin_client, admin_flags, print_json
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,10 +27,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    with _client(args) as c:
+    with admin_client(args) as c:
         res = c.provider_models(args.name)
     if args.json:
-        _print_json(res)
+        print_json(res)
     else:
         for model in res.models:
             print(model)
@@ -38,10 +38,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    with _client(args) as c:
+    with admin_client(args) as c:
         res = c.test_provider(args.name)
     if args.json:
-        _print_json(res)
+        print_json(res)
     elif res.ok:
         print(f"ok: {res.provider} answered {res.status} in {res.latency_ms:.0f} ms ({res.url})")
     else:

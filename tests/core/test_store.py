@@ -187,7 +187,7 @@ async def test_no_plaintext_secret_anywhere_in_redis(
 )
 def test_redis_that_cannot_serve_is_unavailable_not_an_error(exc: BaseException) -> None:
     from configbus.errors import StoreUnavailable
-    from configbus.store import store_error
+    from configbus.redis_calls import store_error
 
     assert isinstance(store_error(exc, "publish"), StoreUnavailable)
 
