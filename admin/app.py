@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from admin import rollout_routes, routes
+from admin import provider_routes, rollout_routes, routes
 from admin.answers import JSON, ApiError
 from admin.auth import TokenTable
 from admin.breaker import CircuitBreaker
@@ -151,6 +151,8 @@ def create_app(settings: AdminSettings, *, tracing: TracerProvider | None = None
         Route(f"{ns}/rollout/promote", rollout_routes.promote_rollout, methods=["POST"]),
         Route(f"{ns}/rollout/abort", rollout_routes.abort_rollout, methods=["POST"]),
         Route(f"{ns}/replicas", routes.replicas, methods=["GET"]),
+        Route(f"{ns}/providers/{{name}}/models", provider_routes.provider_models, methods=["GET"]),
+        Route(f"{ns}/providers/{{name}}/test", provider_routes.provider_test, methods=["POST"]),
         Route(f"{ns}/audit", routes.audit, methods=["GET"]),
         Route(f"{ns}/export", routes.export, methods=["GET"]),
         Route(f"{ns}/import", routes.import_, methods=["POST"]),

@@ -219,8 +219,8 @@ class Ctx:
                     if not is_uint(raw) or len(raw) > MAX_VERSION_DIGITS:
                         raise msgspec.ValidationError
                     values[f.name] = msgspec.convert(int(raw), f.type)
-                else:
-                    values[f.name] = msgspec.convert(raw, f.type)
+                else:  # lax: a boolean parameter reads `true` / `false`
+                    values[f.name] = msgspec.convert(raw, f.type, strict=False)
             except msgspec.ValidationError:
                 raise ApiError(
                     400, "bad_request", f"query parameter {name!r} must be {wanted}"

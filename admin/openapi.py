@@ -27,6 +27,9 @@ from configbus.api import (
     MergePatch,
     Namespace,
     PatchQuery,
+    ProviderModels,
+    ProviderName,
+    ProviderTest,
     PublishRequest,
     Replicas,
     RetryAfter,
@@ -36,6 +39,7 @@ from configbus.api import (
     RolloutView,
     RotateRequest,
     Status,
+    ValidateQuery,
     ValidateResult,
     Version,
     VersionPage,
@@ -66,7 +70,7 @@ class Op(NamedTuple):
 
 
 NS = "/v1/namespaces/{ns}"
-PATH_PARAMS: dict[str, Any] = {"ns": Namespace, "n": Version}
+PATH_PARAMS: dict[str, Any] = {"ns": Namespace, "n": Version, "name": ProviderName}
 PUBLISHED: dict[int, Answer] = {
     201: ("a new version", PublishResult),
     200: ("no-op (same body as head) or an idempotent replay", PublishResult),
@@ -97,10 +101,12 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         body_media=("application/merge-patch+json", JSON),
     ),
     ("post", f"{NS}/validate"): Op(
-        "check a document without publishing it",
+        "check a document without publishing it; with `probe=true`, also ask every provider "
+        "it changes (against head) for its model list with its key",
         "validate",
         {200: ("valid", ValidateResult)},
         PublishRequest,
+        ValidateQuery,
         errors=(400, 413, 422),
     ),
     ("get", f"{NS}/versions"): Op(
@@ -162,6 +168,18 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("get", f"{NS}/replicas"): Op(
         "rollout status of every replica", "read", {200: ("replicas and a summary", Replicas)}
     ),
+    ("get", f"{NS}/providers/{{name}}/models"): Op(
+        "the models a provider of head lists, asked with its stored key",
+        "validate",
+        {200: ("the provider's models", ProviderModels)},
+        errors=(502,),
+    ),
+    ("post", f"{NS}/providers/{{name}}/test"): Op(
+        "ask a provider of head for its model list with its stored key: latency, status, "
+        "and the provider's error if any (the key blotted out)",
+        "validate",
+        {200: ("the test's outcome (`ok` false when the provider failed)", ProviderTest)},
+    ),
     ("get", f"{NS}/audit"): Op(
         "audit entries, newest first",
         "read",
@@ -205,11 +223,12 @@ ERRORS = {
     400: "bad header or query parameter, or body not JSON",
     401: "missing or unknown token",
     403: "the token's role lacks this permission",
-    404: "invalid namespace, or nothing (such) published",
+    404: "invalid namespace, or nothing (such) published (or no such provider)",
     409: "version conflict (`current_version` says what is current)",
     413: "request body too large",
     422: "invalid document or request body (every issue with its path)",
     429: "publish rate limit of this token reached",
+    502: "the provider did not answer as asked (its answer, key blotted out)",
     503: "Redis unavailable (circuit breaker)",
 }
 # Response headers follow from the answer: a body naming a version carries its ETag.

@@ -15,6 +15,7 @@ from admin.backup import import_ as import_
 from admin.diff import changed_paths, unified
 from admin.http import Ctx, endpoint, is_uint
 from admin.merge import merge_patch
+from admin.preflight import preflight
 from admin.rollouts import end_by_hand
 from admin.tracing import publish_span
 from configbus.api import (
@@ -32,6 +33,7 @@ from configbus.api import (
     ReplicaSummary,
     RollbackRequest,
     RotateRequest,
+    ValidateQuery,
     ValidateResult,
     VersionPage,
     VersionsQuery,
@@ -246,8 +248,15 @@ async def patch_config(ctx: Ctx) -> Response:
 
 @endpoint("validate", "validate")
 async def validate(ctx: Ctx) -> Response:
+    probe = ctx.query(ValidateQuery).probe
     req = await ctx.json(PublishRequest)
     doc = await prepare(ctx, req.document)
+    if probe:
+        issues = await preflight(doc, await head_document(ctx), ctx.svc.box, label="probe")
+        if issues:
+            raise ApiError(
+                422, "probe_failed", "a changed provider did not answer its probe", issues=issues
+            )
     return JSON(ValidateResult(valid=True, issues=[], secrets=[p for p, _ in secrets_of(doc)]))
 
 

@@ -228,6 +228,44 @@ class ImportResult(_Response, frozen=True, kw_only=True):
     versions: int
 
 
+class ValidateQuery(_Request, frozen=True, kw_only=True):
+    probe: Annotated[
+        bool,
+        Meta(
+            description="also ask every provider the document changes (against head) for "
+            "its model list with its key; 422 when one fails"
+        ),
+    ] = False
+
+
+# A provider's name in a path (a name holding `/` cannot be addressed in a path).
+ProviderName = Annotated[
+    str, Meta(min_length=1, max_length=128, pattern=r"^[^/]+$", examples=["upstream-a"])
+]
+
+
+class ProviderTest(_Response, frozen=True, kw_only=True):
+    """What a provider answered when asked for its model list with the stored key."""
+
+    provider: str
+    url: str
+    ok: bool
+    status: int | None  # the provider's HTTP status; null when no answer came
+    latency_ms: float
+    # Which key was sent: the document's `secret`, none for `env` (only replicas hold the
+    # variable), or `none` configured.
+    key: Literal["secret", "env", "none"]
+    error: str | None = None  # the provider's answer (cut short, key blotted out) or why none
+
+
+class ProviderModels(_Response, frozen=True, kw_only=True):
+    """The models a provider lists, as it answered with the stored key."""
+
+    provider: str
+    models: list[str]
+    latency_ms: float
+
+
 class VersionsQuery(_Request, frozen=True, kw_only=True):
     limit: Annotated[int, Meta(ge=1, le=VERSIONS_PAGE_MAX, description="page size")] = (
         VERSIONS_PAGE_DEFAULT

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
-from configbus.document import Document
+from configbus.document import CURRENT_SCHEMA, Document
 from configbus.errors import InvalidDocument, Issue
 from configbus.validation import issue_from_msgspec, semantic_issues, to_document
 
@@ -212,14 +212,16 @@ def _decode_body(body: bytes) -> Document:
             data = _any_decoder.decode(body)
         except msgspec.DecodeError as exc:
             raise InvalidDocument([issue_from_msgspec(exc, "")]) from None
-        to_document(data)  # raises with all issues
-        raise  # pragma: no cover - to_document always raises here
+        # Raises with all issues, unless the body is of an older schema that migrates.
+        return to_document(data)
     except msgspec.DecodeError as exc:
         raise InvalidDocument([Issue("", f"not valid JSON: {exc}")]) from None
     except (
         RecursionError
     ):  # msgspec nests as deep as the stack goes (found by tests/core/test_fuzz.py)
         raise InvalidDocument([Issue("", f"nested deeper than {MAX_DEPTH} levels")]) from None
+    if doc.schema_version != CURRENT_SCHEMA:  # stored by an older (or newer) configbus
+        return to_document(_any_decoder.decode(body))  # migrates, or refuses a newer one
     issues = semantic_issues(doc)
     if issues:
         raise InvalidDocument(issues)

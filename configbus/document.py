@@ -205,9 +205,18 @@ class Logging(Base, frozen=True, kw_only=True):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
 
+# The schema the code reads; older documents are migrated to it (`configbus.migrations`).
+# A document without `schema_version` is schema 1, the format before documents carried it,
+# which is also the field's default: so the canonical bytes (defaults omitted) of every
+# schema-1 document stay what they were, and a later schema is always stored explicitly.
+CURRENT_SCHEMA = 1
+UNVERSIONED_SCHEMA = 1
+
+
 class Document(Base, frozen=True, kw_only=True):
     """The whole config of one namespace."""
 
+    schema_version: Annotated[int, Meta(ge=1)] = UNVERSIONED_SCHEMA
     providers: tuple[Provider, ...] = ()
     models: tuple[Model, ...] = ()
     clients: tuple[Client, ...] = ()

@@ -34,6 +34,7 @@ from configbus.document import (
     pattern_of,
 )
 from configbus.errors import InvalidDocument, Issue
+from configbus.migrations import migrate
 
 CREDENTIAL_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key"}
@@ -400,7 +401,9 @@ def _fallback_cycles(doc: Document) -> list[Issue]:
 
 
 def to_document(data: Any) -> Document:
-    """Convert a parsed JSON/YAML/TOML value into a checked Document, or raise InvalidDocument."""
+    """Convert a parsed JSON/YAML/TOML value into a checked Document, or raise InvalidDocument.
+    A document of an older schema is migrated first (`configbus.migrations`)."""
+    data, _ = migrate(data)
     try:
         doc = msgspec.convert(data, Document, strict=True)
     except msgspec.ValidationError:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from configbus.errors import ConfigBusError
 
 # Order is the order of `configbus --help`.
-_MODULES = ("up", "proxy", "admin", "mock", "client", "keygen")
+_MODULES = ("up", "proxy", "admin", "mock", "client", "providers", "litellm", "migrate", "keygen")
 
 
 def build_parser() -> argparse.ArgumentParser:

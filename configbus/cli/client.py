@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,24 +25,22 @@ from pathlib import Path
 import msgspec
 
 from configbus.cli import rollout as ro
-from configbus.cli.args import namespace_arg
 from configbus.cli.common import (
     DEFAULT_WATCH_TIMEOUT_S,
     EXIT_OK,
     Command,
     admin_client,
+    admin_flags,
     json_text,
     latest_rollout,
     print_json,
     read_input,
-    run_command,
 )
 from configbus.cli.text import table
 from configbus.cli.watching import cmd_status, cmd_watch
 from configbus.codec import guess_format, load_file
 from configbus.errors import ConfigBusError
 from configbus.escape import printable
-from configbus.names import DEFAULT_NAMESPACE
 from configbus.store import PublishResult
 from configbus.tooling.client import AdminClient
 
@@ -51,25 +48,7 @@ from configbus.tooling.client import AdminClient
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def add(name: str, fn: Command, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
-        p.add_argument(
-            "--admin-url",
-            default=os.environ.get("CONFIGBUS_ADMIN_URL"),
-            help="admin service URL (CONFIGBUS_ADMIN_URL)",
-        )
-        p.add_argument(
-            "--token",
-            default=os.environ.get("CONFIGBUS_ADMIN_TOKEN"),
-            help="bearer token (CONFIGBUS_ADMIN_TOKEN)",
-        )
-        p.add_argument(
-            "--namespace",
-            "-n",
-            default=os.environ.get("CONFIGBUS_NAMESPACE", DEFAULT_NAMESPACE),
-            type=namespace_arg,
-            help=f"namespace (CONFIGBUS_NAMESPACE, default {DEFAULT_NAMESPACE!r})",
-        )
-        p.add_argument("--json", action="store_true", help="print JSON for scripts")
-        p.set_defaults(func=lambda args: run_command(fn, args))
+        admin_flags(p, fn)
         return p
 
     def writes(p: argparse.ArgumentParser) -> None:
@@ -99,6 +78,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = add("validate", cmd_validate, "check a document file; offline without an admin URL")
     p.add_argument("file")
     p.add_argument("--offline", action="store_true", help="check locally, do not ask the admin")
+    p.add_argument(
+        "--probe",
+        action="store_true",
+        help="also ask each provider the file changes (against head) for its model list",
+    )
     p = add("history", cmd_history, "list versions, newest first")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--before", type=int, help="only versions older than this")
@@ -271,6 +255,8 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    if args.probe and (args.offline or not args.admin_url):
+        raise ConfigBusError("--probe asks the admin service: pass --admin-url, not --offline")
     if args.offline or not args.admin_url:
         doc = load_file(args.file)  # InvalidDocument → every issue, exit 1
         from configbus.crypto import secrets_of
@@ -283,11 +269,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_OK
     data = read_input(args.file)
     with admin_client(args) as c:
-        res = c.validate(data)
+        res = c.validate(data, probe=args.probe)
     if args.json:
         print_json(res)
     else:
-        print(f"valid: {args.file} (checked by {args.admin_url})")
+        probed = ", providers probed" if args.probe else ""
+        print(f"valid: {args.file} (checked by {args.admin_url}{probed})")
     return EXIT_OK
 
 

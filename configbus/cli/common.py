@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,8 +14,10 @@ from typing import Any
 import msgspec
 
 from configbus.api import RolloutView
+from configbus.cli.args import namespace_arg
 from configbus.codec import guess_format, parse
 from configbus.errors import AdminApiError, AdminUnreachable, ConfigBusError, InvalidDocument
+from configbus.names import DEFAULT_NAMESPACE
 from configbus.tooling.client import AdminClient
 
 EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
@@ -23,6 +26,29 @@ WATCH_PROMOTED, WATCH_ABORTED = WATCH_CONVERGED, WATCH_REJECTED
 DEFAULT_WATCH_TIMEOUT_S = 60.0
 
 Command = Callable[[argparse.Namespace], int]
+
+
+def admin_flags(p: argparse.ArgumentParser, fn: Command) -> None:
+    """The flags every command against an admin service takes, and `fn` to run."""
+    p.add_argument(
+        "--admin-url",
+        default=os.environ.get("CONFIGBUS_ADMIN_URL"),
+        help="admin service URL (CONFIGBUS_ADMIN_URL)",
+    )
+    p.add_argument(
+        "--token",
+        default=os.environ.get("CONFIGBUS_ADMIN_TOKEN"),
+        help="bearer token (CONFIGBUS_ADMIN_TOKEN)",
+    )
+    p.add_argument(
+        "--namespace",
+        "-n",
+        default=os.environ.get("CONFIGBUS_NAMESPACE", DEFAULT_NAMESPACE),
+        type=namespace_arg,
+        help=f"namespace (CONFIGBUS_NAMESPACE, default {DEFAULT_NAMESPACE!r})",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(func=lambda args: run_command(fn, args))
 
 
 def run_command(fn: Command, args: argparse.Namespace) -> int:

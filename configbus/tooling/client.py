@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -27,6 +28,8 @@ from configbus.api import (
     ErrorEnvelope,
     ImportResult,
     PatchQuery,
+    ProviderModels,
+    ProviderTest,
     PublishRequest,
     Replicas,
     RollbackRequest,
@@ -35,6 +38,7 @@ from configbus.api import (
     RolloutView,
     RotateRequest,
     StageRequest,
+    ValidateQuery,
     ValidateResult,
     VersionPage,
     VersionsQuery,
@@ -182,8 +186,24 @@ class AdminClient:
             params=PatchQuery(message=message),
         )
 
-    def validate(self, document: Any) -> ValidateResult:
-        return self._call(ValidateResult, "POST", "validate", PublishRequest(document=document))
+    def validate(self, document: Any, *, probe: bool = False) -> ValidateResult:
+        """Check `document`; with `probe`, also ask each provider it changes for its model
+        list (a failure is an AdminApiError `probe_failed` with an issue per provider)."""
+        return self._call(
+            ValidateResult,
+            "POST",
+            "validate",
+            PublishRequest(document=document),
+            params=ValidateQuery(probe=True) if probe else None,
+        )
+
+    def provider_models(self, name: str) -> ProviderModels:
+        """The models provider `name` of head lists, asked with its stored key."""
+        return self._call(ProviderModels, "GET", f"providers/{_segment(name)}/models")
+
+    def test_provider(self, name: str) -> ProviderTest:
+        """Ask provider `name` of head whether it answers (`ok` false when it failed)."""
+        return self._call(ProviderTest, "POST", f"providers/{_segment(name)}/test")
 
     def versions(self, *, limit: int = 50, before: int | None = None) -> VersionPage:
         return self._call(
@@ -276,6 +296,10 @@ class AdminClient:
 
     def rotate_secrets(self, *, message: str = "") -> PublishResult:
         return self._call(PublishResult, "POST", "rotate-secrets", RotateRequest(message=message))
+
+
+def _segment(text: str) -> str:
+    return quote(text, safe="")
 
 
 def _error(resp: httpx.Response) -> AdminApiError:

@@ -94,6 +94,16 @@ class MockUpstream:
         elif method == "POST" and path.endswith("/messages"):
             await self._chat(scope, receive, send, anthropic=True)
         elif method == "GET" and path.endswith("/models"):
+            # Failures set by /_control apply here too: a provider test sees them.
+            self.last_headers = {
+                k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
+            }
+            c = self.control
+            if c.fail_rate > 0 and random.random() < c.fail_rate:
+                self.failures += 1
+                err = {"error": {"message": f"{self.name} mock failure", "type": "server_error"}}
+                await self._send(send, c.status, _encode(err))
+                return
             body = {
                 "object": "list",
                 "data": [

@@ -32,6 +32,8 @@ SECTIONS: list[type[msgspec.Struct]] = [
 ]  # fmt: skip
 
 DESCRIPTIONS: dict[str, str] = {
+    "Document.schema_version": "The document format's version; an older one is migrated on "
+    "input and on read (`configbus migrate FILE` shows the result), a newer one refused.",
     "Document.providers": "Upstream LLM APIs the replicas call.",
     "Document.models": "Public model names clients ask for, and where they go.",
     "Document.clients": "Who may call the replicas: bearer keys stored as sha256 hashes.",

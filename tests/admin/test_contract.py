@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -24,7 +25,8 @@ from configbus.counters import counter_key
 from configbus.store import ReplicaStatus, Store
 from configbus.testing import sample_data
 from tests.admin.helpers import app_for, auth, client
-from tests.support import RedisServer
+from tests.proxy.helpers import Mock
+from tests.support import RedisServer, free_port
 
 SPEC = spec()
 
@@ -63,13 +65,20 @@ def check(r: httpx.Response) -> tuple[str, str, int]:
     return method, path, r.status_code
 
 
+@pytest.fixture
+def upstream() -> Iterator[Mock]:
+    m = Mock("contract").start()
+    yield m
+    m.service.stop()
+
+
 async def test_every_answer_is_the_documented_one(
-    redis_server: RedisServer, namespace: str
+    redis_server: RedisServer, namespace: str, upstream: Mock
 ) -> None:
     seen: set[tuple[str, str, int]] = set()
     base = f"/v1/namespaces/{namespace}"
     admin = auth("admin")
-    doc = sample_data()
+    doc = sample_data(upstream_a=upstream.url + "/v1")
     store = Store(connect(redis_server.url), namespace)
     async with client(app_for(redis_server.url, max_body_bytes=64 * 1024)) as c:
 
@@ -103,6 +112,21 @@ async def test_every_answer_is_the_documented_one(
         assert (await call("GET", f"{base}/config")).status_code == 200
         assert (await call("POST", f"{base}/validate", json={"document": doc})).status_code == 200
         assert (await call("POST", f"{base}/validate", json=bad)).status_code == 422
+        r = await call("POST", f"{base}/validate?probe=true", json={"document": doc})
+        assert r.status_code == 200
+        dead = sample_data(upstream_a=f"http://127.0.0.1:{free_port()}/v1")
+        r = await call("POST", f"{base}/validate?probe=true", json={"document": dead})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "probe_failed"
+        providers = f"{base}/providers"
+        assert (await call("GET", f"{providers}/upstream-a/models")).status_code == 200
+        assert (await call("POST", f"{providers}/upstream-a/test")).status_code == 200
+        assert (await call("GET", f"{providers}/nope/models")).status_code == 404
+        r = await call("POST", f"{providers}/upstream-a/test", headers=auth("viewer"))
+        assert r.status_code == 403
+        upstream.control(fail_rate=1.0, status=401)
+        assert (await call("GET", f"{providers}/upstream-a/models")).status_code == 502
+        r = await call("POST", f"{providers}/upstream-a/test")
+        assert r.status_code == 200 and r.json()["status"] == 401
         assert (await call("GET", f"{base}/versions?limit=1")).status_code == 200
         assert (await call("GET", f"{base}/versions?limit=0")).status_code == 400
         assert (await call("GET", f"{base}/versions/1")).status_code == 200
@@ -173,7 +197,7 @@ async def test_every_answer_is_the_documented_one(
 
     # Every operation was answered, with every status documented for some of them.
     assert {(m, p) for m, p, _ in seen} == set(OPERATIONS)
-    assert {s for *_, s in seen} >= {200, 201, 400, 401, 403, 404, 409, 413, 422, 429, 503}
+    assert {s for *_, s in seen} >= {200, 201, 400, 401, 403, 404, 409, 413, 422, 429, 502, 503}
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from schemathesis.specs.openapi.checks import (
 from admin.openapi import spec
 from configbus.testing import sample_data
 from tests.admin.helpers import app_for, auth, serve
+from tests.proxy.helpers import Mock
 from tests.support import RedisServer
 
 pytestmark = [
@@ -43,17 +44,21 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def admin_url(redis_server: RedisServer) -> Iterator[str]:
+    upstream = Mock("spec").start()  # the providers' discovery and test answer 200
     with serve(app_for(redis_server.url)) as url:
         # Seed the namespace the spec's examples name, so 200 answers get checked too.
         for level in ("INFO", "DEBUG"):
-            data = sample_data()
+            data = sample_data(upstream_a=upstream.url + "/v1", upstream_b=upstream.url + "/v1")
             data["logging"] = {"level": level}
             httpx.put(
                 f"{url}/v1/namespaces/default/config",
                 headers=auth("admin"),
                 json={"document": data},
             ).raise_for_status()
-        yield url
+        try:
+            yield url
+        finally:
+            upstream.service.stop()
 
 
 schema = schemathesis.openapi.from_dict(spec())
@@ -62,6 +67,9 @@ schema = schemathesis.openapi.from_dict(spec())
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_api_conforms_to_its_spec(case: Any, admin_url: str) -> None:
+    if isinstance(case.query, dict):
+        # A probe asks the providers a generated document names: keep traffic on loopback.
+        case.query.pop("probe", None)
     case.call_and_validate(base_url=admin_url, headers=auth("admin"), checks=CHECKS)
 
 
