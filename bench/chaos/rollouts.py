@@ -25,6 +25,9 @@ ROLLOUTS = f"/v1/namespaces/{NAMESPACE}/rollouts"
 ROLLOUT = f"/v1/namespaces/{NAMESPACE}/rollout"
 
 
+RETRY_503_S = 10.0
+
+
 async def rollout(
     fleet: Fleet, ledger: Ledger, publisher: Publisher, watch: Watch, *, broken: bool, admin: int
 ) -> dict[str, Any]:
@@ -42,15 +45,23 @@ async def rollout(
             body = broken_document(p.n, fleet.mock_a.url, fleet.mock_b.url, fleet.dead_port)
             ledger.trial.add(CANARY)
         try:
-            resp = await http.post(
-                ROLLOUTS,
-                json={
-                    "document": body,
-                    "message": p.key,
-                    "stages": [{"selector": CANARY_LABELS, "bake_s": BAKE_S}],
-                },
-                headers={"If-Match": f'"{base}"', "Idempotency-Key": p.key},
-            )
+            # A 503 (the admin's breaker still open after an earlier Redis fault) is answered
+            # fast and retried with the same idempotency key, as any client would.
+            deadline = now() + RETRY_503_S
+            while True:
+                resp = await http.post(
+                    ROLLOUTS,
+                    json={
+                        "document": body,
+                        "message": p.key,
+                        "stages": [{"selector": CANARY_LABELS, "bake_s": BAKE_S}],
+                    },
+                    headers={"If-Match": f'"{base}"', "Idempotency-Key": p.key},
+                )
+                if resp.status_code != 503 or now() > deadline:
+                    break
+                ledger.publish_outcomes["rollout 503 (retried)"] += 1
+                await asyncio.sleep(0.1)
             ledger.publish_outcomes[f"rollout {resp.status_code}"] += 1
             if resp.status_code != 201:
                 return {**out, "status": resp.status_code, "body": resp.text[:300], "ok": False}
