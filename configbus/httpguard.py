@@ -49,29 +49,35 @@ _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 class GuardedProtocol(HttpToolsProtocol):
     limits: ClassVar[HttpLimits] = HttpLimits()
 
+    # The request path pays for the guard: per request it only stamps a deadline (a float)
+    # at each phase; one watchdog timer per connection enforces it, and headers are counted
+    # once they are complete (their bytes are limited as they arrive, which bounds memory).
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._in_head = True
         self._head_bytes = 0
-        self._header_count = 0
         self._tail = b""
-        self._timer: asyncio.TimerHandle | None = None
-        self._refusal: tuple[int, str] | None = None
+        self._phase = "headers"  # what must arrive by the deadline; "" while answering
+        self._deadline = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
 
-    # -- timers
-    def _arm(self, seconds: float, what: str) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(seconds, self._expired, what)
+    # -- the watchdog
+    def _check_every(self) -> float:
+        return min(1.0, self.limits.header_timeout_s / 4, self.limits.body_timeout_s / 4)
 
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _expired(self, what: str) -> None:
-        self._timer = None
+    def _watch(self) -> None:
+        self._watchdog = None
         if self.transport.is_closing():
             return
+        if self._phase and self.loop.time() > self._deadline:
+            self._expired(self._phase)
+            return
+        self._watchdog = self.loop.call_later(self._check_every(), self._watch)
+
+    def _expect(self, phase: str, seconds: float) -> None:
+        self._phase, self._deadline = phase, self.loop.time() + seconds
+
+    def _expired(self, what: str) -> None:
         started = self.cycle is not None and self.cycle.response_started and not self._in_head
         if started:
             self.transport.close()
@@ -87,7 +93,7 @@ class GuardedProtocol(HttpToolsProtocol):
             % (status, _REASONS[status], len(body), body)
         )
         self.transport.close()
-        self._disarm()
+        self._phase = ""
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.disconnected = True
             self.cycle.message_event.set()
@@ -95,10 +101,13 @@ class GuardedProtocol(HttpToolsProtocol):
     # -- protocol
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm(self.limits.header_timeout_s, "headers")
+        self._expect("headers", self.limits.header_timeout_s)
+        self._watchdog = self.loop.call_later(self._check_every(), self._watch)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -128,26 +137,24 @@ class GuardedProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
 
+    _refusal: tuple[int, str] | None = None
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head, self._header_count = True, 0
-        if self._timer is None:  # a kept-alive connection's next request
-            self._arm(self.limits.header_timeout_s, "headers")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > self.limits.max_headers:
-            self._refusal = (431, f"more than {self.limits.max_headers} request headers")
-            raise _Refused
-        super().on_header(name, value)
+        self._in_head = True
+        if not self._phase:  # a kept-alive connection's next request
+            self._expect("headers", self.limits.header_timeout_s)
 
     def on_headers_complete(self) -> None:
         self._in_head, self._head_bytes, self._tail = False, 0, b""
-        self._arm(self.limits.body_timeout_s, "body")
+        if len(self.headers) > self.limits.max_headers:
+            self._refusal = (431, f"more than {self.limits.max_headers} request headers")
+            raise _Refused
+        self._expect("body", self.limits.body_timeout_s)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._phase = ""
         super().on_message_complete()
 
 
