@@ -154,51 +154,30 @@ def _published(args: argparse.Namespace, res: PublishResult, what: str) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    stages = ro.stages_from(args)
-    guard = ro.guard_from(args) if stages else None
-    data = read_input(args.file)
-    with admin_client(args) as c:
-        if stages is None:
-            res = c.publish(
-                data,
-                message=args.message,
-                if_match=args.if_match,
-                idempotency_key=args.idempotency_key,
-            )
-            return _published(args, res, "published")
-        res = c.start_rollout(
-            document=data,
-            stages=stages,
-            guard=guard,
-            preflight=args.preflight,
-            message=args.message,
-            if_match=args.if_match,
-            idempotency_key=args.idempotency_key,
-        )
-        return _rollout_started(args, c, res)
+    return _publish(args, patch=False)
 
 
 def cmd_patch(args: argparse.Namespace) -> int:
+    return _publish(args, patch=True)
+
+
+def _publish(args: argparse.Namespace, *, patch: bool) -> int:
+    """A full document (PUT) or a merge patch (PATCH); with --canary, a rollout of it."""
     stages = ro.stages_from(args)
-    guard = ro.guard_from(args) if stages else None
+    guard = ro.guard_from(args) if stages else None  # bad flags fail before any work
     data = read_input(args.file)
+    writes = {
+        "message": args.message,
+        "if_match": args.if_match,
+        "idempotency_key": args.idempotency_key,
+    }
     with admin_client(args) as c:
         if stages is None:
-            res = c.patch(
-                data,
-                message=args.message,
-                if_match=args.if_match,
-                idempotency_key=args.idempotency_key,
-            )
-            return _published(args, res, "patched")
+            res = c.patch(data, **writes) if patch else c.publish(data, **writes)
+            return _published(args, res, "patched" if patch else "published")
+        body = {"patch": data} if patch else {"document": data}
         res = c.start_rollout(
-            patch=data,
-            stages=stages,
-            guard=guard,
-            preflight=args.preflight,
-            message=args.message,
-            if_match=args.if_match,
-            idempotency_key=args.idempotency_key,
+            **body, stages=stages, guard=guard, preflight=args.preflight, **writes
         )
         return _rollout_started(args, c, res)
 
