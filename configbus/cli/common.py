@@ -15,7 +15,7 @@ import msgspec
 
 from configbus.api import RolloutView
 from configbus.cli.args import namespace_arg
-from configbus.codec import guess_format, parse
+from configbus.codec import Format, guess_format, parse
 from configbus.errors import AdminApiError, AdminUnreachable, ConfigBusError, InvalidDocument
 from configbus.names import DEFAULT_NAMESPACE
 from configbus.tooling.client import AdminClient
@@ -88,13 +88,15 @@ def admin_client(args: argparse.Namespace) -> AdminClient:
     return AdminClient(args.admin_url, token=args.token, namespace=args.namespace)
 
 
-def read_input(path: str) -> Any:
+def read_input(path: str | Path, fmt: Format | None = None) -> Any:
+    """A file's parsed data (format from its suffix unless given): ConfigBusError when it
+    cannot be read, InvalidDocument when it does not parse."""
     p = Path(path)
     try:
         raw = p.read_bytes()
     except OSError as exc:
         raise ConfigBusError(f"{p}: cannot read: {exc.strerror}") from None
-    return parse(raw, guess_format(p.name), source=str(p))
+    return parse(raw, fmt or guess_format(p.name), source=str(p))
 
 
 def print_json(data: Any) -> None:

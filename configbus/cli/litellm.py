@@ -11,7 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from configbus.codec import Format, parse
+from configbus.cli.common import read_input
+from configbus.codec import Format
 from configbus.errors import ConfigBusError, InvalidDocument
 from configbus.tooling.litellm import convert
 from configbus.validation import to_document
@@ -27,13 +28,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path = Path(args.config)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigBusError(f"{path}: cannot read: {exc.strerror}") from None
     fmt: Format = "json" if path.suffix.lower() == ".json" else "yaml"  # YAML holds JSON too
     try:
-        conversion = convert(parse(raw, fmt, source=str(path)))
+        conversion = convert(read_input(path, fmt))
     except InvalidDocument as exc:  # not YAML at all
         raise ConfigBusError("; ".join(str(i) for i in exc.issues)) from None
     except ValueError as exc:

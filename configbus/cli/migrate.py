@@ -12,9 +12,10 @@ from pathlib import Path
 
 import yaml
 
-from configbus.codec import guess_format, parse
+from configbus.cli.common import read_input
+from configbus.codec import guess_format
 from configbus.document import CURRENT_SCHEMA
-from configbus.errors import ConfigBusError, InvalidDocument
+from configbus.errors import InvalidDocument
 from configbus.migrations import migrate
 from configbus.validation import to_document
 
@@ -28,13 +29,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path = Path(args.file)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigBusError(f"{path}: cannot read: {exc.strerror}") from None
     fmt = guess_format(path.name)
     try:
-        data, applied = migrate(parse(raw, fmt, source=str(path)))
+        data, applied = migrate(read_input(path, fmt))
         to_document(data)
     except InvalidDocument as exc:
         print(f"configbus migrate: {path}: invalid document:", file=sys.stderr)

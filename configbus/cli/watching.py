@@ -146,13 +146,7 @@ class _Watch:
                 return self.converge(view)
             bad = rejecting(res, r.version)
             if bad:
-                if not self.args.json:
-                    for row in bad:
-                        print(
-                            f"replica {row.replica_id} rejected version {r.version}: {row.reason}",
-                            file=sys.stderr,
-                        )
-                return self.done("rejected", WATCH_REJECTED, res, view)
+                return self.rejected(bad, r.version, res, view)
             self.say(*ro.progress(view))
             if self.timed_out():
                 if not self.args.json:
@@ -164,6 +158,17 @@ class _Watch:
                 return self.done("timeout", WATCH_TIMEOUT, res, view)
             time.sleep(self.args.interval)
             view = self.c.rollout()
+
+    def rejected(
+        self, bad: list[ReplicaRow], version: int, res: Replicas, view: RolloutView | None
+    ) -> int:
+        if not self.args.json:
+            for row in bad:
+                print(
+                    f"replica {row.replica_id} rejected version {version}: {row.reason}",
+                    file=sys.stderr,
+                )
+        return self.done("rejected", WATCH_REJECTED, res, view)
 
     def converge(self, view: RolloutView | None = None) -> int:
         """Until every live replica runs head (0), one rejects it (1) or time runs out (2)."""
@@ -178,13 +183,7 @@ class _Watch:
             self.say(line, line)
             bad = rejecting_head(res)
             if bad:
-                if not self.args.json:
-                    for r in bad:
-                        print(
-                            f"replica {r.replica_id} rejected version {s.head}: {r.reason}",
-                            file=sys.stderr,
-                        )
-                return self.done("rejected", WATCH_REJECTED, res, view)
+                return self.rejected(bad, s.head, res, view)
             if s.all_on_head and s.alive >= self.args.min_replicas:
                 if not self.args.json:
                     print(f"converged: {s.alive} live replica(s) run version {s.head}")
