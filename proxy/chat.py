@@ -210,7 +210,6 @@ class ChatHandler:
             failed = False  # routed: from here on, the config is judged by the outcome
             result = await self._forward(rt, model, req, headers, ticket, ex, tr, parent)
             if isinstance(result, RelayResponse):
-                failed = False
                 self._traffic.record(applied.version, time.perf_counter() - started, False)
                 held = False  # the stream releases the snapshot when it ends
                 result.raw_headers += ex.headers(self._metrics.overhead.observe)
