@@ -149,10 +149,21 @@ class Provider(Base, frozen=True, kw_only=True):
     enabled: bool = True
 
 
+UsdPerMillion = Annotated[float, Meta(ge=0, le=1e6, description="US dollars per million tokens")]
+
+
+class Price(Base, frozen=True, kw_only=True):
+    """What a deployment's tokens cost, for usage cost and budgets."""
+
+    input_per_million: UsdPerMillion = 0.0
+    output_per_million: UsdPerMillion = 0.0
+
+
 class Deployment(Base, frozen=True, kw_only=True):
     provider: NameRef
     model: Annotated[str, Meta(min_length=1, max_length=256)]
     weight: Annotated[int, Meta(ge=0, le=10_000)] = 1
+    price: Price | None = None
 
 
 class Model(Base, frozen=True, kw_only=True):
@@ -164,6 +175,22 @@ class Model(Base, frozen=True, kw_only=True):
     params: dict[str, Any] = {}
     # Fleet-wide, over every client of this public model.
     rate_limit: RateLimit | None = None
+
+
+class Budget(Base, frozen=True, kw_only=True):
+    """A spend limit in US dollars over a period: a UTC calendar day or month, or in total.
+    Spend is what the replicas counted from the upstreams' reported usage and the prices of
+    the deployments that served it."""
+
+    limit_usd: Annotated[float, Meta(gt=0, le=1e12)]
+    period: Literal["day", "month", "total"] = "month"
+
+
+class Team(Base, frozen=True, kw_only=True):
+    """A group of client keys (from the key collection) with a budget they share."""
+
+    name: Name
+    budget: Budget | None = None
 
 
 class Client(Base, frozen=True, kw_only=True):
@@ -220,6 +247,7 @@ class Document(Base, frozen=True, kw_only=True):
     providers: tuple[Provider, ...] = ()
     models: tuple[Model, ...] = ()
     clients: tuple[Client, ...] = ()
+    teams: tuple[Team, ...] = ()
     rate_limits: RateLimits = RateLimits()
     ip_rules: IpRules = IpRules()
     circuit_breaker: CircuitBreaker = CircuitBreaker()

@@ -331,3 +331,82 @@ if not cur or cur == ARGV[1] then
 end
 return cur
 """
+
+# KEYS: entries, by hash, rev, epoch, log, audit
+# ARGV: id, expected ('' = must not exist, '*' = any, else the entry's revision), entry JSON
+#       without revision ('' = revoke), hashes to own (space separated), hashes to let go,
+#       new epoch (used when the collection has none), log cap, audit action, actor, audit
+#       maxlen, channel, inline limit (bytes), audit detail
+# One change of the client key collection, whole or not at all: check, bump the revision,
+# write the entry and the hash index, log the change, audit it, hint it. Returns
+# {'ok', rev, epoch}, or {'exists' | 'not_found' | 'conflict' | 'hash_taken', detail}.
+KEY_CHANGE = r"""
+local id, expected, entry = ARGV[1], ARGV[2], ARGV[3]
+local cur = redis.call('HGET', KEYS[1], id)
+local function refuse(what, detail)
+  local t = redis.call('TIME')
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[10], '*',
+    'ts', t[1] .. '.' .. string.format('%06d', t[2]), 'action', ARGV[8], 'actor', ARGV[9],
+    'outcome', what, 'key_id', id, 'detail', ARGV[13])
+  return {what, detail}
+end
+if expected == '' then
+  if cur then return refuse('exists', id) end
+elseif not cur then
+  return refuse('not_found', id)
+elseif expected ~= '*' then
+  local have = string.match(cur, '^{"revision":(%d+),')
+  if have ~= expected then return refuse('conflict', have or '') end
+end
+for h in string.gmatch(ARGV[4], '%S+') do
+  local owner = redis.call('HGET', KEYS[2], h)
+  if owner and owner ~= id then return refuse('hash_taken', owner) end
+end
+local epoch = redis.call('GET', KEYS[4])
+if not epoch then
+  epoch = ARGV[6]
+  redis.call('SET', KEYS[4], epoch)
+end
+local rev = redis.call('INCR', KEYS[3])
+for h in string.gmatch(ARGV[5], '%S+') do
+  if redis.call('HGET', KEYS[2], h) == id then redis.call('HDEL', KEYS[2], h) end
+end
+for h in string.gmatch(ARGV[4], '%S+') do redis.call('HSET', KEYS[2], h, id) end
+local stored = 'null'
+if entry ~= '' then
+  stored = '{"revision":' .. rev .. ',' .. string.sub(entry, 2)
+  redis.call('HSET', KEYS[1], id, stored)
+else
+  redis.call('HDEL', KEYS[1], id)
+end
+local change = '{"rev":' .. rev .. ',"id":"' .. id .. '","entry":' .. stored .. '}'
+redis.call('ZADD', KEYS[5], rev, change)
+redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -(tonumber(ARGV[7]) + 1))
+local t = redis.call('TIME')
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[10], '*',
+  'ts', t[1] .. '.' .. string.format('%06d', t[2]), 'action', ARGV[8], 'actor', ARGV[9],
+  'outcome', 'ok', 'key_id', id, 'revision', rev, 'detail', ARGV[13])
+local hint = '{"epoch":"' .. epoch .. '","rev":' .. rev .. '}'
+if #change <= tonumber(ARGV[12]) then hint = hint .. '\n' .. change end
+redis.call('PUBLISH', ARGV[11], hint)
+return {'ok', rev, epoch}
+"""
+
+# KEYS: epoch, rev, log
+# ARGV: held revision, most changes to return
+# Where the collection is ({epoch, rev}) and the changes after the held revision, oldest
+# first; {epoch, rev, 'gap'} when the log no longer reaches back that far (or there are more
+# than asked for): the caller reloads whole. Read-only.
+KEY_READ = r"""
+local epoch = redis.call('GET', KEYS[1])
+local rev = tonumber(redis.call('GET', KEYS[2]) or '0')
+local held, most = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {epoch, rev}
+if rev <= held then return out end
+if rev - held > most then out[3] = 'gap'; return out end
+local changes = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. held, '+inf')
+local first = changes[1] and tonumber(string.match(changes[1], '^{"rev":(%d+),'))
+if first ~= held + 1 then out[3] = 'gap'; return out end
+for i = 1, #changes do out[#out + 1] = changes[i] end
+return out
+"""

@@ -193,6 +193,7 @@ def semantic_issues(doc: Document) -> list[Issue]:
     issues += _unique("models", model_names)
     issues += _unique("clients", list(map(_name, doc.clients)))
     issues += _unique("clients", list(map(_key_sha256, doc.clients)), what="key_sha256")
+    issues += _unique("teams", [t.name for t in doc.teams])
 
     providers, models = set(provider_names), set(model_names)
     for i, p in enumerate(doc.providers):

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from configbus.breaker import BreakerState
-from configbus.document import Document, RateLimit
+from configbus.document import Budget, Document, RateLimit
 from proxy.allowance import Allowance
 from proxy.iprules import IpPolicy
 from proxy.limits import FleetLimits
@@ -31,7 +31,7 @@ _encode = msgspec.json.Encoder().encode
 
 
 class ClientRuntime:
-    __slots__ = ("all_models", "limits", "models", "name", "rpm")
+    __slots__ = ("all_models", "budget", "key_id", "limits", "models", "name", "rpm", "team")
 
     def __init__(
         self,
@@ -39,12 +39,21 @@ class ClientRuntime:
         models: Collection[str],
         rpm: int | None,
         limits: tuple[Allowance, ...] = (),
+        *,
+        key_id: str | None = None,
+        team: str | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.name = name
         self.all_models = "*" in models
         self.models = frozenset(models)
         self.rpm = rpm
         self.limits = limits  # the key's allowances (requests, tokens)
+        # A key of the collection has an id (usage and budgets are kept by it); a client of
+        # the document has only its name.
+        self.key_id = key_id
+        self.team = team
+        self.budget = budget
 
     def may_use(self, model: str) -> bool:
         return self.all_models or model in self.models

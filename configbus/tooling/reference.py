@@ -28,7 +28,7 @@ ENV_START, ENV_END = "<!-- variables:start -->", "<!-- variables:end -->"
 
 SECTIONS: list[type[msgspec.Struct]] = [
     d.Document, d.Provider, d.Secret, d.Pool, d.RateLimit, d.CircuitBreaker,
-    d.Model, d.Deployment, d.Client, d.RateLimits, d.IpRules, d.IpRange, d.Logging,
+    d.Model, d.Deployment, d.Price, d.Client, d.Team, d.Budget, d.RateLimits, d.IpRules, d.IpRange, d.Logging,
 ]  # fmt: skip
 
 DESCRIPTIONS: dict[str, str] = {
@@ -37,6 +37,8 @@ DESCRIPTIONS: dict[str, str] = {
     "Document.providers": "Upstream LLM APIs the replicas call.",
     "Document.models": "Public model names clients ask for, and where they go.",
     "Document.clients": "Who may call the replicas: bearer keys stored as sha256 hashes.",
+    "Document.teams": "Teams of client keys (from the key collection) and the budget each "
+    "team's keys share.",
     "Document.rate_limits": "The fleet's global limit, and defaults for clients, providers "
     "and models without a `rate_limit`.",
     "Document.ip_rules": "Allow and deny lists by address, per-address and per-range limits, "
@@ -86,6 +88,13 @@ DESCRIPTIONS: dict[str, str] = {
     "Deployment.provider": "A `providers[].name`.",
     "Deployment.model": "The model name sent to that provider.",
     "Deployment.weight": "Share of traffic under `weighted` (0 drains it).",
+    "Deployment.price": "What this deployment's tokens cost: usage cost and budgets.",
+    "Price.input_per_million": "US dollars per million prompt tokens.",
+    "Price.output_per_million": "US dollars per million completion tokens.",
+    "Team.name": "The name client keys give as their `team`.",
+    "Team.budget": "A spend limit shared by every key of the team.",
+    "Budget.limit_usd": "The spend limit in US dollars.",
+    "Budget.period": "`day` or `month` (UTC calendar), or `total`.",
     "Client.name": "Unique name, shown in logs and metrics.",
     "Client.key_sha256": "sha256 (hex) of the client's bearer key; the key itself is never stored.",
     "Client.models": "Public model names this client may use; `*` for all.",

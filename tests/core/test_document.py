@@ -112,7 +112,7 @@ def test_every_patterned_field_is_checked() -> None:
         for f in msgspec.structs.fields(struct)
         if pattern_of(f.type) is not None
     }
-    items = {"providers": "Provider", "models": "Model", "clients": "Client"}
+    items = {"providers": "Provider", "models": "Model", "clients": "Client", "teams": "Team"}
     checked = {(items[section], attr) for section, attr, *_ in FORMAT_CHECKS}
     assert patterned == checked
     assert ("Client", "key_sha256") in checked
