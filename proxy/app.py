@@ -26,6 +26,8 @@ from starlette.types import Receive, Scope, Send
 from configbus.connection import connect, connect_read
 from configbus.crypto import SecretBox
 from configbus.document import Document
+from configbus.keyset import KeyFollower, key_snapshot_path
+from configbus.keystore import KeyStore
 from configbus.llm import document_decoder
 from configbus.settings import BusSettings
 from configbus.store import Store
@@ -154,7 +156,12 @@ def create_app(
             limiter_redis, bus.namespace, bus.replica_id, timeout_s=LIMITER_SOCKET_TIMEOUT_S
         )
         limits.on_refusal = metrics.refused
-        builder = Builder(on_breaker=metrics.breaker, limits=limits)
+        keys = KeyFollower(
+            KeyStore(redis, bus.namespace),
+            reconcile_interval_s=bus.reconcile_interval_s,
+            snapshot_path=key_snapshot_path(bus.snapshot_path),
+        )
+        builder = Builder(on_breaker=metrics.breaker, limits=limits, keys=keys)
         watcher: Watcher[Document, Runtime] = Watcher(
             Store(redis, bus.namespace),
             decode=document_decoder(SecretBox(bus.secret_keys) if bus.secret_keys else None),
@@ -165,6 +172,7 @@ def create_app(
             labels=bus.labels,
             reads=Store(read_redis, bus.namespace) if read_redis is not None else None,
             tracer=tracer,
+            keys=keys,
         )
         watcher.add_listener(_on_swap)
         chat = ChatHandler(
