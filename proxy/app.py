@@ -127,6 +127,13 @@ class ProxyApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
+def _keys_status(keys: KeyFollower | None) -> dict[str, Any] | None:
+    if keys is None:
+        return None
+    t = keys.table
+    return {"epoch": t.epoch, "rev": t.rev, "count": len(t), "stale": keys.stale}
+
+
 def create_app(
     settings: ProxySettings | BusSettings, *, tracing: TracerProvider | None = None
 ) -> Starlette:
@@ -260,6 +267,7 @@ def create_app(
             "stale": applied.stale if applied else None,
             "applied_at": applied.applied_at if applied else None,
             "now": time.time(),
+            "keys": _keys_status(watcher.keys),
             "rate_limits_local": limits.local,
             "rate_limits": limits.status(),
             "log_level": logging.getLevelName(logging.getLogger("proxy").getEffectiveLevel()),

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from configbus.channel import ChannelListener
 from configbus.keyset import KeyFollower
 from configbus.keystore import KeyStore, hash_key
-from tests.support import RedisServer
+from tests.support import RedisServer, eventually
 
 
 @pytest.fixture
@@ -30,9 +30,7 @@ async def follow(store: KeyStore, **kw: object) -> tuple[KeyFollower, asyncio.Ta
         running=lambda: f._running, max_backoff_s=0.5,
     )  # fmt: skip
     task = asyncio.create_task(listener.run())
-    async with asyncio.timeout(5):
-        while not listener.subscribed:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: listener.subscribed, timeout=5, what="subscribed")
     return f, task
 
 
@@ -86,17 +84,18 @@ async def test_missed_hints_are_read_from_the_log_and_a_gap_reloads(keys: KeySto
 
 
 async def test_a_replaced_collection_is_reloaded_not_merged(keys: KeyStore) -> None:
-    e, key = await keys.create(name="a")
+    _, key = await keys.create(name="a")
     f = KeyFollower(keys)
     await f.start()
     try:
         layout = keys.layout
-        await keys.redis.delete(layout.entries, layout.by_hash, layout.rev, layout.epoch, layout.log)
+        await keys.redis.delete(
+            layout.entries, layout.by_hash, layout.rev, layout.epoch, layout.log
+        )
         e2, key2 = await keys.create(name="b")  # revision 1 again, in a new epoch
         f.trigger()
-        async with asyncio.timeout(5):
-            while f.table.epoch != (await keys.state()).epoch:
-                await asyncio.sleep(0.01)
+        epoch = (await keys.state()).epoch
+        await eventually(lambda: f.table.epoch == epoch, timeout=5, what="the new epoch")
         assert key is not None and key2 is not None
         assert f.table.find(hash_key(key), 0) is None
         assert f.table.find(hash_key(key2), 0) == e2
@@ -134,9 +133,7 @@ async def test_the_last_known_good_file_serves_while_redis_is_down(
     e, key = await store.create(name="a")
     f = KeyFollower(store, snapshot_path=path)
     await f.start()
-    async with asyncio.timeout(5):
-        while not path.exists():
-            await asyncio.sleep(0.01)
+    await eventually(path.exists, timeout=5, what="the file")
     await f.stop()
     own_redis.stop(hard=True)
     g = KeyFollower(store, snapshot_path=path)
