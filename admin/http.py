@@ -40,7 +40,7 @@ from configbus.api import (
     non_null,
 )
 from configbus.breaker import BreakerState
-from configbus.codec import MAX_DEPTH, parse
+from configbus.codec import MAX_DEPTH, parse, sha256_hex
 from configbus.crypto import SecretBox
 from configbus.errors import (
     IdempotencyMismatch,
@@ -50,6 +50,7 @@ from configbus.errors import (
     VersionConflict,
 )
 from configbus.names import NAMESPACE_RULE, is_namespace
+from configbus.signing import RecordSigner
 from configbus.store import Store
 from configbus.validation import issue_from_msgspec
 
@@ -83,6 +84,17 @@ class Services:
     auditor: Auditor = field(default_factory=Auditor)
     sessions: Authenticator | None = None  # set by the console: cookie sessions, same roles
     tracer: Tracer | None = None  # OpenTelemetry, when OTEL_TRACES_EXPORTER names an exporter
+
+    def sign(self, body: bytes) -> str:
+        """The signature of a body this admin validated ("" without secret keys): replicas
+        that verify it skip their own semantic checks (`configbus.signing`)."""
+        if self.box is None:
+            return ""
+        if self._signer is None:
+            self._signer = RecordSigner(self.box.keys)
+        return self._signer.sign(sha256_hex(body))
+
+    _signer: RecordSigner | None = field(default=None, init=False, repr=False)
 
     def store(self, namespace: str) -> Store:
         store = self.stores.get(namespace)

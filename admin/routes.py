@@ -116,6 +116,7 @@ async def store_publish(
                 kind=kind,
                 rollout=rollout,
                 traceparent=traceparent,
+                sig=ctx.svc.sign(body),
             )
         )
 
@@ -317,6 +318,7 @@ async def rollback(ctx: Ctx) -> Response:
             idempotency_key=key,
             author=ctx.token.name,
             message=req.message,
+            sig=ctx.svc.sign(source.body),  # checked just now by today's rules
         )
     )
     return published(ctx, result, "rollback")
@@ -453,6 +455,7 @@ async def rotate(ctx: Ctx) -> Response:
             author=ctx.token.name,
             message=req.message or "re-encrypt secrets with the newest key",
             kind="rotate",
+            sig=ctx.svc.sign(body),
         )
     )
     return published(ctx, result, "rotate")

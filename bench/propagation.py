@@ -13,7 +13,9 @@ Two modes run with the same K, processes and document, one after the other:
   publisher SETs the body and PUBLISHes the version; each subscriber GETs the body and
   decodes it into the typed document (msgspec, no semantic checks). No status, no checksum.
 - `bus`: K configbus watchers doing the full replica work (learn the target, fetch or take
-  the hinted body, checksum, strict decode, semantic checks, swap, status report).
+  the hinted body, checksum, signature, strict decode, swap, status report). The bench
+  signs what it publishes as an admin does, so the watchers skip the semantic checks the
+  admin ran (`configbus.signing`); an unsigned record costs them those checks too.
 
 Per case it also reports what an apply costs: Redis commands and microseconds per apply
 from INFO commandstats (commands run inside a Lua script are counted by Redis both on
@@ -47,8 +49,8 @@ import msgspec
 # Run as a script (`python bench/propagation.py`, as `make bench` does) or as a module.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.propagation_worker import FLOOR_CHANNEL, FLOOR_KEY, NAMESPACE, run_worker
-from configbus.codec import canonical
+from bench.propagation_worker import FLOOR_CHANNEL, FLOOR_KEY, NAMESPACE, SIGNER, run_worker
+from configbus.codec import canonical, sha256_hex
 from configbus.connection import connect
 from configbus.rollout import Rollout, RolloutState, Selector, Stage
 from configbus.rollout_store import RolloutStore
@@ -243,7 +245,7 @@ async def run_case(
             await store.redis.publish(FLOOR_CHANNEL, str(n))
             version = n
         else:
-            version = (await store.publish(body)).version
+            version = (await store.publish(body, sig=SIGNER.sign(sha256_hex(body)))).version
         return await fleet.reached(t0, *expect(version, *groups))
 
     try:
@@ -290,7 +292,8 @@ async def rollout_rounds(
             )  # fmt: skip
             head = (await store.head()).version
             t0 = time.monotonic()
-            version = (await store.publish(numbered(base, n), rollout=new)).version
+            b = numbered(base, n)
+            version = (await store.publish(b, rollout=new, sig=SIGNER.sign(sha256_hex(b)))).version
             out["start"].append(await fleet.reached(t0, *expect(version, "a")))
             running = await rs.get()
             assert running is not None

@@ -9,6 +9,7 @@ all its watchers of a group have applied that version for the nth time, `cpu <se
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import resource
 import sys
@@ -20,9 +21,13 @@ import msgspec
 from configbus.connection import connect
 from configbus.document import Document
 from configbus.settings import BusSettings
+from configbus.signing import RecordSigner
 from configbus.store import Store
 
 NAMESPACE = "bench"
+# The publisher's and the watchers' shared key (an admin's and its replicas'
+# CONFIGBUS_SECRET_KEYS): fixed, so every worker process derives the same signer.
+SIGNER = RecordSigner(["bench-propagation-signing-key"])
 FLOOR_KEY = "floor:body"
 FLOOR_CHANNEL = "floor:changes"
 
@@ -79,7 +84,14 @@ async def bus(url: str, groups: list[str], counter: Counter) -> Any:
             reconcile_interval_s=5.0, heartbeat_interval_s=30.0,
         )  # fmt: skip
         store = Store(connect(url), NAMESPACE)
-        w: Any = Watcher(store, decode=decode_body, settings=settings, labels={"half": group})
+        w: Any = Watcher(
+            store,
+            decode=decode_body,
+            settings=settings,
+            labels={"half": group},
+            signer=SIGNER,
+            decode_signed=functools.partial(decode_body, semantic=False),
+        )
         w.add_listener(lambda new, old, g=group: counter.count(new.version, g))
         await w.start()
         watchers.append(w)

@@ -11,6 +11,7 @@ from configbus.breaker import (
     Breaker,
     BreakerState,
 )
+from configbus.clientkeys import ClientKey
 from configbus.codec import (
     MAX_DEPTH,
     canonical,
@@ -41,12 +42,15 @@ from configbus.crypto import (
     unmask_secrets,
 )
 from configbus.document import (
+    Budget,
     CircuitBreaker,
     Document,
     IpRules,
+    Price,
     Provider,
     RateLimit,
     Secret,
+    Team,
 )
 from configbus.errors import (
     ConfigBusError,
@@ -68,6 +72,8 @@ from configbus.errors import (
     VersionNotFound,
 )
 from configbus.escape import printable
+from configbus.keyset import KeyFollower, KeyTable, key_snapshot_path
+from configbus.keystore import KeyConflict, KeyStore, hash_key
 from configbus.llm import (
     document_decoder,
 )
@@ -92,6 +98,7 @@ from configbus.settings import (
     check_fields,
     read_fields,
 )
+from configbus.signing import RecordSigner
 from configbus.store import Export, Head, Kind, PublishResult, RecordMeta, Store, VersionRecord
 from configbus.tracing import context_from_traceparent, traceparent_of, tracer_provider
 from configbus.validation import (
@@ -114,8 +121,10 @@ __all__ = [
     "Baseline",
     "Breaker",
     "BreakerState",
+    "Budget",
     "BusSettings",
     "CircuitBreaker",
+    "ClientKey",
     "ConfigBusError",
     "CorruptRecord",
     "DamagedNamespace",
@@ -128,15 +137,21 @@ __all__ = [
     "InvalidDocument",
     "IpRules",
     "Issue",
+    "KeyConflict",
+    "KeyFollower",
+    "KeyStore",
+    "KeyTable",
     "Kind",
     "Lease",
     "LeaseCaller",
     "NamespaceNotEmpty",
     "NotReplicated",
+    "Price",
     "Provider",
     "PublishResult",
     "RateLimit",
     "RecordMeta",
+    "RecordSigner",
     "ReplicaInfo",
     "ReplicaStatus",
     "RolloutConflict",
@@ -151,6 +166,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "SyncOutcome",
+    "Team",
     "VersionConflict",
     "VersionNotFound",
     "VersionRecord",
@@ -169,8 +185,10 @@ __all__ = [
     "encrypt_secrets",
     "generate_key",
     "guarded",
+    "hash_key",
     "is_namespace",
     "issue_from_msgspec",
+    "key_snapshot_path",
     "load_file",
     "mask_secrets",
     "parse",

@@ -195,15 +195,17 @@ def load_file(path: str | Path) -> Document:
     return to_document(parse(raw, guess_format(p.name), source=str(p)))
 
 
-def decode_body(body: bytes) -> Document:
-    """Decode and check a stored (canonical JSON) body. The fast path for replicas."""
+def decode_body(body: bytes, *, semantic: bool = True) -> Document:
+    """Decode and check a stored (canonical JSON) body. The fast path for replicas.
+    `semantic=False` skips the cross-reference checks: only for a body whose signature
+    says the admin ran them (`configbus.signing`); types and ranges are always checked."""
     try:
-        return _decode_body(body)
+        return _decode_body(body, semantic)
     except RecursionError:  # msgspec nests as deep as the stack goes (tests/core/test_fuzz.py)
         raise InvalidDocument([Issue("", f"nested deeper than {MAX_DEPTH} levels")]) from None
 
 
-def _decode_body(body: bytes) -> Document:
+def _decode_body(body: bytes, semantic: bool = True) -> Document:
     try:
         doc = _decoder.decode(body)
     except msgspec.ValidationError:
@@ -222,6 +224,8 @@ def _decode_body(body: bytes) -> Document:
         raise InvalidDocument([Issue("", f"nested deeper than {MAX_DEPTH} levels")]) from None
     if doc.schema_version != CURRENT_SCHEMA:  # stored by an older (or newer) configbus
         return to_document(_any_decoder.decode(body))  # migrates, or refuses a newer one
+    if not semantic:
+        return doc
     issues = semantic_issues(doc)
     if issues:
         raise InvalidDocument(issues)

@@ -52,6 +52,7 @@ class SecretBox:
                     "(32 url-safe base64-encoded bytes; make one with `configbus keygen`)"
                 ) from None
         self._multi = MultiFernet(fernets)
+        self.keys = tuple(k.strip() for k in keys)  # newest first, as given
 
     @classmethod
     def from_string(cls, value: str) -> SecretBox:

@@ -32,6 +32,7 @@ class Hint(msgspec.Struct, frozen=True):
     author: str = ""
     message: str = ""
     source: int | None = None
+    sig: str = ""
 
 
 _decoder = msgspec.json.Decoder(Hint)
@@ -67,6 +68,7 @@ def parse_hint(data: bytes) -> tuple[Hint, VersionRecord | None]:
         kind=hint.kind,
         source=hint.source,
         body=body,
+        sig=hint.sig,
     )
     return hint, record
 

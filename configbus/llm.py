@@ -10,11 +10,14 @@ from configbus.document import Document
 from configbus.errors import SecretError
 
 
-def document_decoder(box: SecretBox | None) -> Callable[[bytes], Document]:
-    """bytes → checked Document with secrets decrypted: the watcher's `decode` for replicas."""
+def document_decoder(
+    box: SecretBox | None, *, semantic: bool = True
+) -> Callable[[bytes], Document]:
+    """bytes → checked Document with secrets decrypted: the watcher's `decode` for replicas
+    (`semantic=False`: its `decode_signed`, for bodies the admin signed)."""
 
     def decode(body: bytes) -> Document:
-        doc = decode_body(body)
+        doc = decode_body(body, semantic=semantic)
         if box is None:
             if secrets_of(doc):
                 raise SecretError("document has secrets but CONFIGBUS_SECRET_KEYS is not set")

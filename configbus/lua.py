@@ -12,7 +12,8 @@ tag with every declared key, so a Redis Cluster keeps them all on one slot.
 #       body, since a body rebuilt from a head that moved meanwhile may differ),
 #       rollout id ('' = a plain publish that moves head), rollout doc JSON, label selectors
 #       (one `k=v,k=v` per line), members (`\n`-framed replica ids), inline limit (bytes;
-#       0 = never)
+#       0 = never), traceparent ('' = none), the admin's signature ('' = none: see
+#       `configbus.signing`; hex, checked by the caller)
 # A plain publish whose body is at most the inline limit carries the whole record in its
 # hint: the JSON header, a newline, the body. Replicas still check it (checksum, epoch,
 # version) and fetch when it does not fit; a rollout's hint never carries a body, since
@@ -109,9 +110,11 @@ local version = str(n)
 redis.call('SET', KEYS[1], version)
 head = str(head)
 
+local sig = ARGV[22] or ''
 redis.call('HSET', prefix .. version,
   'version', version, 'parent', head, 'epoch', epoch, 'sha256', sha, 'author', author,
-  'message', message, 'created_at', now, 'kind', kind, 'source', source, 'body', body)
+  'message', message, 'created_at', now, 'kind', kind, 'source', source, 'sig', sig,
+  'body', body)
 if rollout_id == '' then redis.call('SET', KEYS[2], version) end
 redis.call('ZADD', KEYS[4], version, version)
 
@@ -151,7 +154,8 @@ local inline = tonumber(ARGV[20] or '0') or 0
 if rollout_id == '' and #body <= inline then
   hint = hint .. ',"parent":' .. head .. ',"created_at":' .. now .. ',"kind":' ..
     cjson.encode(kind) .. ',"author":' .. cjson.encode(author) .. ',"message":' ..
-    cjson.encode(message) .. (source ~= '' and (',"source":' .. source) or '') .. '}\n' .. body
+    cjson.encode(message) .. (source ~= '' and (',"source":' .. source) or '') ..
+    (sig ~= '' and (',"sig":"' .. sig .. '"') or '') .. '}\n' .. body
 else
   hint = hint .. '}'
 end

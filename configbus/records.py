@@ -65,6 +65,7 @@ class VersionRecord(RecordMeta, frozen=True, kw_only=True):
     """An immutable version record: metadata and the canonical body."""
 
     body: bytes
+    sig: str = ""  # the admin's signature of the body (`configbus.signing`); "" = none
 
     @property
     def meta(self) -> RecordMeta:
@@ -205,7 +206,7 @@ def parse_record(fields: Mapping[Any, Any], where: str) -> VersionRecord:
     """Build a record from a Redis hash; anything malformed is a CorruptRecord naming the key."""
     try:
         f = {text_of(k): v for k, v in fields.items()}
-        missing = sorted(_record_fields - f.keys() - {"source"})
+        missing = sorted(_record_fields - f.keys() - {"source", "sig"})
         if missing:
             raise CorruptRecord(f"{where}: missing fields {', '.join(missing)}")
         source = text_of(f.get("source"))
@@ -220,6 +221,7 @@ def parse_record(fields: Mapping[Any, Any], where: str) -> VersionRecord:
             kind=text_of(f["kind"]),
             source=int(source) if source else None,
             body=f["body"],
+            sig=text_of(f.get("sig")),
         )
     except (ValueError, UnicodeDecodeError) as exc:
         raise CorruptRecord(f"{where}: unreadable record ({exc})") from None

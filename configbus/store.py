@@ -5,6 +5,7 @@ The layout and the record types are in `configbus.records`.
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -80,6 +81,7 @@ __all__ = [
 ]
 
 _status_encoder = msgspec.json.Encoder()
+_HEX = re.compile(r"[0-9a-f]{1,128}")
 
 _REPAIR = "; a publish (PUT, without If-Match) by an admin replaces it"
 
@@ -137,6 +139,7 @@ class Store:
         request_sha256: str | None = None,
         rollout: Rollout | None = None,
         traceparent: str | None = None,
+        sig: str = "",
     ) -> PublishResult:
         """Publish a new version atomically (CAS on `expected_version`, when given).
 
@@ -144,7 +147,9 @@ class Store:
         "the same" is `request_sha256` (a digest of the caller's request) when given, else
         the body's sha256. With `rollout`, the version is written and the rollout starts in
         the same step, but head stays where it is. While a rollout runs, both are refused
-        with RolloutRunning."""
+        with RolloutRunning. `sig`: the admin's signature of the body (`configbus.signing`)."""
+        if sig and not _HEX.fullmatch(sig):
+            raise ValueError("sig must be a hex digest")
         k = self.keys
         sha = sha256_hex(body)
         idem_key = k.idem_prefix + (idempotency_key or "")
@@ -167,6 +172,7 @@ class Store:
             *(rollout_args(rollout) if rollout else ("", "", "", "")),
             self.inline_max_bytes,
             traceparent if traceparent and parse_traceparent(traceparent) else "",
+            sig,
         ]
         keys = [k.seq, k.head, k.epoch, k.history, k.audit, idem_key, k.rollout, k.rev]
         res, acked = await guarded(self._run_publish(keys, args), "publish")
@@ -226,8 +232,10 @@ class Store:
         idempotency_key: str | None = None,
         author: str = "",
         message: str = "",
+        sig: str | None = None,
     ) -> PublishResult:
-        """Publish version `to_version`'s body again as a new, higher version."""
+        """Publish version `to_version`'s body again as a new, higher version (signed with
+        `sig`, else with the old version's signature: the body is the same)."""
         record = await self.get(to_version)
         record.verify()
         return await self.publish(
@@ -238,6 +246,7 @@ class Store:
             message=message or f"rollback to version {to_version}",
             kind="rollback",
             source=to_version,
+            sig=sig if sig is not None else record.sig,
         )
 
     async def head(self) -> Head:

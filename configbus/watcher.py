@@ -43,6 +43,7 @@ from configbus.reads import ReadPath
 from configbus.reporter import ROLLOUT_HEARTBEAT_S, Reporter
 from configbus.rollout import Traffic
 from configbus.settings import BusSettings
+from configbus.signing import RecordSigner
 from configbus.snapshot import load_snapshot, write_snapshot
 from configbus.store import ReplicaStatus, Store, VersionRecord
 from configbus.tracing import Tracer, context_from_traceparent
@@ -77,10 +78,14 @@ class Watcher(Generic[T, R]):
         reads: Store | None = None,
         tracer: Tracer | None = None,
         keys: KeyFollower | None = None,
+        signer: RecordSigner | None = None,
+        decode_signed: Callable[[bytes], T] | None = None,
     ) -> None:
         """`store` is the primary (status goes there); `reads`, a store on a read replica
         of it, when reads should go there instead. `keys`: the namespace's client key
-        collection, followed on the same subscription and acknowledged in the same status."""
+        collection, followed on the same subscription and acknowledged in the same status.
+        `decode_signed`: a cheaper `decode` for records whose signature `signer` verifies
+        (the admin validated them: see `configbus.signing`)."""
         self.store = store
         self.reads = ReadPath(store, reads)
         self.settings = settings or BusSettings(namespace=store.namespace)
@@ -90,6 +95,7 @@ class Watcher(Generic[T, R]):
         self._traffic = traffic
         self._rollout_running = False
         self._decode = decode
+        self._signed = (signer, decode_signed) if signer and decode_signed else None
         self._build = build
         self._max_backoff_s = max_backoff_s
         self._current: Applied[R] | None = None
@@ -327,7 +333,11 @@ class Watcher(Generic[T, R]):
                 raise ValueError(f"record epoch {record.epoch} is not the store's {head_epoch}")
             if not verified:
                 record.verify()
-            doc = self._decode(record.body)
+            signed = self._signed
+            if signed is not None and signed[0].verify(record.sha256, record.sig):
+                doc = signed[1](record.body)
+            else:
+                doc = self._decode(record.body)
             prev = self._current.value if self._current else None
             value: Any = self._build(doc, prev) if self._build else doc
             if inspect.isawaitable(value):

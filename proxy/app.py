@@ -30,6 +30,7 @@ from configbus.keyset import KeyFollower, key_snapshot_path
 from configbus.keystore import KeyStore
 from configbus.llm import document_decoder
 from configbus.settings import BusSettings
+from configbus.signing import RecordSigner
 from configbus.store import Store
 from configbus.tracing import tracer_provider
 from configbus.watcher import Applied, Watcher
@@ -169,9 +170,13 @@ def create_app(
             snapshot_path=key_snapshot_path(bus.snapshot_path),
         )
         builder = Builder(on_breaker=metrics.breaker, limits=limits, keys=keys)
+        box = SecretBox(bus.secret_keys) if bus.secret_keys else None
         watcher: Watcher[Document, Runtime] = Watcher(
             Store(redis, bus.namespace),
-            decode=document_decoder(SecretBox(bus.secret_keys) if bus.secret_keys else None),
+            decode=document_decoder(box),
+            # What the admin signed it validated: a replica checks types, not references.
+            signer=RecordSigner(box.keys) if box is not None else None,
+            decode_signed=document_decoder(box, semantic=False),
             build=builder.build,
             settings=bus,
             registry=registry,

@@ -425,3 +425,28 @@ async def test_idempotent_patch_retry_after_head_moved_replays_the_first_result(
         other_patch = {"logging": {"level": "ERROR"}}
         r = await c.patch(url(namespace, "config"), headers=headers, json=other_patch)
         assert r.status_code == 422 and r.json()["error"]["code"] == "idempotency_mismatch"
+
+
+async def test_what_the_admin_validated_it_signs_for_the_replicas(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    from configbus.signing import RecordSigner
+    from tests.core.helpers import make_store
+
+    async with client(app_for(redis_server.url)) as c:
+        for n in (1, 2):
+            r = await c.put(
+                url(namespace, "config"),
+                headers=auth("publisher"),
+                json={"document": {**sample_data(), "metadata": {"n": n}}, "message": "signed"},
+            )
+            assert r.status_code == 201
+        r = await c.post(url(namespace, "rollback"), headers=auth("admin"), json={"to_version": 1})
+        assert r.status_code == 201, r.text
+    store = make_store(redis_server.url, namespace)
+    try:
+        for v in (1, 2, 3):
+            rec = await store.get(v)
+            assert RecordSigner([SECRET_KEY]).verify(rec.sha256, rec.sig), v
+    finally:
+        await store.redis.aclose()

@@ -14,7 +14,7 @@ from configbus.settings import BusSettings
 from configbus.store import Store
 from configbus.watcher import SyncOutcome, Watcher
 from tests.core.helpers import body, forge_head, make_store
-from tests.support import RedisServer, free_port
+from tests.support import RedisServer, eventually, free_port
 
 RECONCILE_S = 0.5
 
@@ -33,6 +33,12 @@ async def until(cond: Callable[[], Any], within: float, what: str) -> None:
                 await asyncio.sleep(0.01)
     except TimeoutError:
         raise AssertionError(f"not within {within}s: {what}") from None
+
+
+async def _reported_state(pub: Store, rid: str) -> bool:
+    return any(
+        i.status.replica_id == rid and i.status.state == "rejected" for i in await pub.replicas()
+    )
 
 
 @pytest.fixture
@@ -103,6 +109,10 @@ async def test_invalid_document_in_redis_is_nacked_and_old_config_serves(
     assert st.reason and "models[0].deployments[0].provider: unknown provider 'x'" in st.reason
     assert w.current is not None and w.current.version == 1  # still serving v1
 
+    # The NACK reaches Redis with the next report (coalesced: soon, not at once).
+    await eventually(
+        lambda: _reported_state(pub, "r1"), timeout=5, what="the NACK reported to Redis"
+    )
     reported = {i.status.replica_id: i.status for i in await pub.replicas()}
     assert reported["r1"].state == "rejected" and reported["r1"].version == 1
 
