@@ -5,7 +5,7 @@ contract of the admin API (`configbus.api`), the rollout rules (`configbus.rollo
 the settings registry (`configbus.variables`) are exported as modules.
 """
 
-from configbus import api, rollout, variables
+from configbus import api, clientkeys, keystore, rollout, variables
 from configbus.auditlog import scan_audit
 from configbus.breaker import (
     Breaker,
@@ -159,6 +159,7 @@ __all__ = [
     "api",
     "canonical",
     "check_fields",
+    "clientkeys",
     "connect",
     "connect_read",
     "context_from_traceparent",
@@ -171,6 +172,7 @@ __all__ = [
     "guarded",
     "is_namespace",
     "issue_from_msgspec",
+    "keystore",
     "load_file",
     "mask_secrets",
     "parse",
