@@ -87,6 +87,15 @@ async def test_a_hash_lives_in_one_place(c: httpx.AsyncClient, namespace: str) -
     # Adopting the document's client (what `keys import` does) is allowed.
     adopted = await create(c, namespace, name="team-a", key_sha256=doc_hash, adopt=True)
     assert adopted["key"] is None and adopted["entry"]["key_sha256"] == doc_hash
+    r = await c.patch(f"{base}/config", headers=PUB, json={"clients": []})
+    assert r.status_code == 201, r.text
+    # Version 1 named the key in its clients: rolling back to it would put it in two places.
+    r = await c.post(f"{base}/rollback", headers=ADMIN, json={"to_version": 1})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "key_hash_in_collection"
+    rollout = {"document": sample_data(), "stages": [{"selector": "tier=canary"}]}
+    r = await c.post(f"{base}/rollouts", headers=PUB, json=rollout)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "key_hash_in_collection"
+    assert (await c.get(f"{base}/config", headers=ADMIN)).json()["version"] == 2
 
 
 @pytest.mark.parametrize(
