@@ -61,6 +61,7 @@ class ApiError(Exception):
         headers: dict[str, str] | None = None,
         current_version: int | None = None,
         replicas_acked: int | None = None,
+        current_revision: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -70,6 +71,7 @@ class ApiError(Exception):
             issues=list(issues),
             current_version=UNSET if current_version is None else current_version,
             replicas_acked=UNSET if replicas_acked is None else replicas_acked,
+            current_revision=UNSET if current_revision is None else current_revision,
         )
         self.headers = headers or {}
 

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from admin import provider_routes, rollout_routes, routes
+from admin import key_routes, provider_routes, rollout_routes, routes
 from admin.answers import JSON, ApiError
 from admin.auth import TokenTable
 from admin.breaker import CircuitBreaker
@@ -154,6 +154,12 @@ def create_app(settings: AdminSettings, *, tracing: TracerProvider | None = None
         Route(f"{ns}/replicas", routes.replicas, methods=["GET"]),
         Route(f"{ns}/providers/{{name}}/models", provider_routes.provider_models, methods=["GET"]),
         Route(f"{ns}/providers/{{name}}/test", provider_routes.provider_test, methods=["POST"]),
+        Route(f"{ns}/keys", key_routes.create_key, methods=["POST"]),
+        Route(f"{ns}/keys", key_routes.list_keys, methods=["GET"]),
+        Route(f"{ns}/keys/{{id}}", key_routes.get_key, methods=["GET"]),
+        Route(f"{ns}/keys/{{id}}", key_routes.update_key, methods=["PATCH"]),
+        Route(f"{ns}/keys/{{id}}", key_routes.revoke_key, methods=["DELETE"]),
+        Route(f"{ns}/keys/{{id}}/rotate", key_routes.rotate_key, methods=["POST"]),
         Route(f"{ns}/audit", routes.audit, methods=["GET"]),
         Route(f"{ns}/export", routes.export, methods=["GET"]),
         Route(f"{ns}/import", routes.import_, methods=["POST"]),

@@ -24,6 +24,16 @@ from configbus.api import (
     IdempotencyKey,
     IfMatch,
     ImportResult,
+    KeyCreateRequest,
+    KeyETag,
+    KeyId,
+    KeyIfMatch,
+    KeyIssued,
+    KeyPage,
+    KeyRevoked,
+    KeyRotateRequest,
+    KeysQuery,
+    KeyUpdateRequest,
     MergePatch,
     Namespace,
     PatchQuery,
@@ -47,6 +57,7 @@ from configbus.api import (
     VersionView,
     non_null,
 )
+from configbus.clientkeys import ClientKey
 from configbus.document import Document
 from configbus.store import Export, PublishResult
 
@@ -67,15 +78,22 @@ class Op(NamedTuple):
     body_required: bool = True
     body_media: tuple[str, ...] = (JSON,)
     media: str = JSON
+    headers: tuple[tuple[str, Any], ...] = ()  # request headers besides `writes`' ones
 
 
 NS = "/v1/namespaces/{ns}"
-PATH_PARAMS: dict[str, Any] = {"ns": Namespace, "n": Version, "name": ProviderName}
+PATH_PARAMS: dict[str, Any] = {
+    "ns": Namespace,
+    "n": Version,
+    "name": ProviderName,
+    "id": KeyId,
+}
 PUBLISHED: dict[int, Answer] = {
     201: ("a new version", PublishResult),
     200: ("no-op (same body as head) or an idempotent replay", PublishResult),
 }
 WRITE_ERRORS = (400, 409, 413, 422, 429)
+KEY_IF_MATCH = (("If-Match", KeyIfMatch),)
 
 OPERATIONS: dict[tuple[str, str], Op] = {
     ("get", f"{NS}/config"): Op(
@@ -180,6 +198,54 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "validate",
         {200: ("the test's outcome (`ok` false when the provider failed)", ProviderTest)},
     ),
+    ("post", f"{NS}/keys"): Op(
+        "create a client key: generated and answered this once (only its hash is kept), or "
+        "from the `key_sha256` you bring; a hash a client of head's document or another key "
+        "has is refused",
+        "publish",
+        {201: ("the key (once) and its entry", KeyIssued)},
+        KeyCreateRequest,
+        errors=WRITE_ERRORS,
+    ),
+    ("get", f"{NS}/keys"): Op(
+        "a page of client keys (never the keys themselves), filtered by team or tag",
+        "read",
+        {200: ("a page of keys", KeyPage)},
+        query=KeysQuery,
+        errors=(400,),
+    ),
+    ("get", f"{NS}/keys/{{id}}"): Op(
+        "one client key's entry (never the key itself)",
+        "read",
+        {200: ("the entry", ClientKey)},
+        errors=(400,),
+    ),
+    ("patch", f"{NS}/keys/{{id}}"): Op(
+        "change a client key's fields (absent: kept, null: cleared); with If-Match, only if "
+        "the key's revision is that",
+        "publish",
+        {200: ("the entry changed", ClientKey)},
+        KeyUpdateRequest,
+        errors=WRITE_ERRORS,
+        headers=KEY_IF_MATCH,
+    ),
+    ("delete", f"{NS}/keys/{{id}}"): Op(
+        "revoke a client key: it answers 401 on every replica",
+        "publish",
+        {200: ("revoked", KeyRevoked)},
+        errors=(400, 409, 429),
+        headers=KEY_IF_MATCH,
+    ),
+    ("post", f"{NS}/keys/{{id}}/rotate"): Op(
+        "a new key for the entry, answered this once; the old key keeps working for "
+        "`grace_s` seconds",
+        "publish",
+        {200: ("the new key (once) and the entry", KeyIssued)},
+        KeyRotateRequest,
+        errors=WRITE_ERRORS,
+        body_required=False,
+        headers=KEY_IF_MATCH,
+    ),
     ("get", f"{NS}/audit"): Op(
         "audit entries, newest first",
         "read",
@@ -223,8 +289,9 @@ ERRORS = {
     400: "bad header or query parameter, or body not JSON",
     401: "missing or unknown token",
     403: "the token's role lacks this permission",
-    404: "invalid namespace, or nothing (such) published (or no such provider)",
-    409: "version conflict (`current_version` says what is current)",
+    404: "invalid namespace, or nothing (such) published (or no such provider or key)",
+    409: "version conflict (`current_version` says what is current), a key's revision "
+    "conflict (`current_revision`), or a key hash that is taken",
     413: "request body too large",
     422: "invalid document or request body (every issue with its path)",
     429: "publish rate limit of this token reached",
@@ -235,6 +302,8 @@ ERRORS = {
 HEADERS: dict[Any, dict[str, Any]] = {
     PublishResult: {"ETag": ETag, "Location": str},
     VersionView: {"ETag": ETag},
+    ClientKey: {"ETag": KeyETag},
+    KeyIssued: {"ETag": KeyETag, "Location": str},
     401: {"WWW-Authenticate": Literal["Bearer"]},
     429: {"Retry-After": RetryAfter},
     503: {"Retry-After": RetryAfter},
@@ -246,6 +315,7 @@ def _types() -> list[Any]:
     """Every type the document shows a schema of, each once."""
     seen: list[Any] = [ErrorEnvelope, Document, *PATH_PARAMS.values(), *WRITE_HEADERS.values()]
     for op in OPERATIONS.values():
+        seen += [t for _, t in op.headers]
         seen += [t for _, t in op.ok.values()] + [op.body] * (op.body is not None)
         seen += [non_null(f.type) for f in msgspec.structs.fields(op.query or msgspec.Struct)]
     seen += [t for headers in HEADERS.values() for t in headers.values()]
@@ -284,6 +354,7 @@ def spec() -> dict[str, Any]:
         params = [param(p, "path", PATH_PARAMS[p], True) for p in re.findall(r"{(\w+)}", path)]
         if op.writes:
             params += [param(h, "header", t, False) for h, t in WRITE_HEADERS.items()]
+        params += [param(h, "header", t, False) for h, t in op.headers]
         for f in msgspec.structs.fields(op.query or msgspec.Struct):
             params.append(param(f.encode_name, "query", non_null(f.type), f.required, f.default))
         responses = {str(s): answer(d, t, s, op.media) for s, (d, t) in op.ok.items()}

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from admin.answers import JSON, ApiError
 from admin.http import Ctx, endpoint
+from admin.keys import refuse_collection_hashes
 from admin.merge import merge_patch
 from admin.preflight import preflight
 from admin.rollouts import activate, assess, end_by_hand, snapshot
@@ -53,13 +54,16 @@ async def _document(ctx: Ctx, req: RolloutRequest) -> Document:
             issues=[Issue("", "exactly one of 'document' and 'patch'")],
         )
     if req.document is not None:
-        return await encrypt(ctx, await prepare(ctx, req.document))
+        doc = await prepare(ctx, req.document)
+        await refuse_collection_hashes(ctx, doc)
+        return await encrypt(ctx, doc)
     _, record = await ctx.run(lambda: ctx.store.fetch_head())
     if record is None:
         raise ApiError(404, "no_document", f"nothing published in namespace {ctx.namespace!r}")
     stored, masked = masked_document(record)
     assert req.patch is not None
     doc = unmask_secrets(to_document(merge_patch(masked, req.patch)), stored)
+    await refuse_collection_hashes(ctx, doc)
     return await encrypt(ctx, doc)
 
 

@@ -14,6 +14,7 @@ from admin.backup import export as export
 from admin.backup import import_ as import_
 from admin.diff import changed_paths, unified
 from admin.http import Ctx, endpoint, is_uint
+from admin.keys import refuse_collection_hashes
 from admin.merge import merge_patch
 from admin.preflight import preflight
 from admin.rollouts import end_by_hand
@@ -208,7 +209,9 @@ def _meta_fields(record: VersionRecord) -> dict[str, Any]:
 async def put_config(ctx: Ctx) -> Response:
     req = await ctx.json(PublishRequest)
     expected = ctx.if_match()
-    body = canonical(await encrypt(ctx, await prepare(ctx, req.document)))
+    doc = await prepare(ctx, req.document)
+    await refuse_collection_hashes(ctx, doc)
+    body = canonical(await encrypt(ctx, doc))
     result = await store_publish(ctx, body, kind="publish", message=req.message, expected=expected)
     return published(ctx, result, "publish")
 
@@ -229,6 +232,7 @@ async def patch_config(ctx: Ctx) -> Response:
             )
         stored, masked = masked_document(record)
         doc = unmask_secrets(to_document(merge_patch(masked, patch)), stored)
+        await refuse_collection_hashes(ctx, doc)
         body = canonical(await encrypt(ctx, doc))
         try:
             result = await store_publish(
@@ -309,7 +313,7 @@ async def rollback(ctx: Ctx) -> Response:
     expected, key = ctx.if_match(), ctx.idempotency_key()
     ctx.audit_fields["to_version"] = req.to_version
     source = await ctx.run(lambda: ctx.store.get(req.to_version))
-    _check_replicas_accept(ctx, source)
+    await refuse_collection_hashes(ctx, _check_replicas_accept(ctx, source))
     await _abort_rollout_for(ctx, req, expected)
     result = await ctx.run(
         lambda: ctx.store.rollback(
@@ -364,7 +368,7 @@ async def _abort_rollout_for(ctx: Ctx, req: RollbackRequest, expected: int | Non
     )
 
 
-def _check_replicas_accept(ctx: Ctx, record: VersionRecord) -> None:
+def _check_replicas_accept(ctx: Ctx, record: VersionRecord) -> Document:
     """Refuse to republish a body the replicas would reject: one that fails today's checks,
     or whose secrets none of the current keys decrypt (a key dropped since)."""
     try:
@@ -372,6 +376,7 @@ def _check_replicas_accept(ctx: Ctx, record: VersionRecord) -> None:
         doc = decode_body(record.body)
         if ctx.svc.box is not None:
             decrypt_secrets(doc, ctx.svc.box)
+        return doc
     except (InvalidDocument, SecretError, CorruptRecord) as exc:
         issues = exc.issues if isinstance(exc, InvalidDocument) else [Issue("", str(exc))]
         raise ApiError(

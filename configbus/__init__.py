@@ -5,7 +5,7 @@ contract of the admin API (`configbus.api`), the rollout rules (`configbus.rollo
 the settings registry (`configbus.variables`) are exported as modules.
 """
 
-from configbus import api, rollout, variables
+from configbus import api, clientkeys, keystore, rollout, variables
 from configbus.auditlog import scan_audit
 from configbus.breaker import (
     Breaker,
@@ -175,6 +175,7 @@ __all__ = [
     "api",
     "canonical",
     "check_fields",
+    "clientkeys",
     "connect",
     "connect_read",
     "context_from_traceparent",
@@ -189,6 +190,7 @@ __all__ = [
     "is_namespace",
     "issue_from_msgspec",
     "key_snapshot_path",
+    "keystore",
     "load_file",
     "mask_secrets",
     "parse",

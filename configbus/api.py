@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from configbus.clientkeys import KEY_ID_PATTERN, ClientKey, MetaValue
+from configbus.document import NAME_PATTERN, SHA256_PATTERN, Budget, RateLimit
 from configbus.errors import Issue
 from configbus.names import DEFAULT_NAMESPACE, NAMESPACE_PATTERN, NAMESPACE_RULE
 from configbus.rollout import Assessment, Guard, Rollout
@@ -125,6 +127,8 @@ class ErrorBody(_Response, frozen=True, kw_only=True):
     current_version: int | UnsetType = UNSET
     # On `not_replicated`: how many Redis replicas acknowledged the publish in time.
     replicas_acked: int | UnsetType = UNSET
+    # On a client key's `revision_conflict`: the key's revision now.
+    current_revision: int | UnsetType = UNSET
 
 
 class ErrorEnvelope(_Response, frozen=True, kw_only=True):
@@ -345,6 +349,128 @@ class RolloutView(_Response, frozen=True, kw_only=True):
 
     rollout: Rollout
     assessment: Assessment | None = None
+
+
+# -- client keys (a keyed collection beside the document) --------------------------------
+
+KEYS_PAGE_MAX, KEYS_PAGE_DEFAULT = 1000, 100
+MAX_GRACE_S = 90 * 86400
+KeyId = Annotated[
+    str,
+    Meta(
+        pattern=KEY_ID_PATTERN,
+        title="a key id: 'key_' then 1-64 letters, digits, '_' or '-'",
+        examples=["key_0123456789abcdef"],
+    ),
+]
+KeyName = Annotated[str, Meta(min_length=1, max_length=128, pattern=NAME_PATTERN)]
+KeySha256 = Annotated[
+    str, Meta(pattern=SHA256_PATTERN, description="sha256 of the key, 64 lowercase hex digits")
+]
+KeyModel = Annotated[str, Meta(min_length=1, max_length=256, description="a model name, or *")]
+KeyModels = Annotated[list[KeyModel], Meta(min_length=1, max_length=256)]
+KeyTags = Annotated[list[Annotated[str, Meta(min_length=1, max_length=64)]], Meta(max_length=32)]
+KeyMetadata = Annotated[
+    dict[Annotated[str, Meta(min_length=1, max_length=64)], MetaValue], Meta(max_length=32)
+]
+ExpiresAt = Annotated[float, Meta(ge=0, description="unix seconds; the key answers 401 from then")]
+KeyETag = Annotated[str, Meta(pattern=r'^"[0-9]+"$', description="the key's revision, quoted")]
+KeyIfMatch = Annotated[
+    str,
+    Meta(pattern=IF_MATCH_PATTERN, description="change the key only if this is its revision"),
+]
+# A page cursor as the service gave it: opaque digits.
+KeyCursor = Annotated[
+    str, Meta(pattern=r"^[0-9]{1,20}(?:-[0-9]{1,10})?$", title="a cursor the last page gave")
+]
+
+
+class KeyCreateRequest(_Request, frozen=True, kw_only=True):
+    """A new client key. Without `key_sha256` the service generates the key and answers it
+    once (only its hash is stored); with it, the key stays yours. A hash that a client of
+    head's document or another key already has is refused (409)."""
+
+    name: KeyName
+    key_sha256: KeySha256 | None = None
+    id: KeyId | None = None  # chosen by the service when absent; a taken one is a 409
+    models: KeyModels = msgspec.field(default_factory=lambda: ["*"])
+    rate_limit: RateLimit | None = None
+    budget: Budget | None = None
+    team: KeyName | None = None
+    tags: KeyTags = []
+    metadata: KeyMetadata = {}
+    enabled: bool = True
+    expires_at: ExpiresAt | None = None
+    # Take over a client of head's document (`configbus keys import`, which then publishes
+    # the document without it): its hash may be in the document's `clients` meanwhile.
+    adopt: bool = False
+
+
+class KeyUpdateRequest(_Request, frozen=True, kw_only=True):
+    """Fields to change; an absent field keeps its value, `null` clears an optional one."""
+
+    name: KeyName | UnsetType = UNSET
+    models: KeyModels | UnsetType = UNSET
+    rate_limit: RateLimit | UnsetType | None = UNSET
+    budget: Budget | UnsetType | None = UNSET
+    team: KeyName | UnsetType | None = UNSET
+    tags: KeyTags | UnsetType = UNSET
+    metadata: KeyMetadata | UnsetType = UNSET
+    enabled: bool | UnsetType = UNSET
+    expires_at: ExpiresAt | UnsetType | None = UNSET
+
+
+class KeyRotateRequest(_Request, frozen=True, kw_only=True):
+    """A new key for the entry; the old one keeps working for `grace_s` seconds."""
+
+    grace_s: Annotated[
+        float, Meta(ge=0, le=MAX_GRACE_S, description="seconds the old key keeps working")
+    ] = 0.0
+
+
+class KeysQuery(_Request, frozen=True, kw_only=True):
+    cursor: Annotated[KeyCursor, Meta(description="where the last page ended")] | None = None
+    count: Annotated[int, Meta(ge=1, le=KEYS_PAGE_MAX, description="page size (about)")] = (
+        KEYS_PAGE_DEFAULT
+    )
+    team: (
+        Annotated[KeyName, Meta(title="a team name", description="only keys of this team")] | None
+    ) = None
+    tag: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=64,
+                title="1 to 64 characters",
+                description="only keys with this tag",
+            ),
+        ]
+        | None
+    ) = None
+
+
+class KeyIssued(_Response, frozen=True, kw_only=True):
+    """A key created or rotated: `key` is the key itself, shown this once (null when you
+    brought its hash), and the entry as stored."""
+
+    key: str | None
+    entry: ClientKey
+
+
+class KeyPage(_Response, frozen=True, kw_only=True):
+    """Keys by id (within a page); `next_cursor` asks for the next page, null on the last. A
+    filtered page may hold fewer keys than asked while more follow."""
+
+    keys: list[ClientKey]
+    next_cursor: str | None
+
+
+class KeyRevoked(_Response, frozen=True, kw_only=True):
+    """A revoked key: gone from the collection as of `revision`."""
+
+    id: str
+    revision: int
 
 
 def non_null(tp: Any) -> Any:

@@ -39,12 +39,14 @@ DEFAULT_AUDIT_MAXLEN = 10_000
 
 
 class KeyConflict(StoreError):
-    """A change refused: `reason` is exists | not_found | conflict | hash_taken."""
+    """A change refused: `reason` is exists | not_found | conflict | hash_taken. `audited`:
+    the change script refused it, and wrote the audit entry saying so."""
 
-    def __init__(self, reason: str, detail: str, message: str) -> None:
+    def __init__(self, reason: str, detail: str, message: str, *, audited: bool = False) -> None:
         super().__init__(message)
         self.reason = reason
         self.detail = detail
+        self.audited = audited
 
 
 def new_key() -> str:
@@ -97,10 +99,12 @@ class KeyStore:
         key_sha256: str | None = None,
         actor: str = "",
         reserved: Collection[str] = (),
+        detail: str = "",
         **fields: Any,
     ) -> tuple[ClientKey, str | None]:
         """A new entry; with no `key_sha256`, a generated key, returned (the only time it
-        is ever seen). `reserved`: hashes taken elsewhere (the document's own clients)."""
+        is ever seen). `reserved`: hashes taken elsewhere (the document's own clients).
+        `detail` goes to the audit entry (never a key)."""
         key = None
         if key_sha256 is None:
             key = new_key()
@@ -119,11 +123,17 @@ class KeyStore:
             updated_at=now,
             **fields,
         )
-        stored = await self._write(entry, "", actor, "key.create", entry.hashes(now), ())
+        stored = await self._write(entry, "", actor, "key.create", entry.hashes(now), (), detail)
         return stored, key
 
     async def update(
-        self, key_id: str, *, expected: int | None = None, actor: str = "", **changes: Any
+        self,
+        key_id: str,
+        *,
+        expected: int | None = None,
+        actor: str = "",
+        detail: str = "",
+        **changes: Any,
     ) -> ClientKey:
         """The entry with `changes` applied (`expected`: the revision the caller saw)."""
         cur = await self.get(key_id)
@@ -133,10 +143,16 @@ class KeyStore:
             if f in changes:
                 raise ValueError(f"{f} cannot be changed")
         entry = msgspec.structs.replace(cur, updated_at=time.time(), **changes)
-        return await self._put(cur, entry, actor, "key.update")
+        return await self._put(cur, entry, actor, "key.update", detail)
 
     async def rotate(
-        self, key_id: str, *, grace_s: float, expected: int | None = None, actor: str = ""
+        self,
+        key_id: str,
+        *,
+        grace_s: float,
+        expected: int | None = None,
+        actor: str = "",
+        detail: str = "",
     ) -> tuple[ClientKey, str]:
         """A new key for the entry; the old one keeps working for `grace_s` seconds."""
         if not 0 <= grace_s <= 90 * 86400:
@@ -154,9 +170,11 @@ class KeyStore:
             previous_expires_at=now + grace_s if grace_s > 0 else None,
             updated_at=now,
         )
-        return await self._put(cur, entry, actor, "key.rotate"), key
+        return await self._put(cur, entry, actor, "key.rotate", detail), key
 
-    async def revoke(self, key_id: str, *, expected: int | None = None, actor: str = "") -> int:
+    async def revoke(
+        self, key_id: str, *, expected: int | None = None, actor: str = "", detail: str = ""
+    ) -> int:
         """Remove the entry (its keys answer 401 everywhere); returns the revision."""
         check_key_id(key_id)
         cur = await self.get(key_id)
@@ -164,15 +182,17 @@ class KeyStore:
             raise _refused("conflict", str(cur.revision), key_id)
         reply = await self._call(
             key_id, str(cur.revision), b"", (), (cur.key_sha256, cur.previous_sha256 or ""),
-            actor, "key.revoke",
+            actor, "key.revoke", detail,
         )  # fmt: skip
         return int(reply[1])
 
-    async def _put(self, cur: ClientKey, entry: ClientKey, actor: str, action: str) -> ClientKey:
+    async def _put(
+        self, cur: ClientKey, entry: ClientKey, actor: str, action: str, detail: str
+    ) -> ClientKey:
         now = time.time()
         own = entry.hashes(now)
         drop = tuple(h for h in (cur.key_sha256, cur.previous_sha256 or "") if h not in own)
-        return await self._write(entry, str(cur.revision), actor, action, own, drop)
+        return await self._write(entry, str(cur.revision), actor, action, own, drop, detail)
 
     async def _write(
         self,
@@ -182,9 +202,12 @@ class KeyStore:
         action: str,
         own: Collection[str],
         drop: Collection[str],
+        detail: str = "",
     ) -> ClientKey:
         check_key_id(entry.id)
-        reply = await self._call(entry.id, expected, entry_json(entry), own, drop, actor, action)
+        reply = await self._call(
+            entry.id, expected, entry_json(entry), own, drop, actor, action, detail
+        )
         return msgspec.structs.replace(entry, revision=int(reply[1]))
 
     async def _call(
@@ -196,6 +219,7 @@ class KeyStore:
         drop: Collection[str],
         actor: str,
         action: str,
+        detail: str = "",
     ) -> list[Any]:
         L = self.layout
         reply = await guarded(
@@ -204,14 +228,14 @@ class KeyStore:
                 args=[
                     key_id, expected, body, " ".join(own), " ".join(h for h in drop if h),
                     secrets.token_hex(8), self.log_cap, action, actor, self.audit_maxlen,
-                    L.changes, self.inline_max_bytes, "",
+                    L.changes, self.inline_max_bytes, detail,
                 ],
             ),
             f"{action} {key_id}",
         )  # fmt: skip
         outcome = text_of(reply[0])
         if outcome != "ok":
-            raise _refused(outcome, text_of(reply[1]), key_id)
+            raise _refused(outcome, text_of(reply[1]), key_id, audited=True)
         return list(reply)
 
     # -- reads -------------------------------------------------------------------------
@@ -233,31 +257,52 @@ class KeyStore:
 
     async def taken(self, hashes: Collection[str]) -> list[str]:
         """Which of `hashes` belong to entries of the collection."""
+        return list(await self.owners(hashes))
+
+    async def owners(self, hashes: Collection[str]) -> dict[str, str]:
+        """The id of the entry each of `hashes` belongs to, for those that belong to one."""
         if not hashes:
-            return []
-        found = await guarded(self.redis.hmget(self.layout.by_hash, list(hashes)), "find keys")
-        return [h for h, owner in zip(hashes, found, strict=True) if owner is not None]
+            return {}
+        wanted = list(hashes)
+        found = await guarded(self.redis.hmget(self.layout.by_hash, wanted), "find keys")
+        return {h: text_of(o) for h, o in zip(wanted, found, strict=True) if o is not None}
 
     async def page(
-        self, cursor: int = 0, *, count: int = 100, team: str | None = None, tag: str | None = None
-    ) -> tuple[list[ClientKey], int]:
-        """Up to about `count` entries matching the filters, and the cursor of the next page
-        (0: no more). A page may hold fewer entries when few match."""
+        self,
+        cursor: str | None = None,
+        *,
+        count: int = 100,
+        team: str | None = None,
+        tag: str | None = None,
+    ) -> tuple[list[ClientKey], str | None]:
+        """Up to `count` entries matching the filters, by id within a page, and the cursor
+        of the next page (None: no more). A filtered page may hold fewer while more follow.
+        The cursor (`<HSCAN cursor>-<entries of that batch already given>`) is opaque: as
+        with HSCAN, an entry changed meanwhile may be given twice or not at all."""
+        scan, skip = _cursor(cursor)
         out: list[ClientKey] = []
         scanned = 0
         while True:
-            cursor, batch = await guarded(
-                self.redis.hscan(self.layout.entries, cursor, count=max(count, 100)), "list keys"
+            nxt, batch = await guarded(
+                self.redis.hscan(self.layout.entries, scan, count=max(count, 100)), "list keys"
             )
-            for k, v in batch.items():
-                e = _entry(v, text_of(k))
-                if (team is None or e.team == team) and (tag is None or tag in e.tags):
-                    out.append(e)
             scanned += len(batch)
-            if cursor == 0 or len(out) >= count or scanned >= 20 * max(count, 100):
-                break
-        out.sort(key=lambda e: e.id)
-        return out, int(cursor)
+            found = sorted((_entry(v, text_of(k)) for k, v in batch.items()), key=lambda e: e.id)
+            matched = [
+                e
+                for e in found
+                if (team is None or e.team == team) and (tag is None or tag in e.tags)
+            ]
+            wanted = count - len(out)
+            if len(matched) - skip > wanted:
+                out += matched[skip : skip + wanted]
+                return out, f"{scan}-{skip + wanted}"
+            out += matched[skip:]
+            scan, skip = int(nxt), 0
+            if scan == 0:
+                return out, None
+            if len(out) == count or scanned >= 20 * max(count, 100):
+                return out, f"{scan}-0"
 
     async def state(self) -> CollectionState:
         epoch, rev = await guarded(
@@ -295,6 +340,15 @@ class KeyStore:
                 return
 
 
+def _cursor(cursor: str | None) -> tuple[int, int]:
+    scan, _, skip = (cursor or "0").partition("-")
+    if not (
+        scan.isascii() and scan.isdigit() and (not skip or (skip.isascii() and skip.isdigit()))
+    ):
+        raise ValueError(f"{cursor!r} is not a cursor a page of keys gave")
+    return int(scan), int(skip or 0)
+
+
 def _entry(raw: bytes | str, where: str) -> ClientKey:
     try:
         return decode_entry(raw)
@@ -310,6 +364,6 @@ _MESSAGES = {
 }
 
 
-def _refused(reason: str, detail: str, key_id: str) -> KeyConflict:
+def _refused(reason: str, detail: str, key_id: str, *, audited: bool = False) -> KeyConflict:
     msg = _MESSAGES.get(reason, "refused: {d}").format(d=detail or key_id)
-    return KeyConflict(reason, detail, msg)
+    return KeyConflict(reason, detail, msg, audited=audited)

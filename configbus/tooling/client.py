@@ -27,6 +27,13 @@ from configbus.api import (
     DiffQuery,
     ErrorEnvelope,
     ImportResult,
+    KeyCreateRequest,
+    KeyIssued,
+    KeyPage,
+    KeyRevoked,
+    KeyRotateRequest,
+    KeysQuery,
+    KeyUpdateRequest,
     PatchQuery,
     ProviderModels,
     ProviderTest,
@@ -44,6 +51,7 @@ from configbus.api import (
     VersionsQuery,
     VersionView,
 )
+from configbus.clientkeys import ClientKey
 from configbus.errors import AdminApiError, AdminUnreachable
 from configbus.names import DEFAULT_NAMESPACE
 from configbus.rollout import Guard
@@ -296,6 +304,58 @@ class AdminClient:
 
     def rotate_secrets(self, *, message: str = "") -> PublishResult:
         return self._call(PublishResult, "POST", "rotate-secrets", RotateRequest(message=message))
+
+    # -- client keys -----------------------------------------------------------------------
+
+    def create_key(self, request: KeyCreateRequest) -> KeyIssued:
+        """A new client key; `key` in the answer is the key itself, shown this once (None
+        when the request brought its hash)."""
+        return self._call(KeyIssued, "POST", "keys", request)
+
+    def keys(
+        self,
+        *,
+        cursor: str | None = None,
+        count: int = 100,
+        team: str | None = None,
+        tag: str | None = None,
+    ) -> KeyPage:
+        q = KeysQuery(cursor=cursor, count=count, team=team, tag=tag)
+        return self._call(KeyPage, "GET", "keys", params=q)
+
+    def key(self, key_id: str) -> ClientKey:
+        return self._call(ClientKey, "GET", f"keys/{_segment(key_id)}")
+
+    def update_key(
+        self, key_id: str, request: KeyUpdateRequest, *, if_match: int | None = None
+    ) -> ClientKey:
+        return self._call(
+            ClientKey,
+            "PATCH",
+            f"keys/{_segment(key_id)}",
+            request,
+            headers=self._write_headers(if_match, None),
+        )
+
+    def rotate_key(
+        self, key_id: str, *, grace_s: float = 0.0, if_match: int | None = None
+    ) -> KeyIssued:
+        """A new key for the entry (shown this once); the old one works `grace_s` more."""
+        return self._call(
+            KeyIssued,
+            "POST",
+            f"keys/{_segment(key_id)}/rotate",
+            KeyRotateRequest(grace_s=grace_s),
+            headers=self._write_headers(if_match, None),
+        )
+
+    def revoke_key(self, key_id: str, *, if_match: int | None = None) -> KeyRevoked:
+        return self._call(
+            KeyRevoked,
+            "DELETE",
+            f"keys/{_segment(key_id)}",
+            headers=self._write_headers(if_match, None),
+        )
 
 
 def _segment(text: str) -> str:

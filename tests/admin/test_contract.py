@@ -23,12 +23,14 @@ from configbus.api import ErrorEnvelope
 from configbus.connection import connect
 from configbus.counters import counter_key
 from configbus.store import ReplicaStatus, Store
-from configbus.testing import sample_data
+from configbus.testing import SAMPLE_CLIENT_KEY, key_sha256, sample_data
 from tests.admin.helpers import app_for, auth, client
 from tests.proxy.helpers import Mock
 from tests.support import RedisServer, free_port
 
 SPEC = spec()
+# The client key routes: test_key_routes_answer_every_documented_status calls them.
+KEY_OPS = {(m, p) for m, p in OPERATIONS if "/keys" in p}
 
 
 def _template(method: str, path: str) -> tuple[str, str]:
@@ -196,8 +198,116 @@ async def test_every_answer_is_the_documented_one(
             seen.add(check(r))
 
     # Every operation was answered, with every status documented for some of them.
-    assert {(m, p) for m, p, _ in seen} == set(OPERATIONS)
+    assert {(m, p) for m, p, _ in seen} == set(OPERATIONS) - KEY_OPS
     assert {s for *_, s in seen} >= {200, 201, 400, 401, 403, 404, 409, 413, 422, 429, 502, 503}
+
+
+async def test_key_routes_answer_every_documented_status(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """Each client key route through each status its spec documents (a read's 403 aside:
+    every role may read), every answer as documented."""
+    seen: set[tuple[str, str, int]] = set()
+    base = f"/v1/namespaces/{namespace}"
+    keys, bad_ns = f"{base}/keys", "/v1/namespaces/a:b/keys"
+    admin, viewer = auth("admin"), auth("viewer")
+    big = {"name": "a", "metadata": {"x": "y" * 20_000}}
+
+    async def call(
+        c: httpx.AsyncClient, method: str, url: str, status: int, **kwargs: Any
+    ) -> httpx.Response:
+        kwargs.setdefault("headers", admin)
+        r = await c.request(method, url, **kwargs)
+        assert r.status_code == status, (method, url, r.text)
+        seen.add(check(r))
+        return r
+
+    async with client(app_for(redis_server.url, max_body_bytes=16 * 1024)) as c:
+        r = await call(c, "PUT", f"{base}/config", 201, json={"document": sample_data()})
+        r = await call(c, "POST", keys, 201, json={"name": "alice", "team": "ml", "tags": ["a"]})
+        one = f"{keys}/{r.json()['entry']['id']}"
+        rev = r.json()["entry"]["revision"]
+        missing, bad_id = f"{keys}/key_missing", f"{keys}/not-a-key"
+        not_json = {"content": b"{", "headers": {**admin, "Content-Type": "application/json"}}
+        # A document naming a key of the collection is refused.
+        doc = sample_data()
+        doc["clients"][0]["key_sha256"] = r.json()["entry"]["key_sha256"]
+        r = await call(c, "PUT", f"{base}/config", 409, json={"document": doc})
+        assert r.json()["error"]["code"] == "key_hash_in_collection"
+
+        await call(c, "POST", keys, 400, **not_json)
+        await call(c, "POST", keys, 401, headers={}, json={"name": "a"})
+        await call(c, "POST", keys, 403, headers=viewer, json={"name": "a"})
+        await call(c, "POST", bad_ns, 404, json={"name": "a"})
+        doc_hash = key_sha256(SAMPLE_CLIENT_KEY)
+        await call(c, "POST", keys, 409, json={"name": "a", "key_sha256": doc_hash})
+        await call(c, "POST", keys, 413, json=big)
+        await call(c, "POST", keys, 422, json={"name": "a", "models": ["ghost"]})
+
+        r = await call(c, "GET", f"{keys}?team=ml&tag=a&count=10", 200)
+        assert [k["name"] for k in r.json()["keys"]] == ["alice"]
+        await call(c, "GET", f"{keys}?count=0", 400)
+        await call(c, "GET", keys, 401, headers={})
+        await call(c, "GET", bad_ns, 404)
+
+        await call(c, "GET", one, 200)
+        await call(c, "GET", bad_id, 400)
+        await call(c, "GET", one, 401, headers={})
+        await call(c, "GET", missing, 404)
+
+        r = await call(
+            c, "PATCH", one, 200, headers={**admin, "If-Match": f'"{rev}"'}, json={"tags": ["b"]}
+        )
+        rev = r.json()["revision"]
+        await call(c, "PATCH", one, 400, headers={**admin, "If-Match": "x"}, json={"tags": []})
+        await call(c, "PATCH", one, 401, headers={}, json={"tags": []})
+        await call(c, "PATCH", one, 403, headers=viewer, json={"tags": []})
+        await call(c, "PATCH", missing, 404, json={"tags": []})
+        await call(c, "PATCH", one, 409, headers={**admin, "If-Match": '"1"'}, json={"tags": []})
+        await call(c, "PATCH", one, 413, json=big)
+        await call(c, "PATCH", one, 422, json={"budget": {"limit_usd": 1, "period": "week"}})
+
+        rotate = f"{one}/rotate"
+        r = await call(c, "POST", rotate, 200, json={"grace_s": 60})
+        assert r.json()["key"].startswith("sk-cb-")
+        await call(c, "POST", rotate, 400, headers={**admin, "If-Match": "x"})
+        await call(c, "POST", rotate, 401, headers={})
+        await call(c, "POST", rotate, 403, headers=viewer)
+        await call(c, "POST", f"{missing}/rotate", 404)
+        await call(c, "POST", rotate, 409, headers={**admin, "If-Match": f'"{rev}"'})
+        await call(c, "POST", rotate, 413, json=big)
+        await call(c, "POST", rotate, 422, json={"grace_s": -1})
+
+        await call(c, "DELETE", bad_id, 400)
+        await call(c, "DELETE", one, 401, headers={})
+        await call(c, "DELETE", one, 403, headers=viewer)
+        await call(c, "DELETE", missing, 404)
+        await call(c, "DELETE", one, 409, headers={**admin, "If-Match": f'"{rev}"'})
+        await call(c, "DELETE", one, 200)
+
+    limited = counter_key("publish", "paul")
+    redis_server.client().delete(limited)
+    pub = auth("publisher")
+    async with client(app_for(redis_server.url, publish_limit=1)) as c:
+        r = await call(c, "POST", keys, 201, headers=pub, json={"name": "bob"})
+        one = f"{keys}/{r.json()['entry']['id']}"
+        await call(c, "POST", keys, 429, headers=pub, json={"name": "bob"})
+        await call(c, "PATCH", one, 429, headers=pub, json={"tags": []})
+        await call(c, "POST", f"{one}/rotate", 429, headers=pub)
+        await call(c, "DELETE", one, 429, headers=pub)
+    redis_server.client().delete(limited)
+
+    async with client(app_for("redis://127.0.0.1:1/0", redis_timeout_s=0.2)) as c:
+        for method, url in (("POST", keys), ("GET", keys), ("GET", one), ("PATCH", one),
+                            ("POST", f"{one}/rotate"), ("DELETE", one)):  # fmt: skip
+            body = {"json": {"name": "a"}} if method in ("POST", "PATCH") else {}
+            await call(c, method, url, 503, **body)
+
+    for method, path in KEY_OPS:
+        documented = {int(s) for s in SPEC["paths"][path][method]["responses"]}
+        if OPERATIONS[method, path].permission == "read":
+            documented.discard(403)
+        assert {s for m, p, s in seen if (m, p) == (method, path)} == documented, (method, path)
 
 
 @pytest.mark.parametrize(

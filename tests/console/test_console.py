@@ -9,6 +9,8 @@ CONFIGBUS_UPDATE_DOCS=1 also refreshes the two PNGs of docs/.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
 import shutil
 import threading
@@ -20,6 +22,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from configbus.connection import connect
+from configbus.keystore import KeyStore
 from configbus.tooling.fleet import Fleet, start_fleet
 from tests.support import ROOT, wait_for
 
@@ -308,13 +312,105 @@ def test_a_viewer_sees_writes_disabled_and_the_server_refuses_them(
     )
     assert no_csrf == 403
     page.click("#nav a[href='#/keys']")
-    assert "Not available yet" in page.inner_text("#later-keys")
+    page.wait_for_selector("#keys-count")
+    assert page.is_disabled("#create-key")
+    refused = page.evaluate(
+        """async () => {
+            const csrf = document.cookie.match(/cb_csrf=([^;]+)/)[1];
+            const r = await fetch('/v1/namespaces/default/keys', {method: 'POST',
+              headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf},
+              body: JSON.stringify({name: 'sneaky'})});
+            return r.status;
+        }"""
+    )
+    assert refused == 403
     page.click("#nav a[href='#/audit']")
     page.wait_for_selector("#audit-table tr[data-action]")
     page.select_option("#filter-outcome", "forbidden")
     rows = page.locator("#audit-table tbody tr")
     assert rows.count() >= 1 and "viewer" in rows.first.inner_text()
     ctx.close()
+
+
+def _seed_keys(fleet: Fleet, n: int) -> None:
+    """`n` keys straight into the collection (the admin API would pace them: a write limit
+    per token), in a thread: the browser's sync API owns this one's event loop."""
+
+    async def seed() -> None:
+        ks = KeyStore(connect(fleet.redis_url), fleet.namespace)
+        for i in range(n):
+            await ks.create(name=f"bulk-{i:02d}", team="bulk")
+        await ks.redis.aclose()
+
+    t = threading.Thread(target=asyncio.run, args=(seed(),))
+    t.start()
+    t.join(30)
+
+
+def test_keys_page_creates_a_key_shown_once_rotates_and_revokes(
+    admin_page: Any, fleet: Fleet, shots: Path
+) -> None:
+    page = admin_page
+    _seed_keys(fleet, 60)
+    page.click("#nav a[href='#/keys']")
+    page.wait_for_selector("#keys-table")
+    # Pages of 50: the second holds the rest.
+    assert page.locator("#keys-table tbody tr").count() == 50
+    page.click("#keys-next")
+    wait_for(lambda: page.locator("#keys-table tbody tr").count() == 10, what="page 2")
+    page.fill("#key-name", "console-key")
+    page.fill("#key-team", "web")
+    page.fill("#key-tags", f"ui,{XSS}")
+    page.click("#create-key")
+    page.wait_for_selector("#new-key")
+    key = page.input_value("#new-key")
+    assert key.startswith("sk-cb-")
+    page.fill("#keys-team", "web")  # 61 keys: find it by its team
+    page.press("#keys-team", "Enter")
+    row = page.locator("#keys-table tr[data-name='console-key']")
+    row.wait_for()
+    key_id = row.get_attribute("data-key")
+    assert XSS in row.inner_text() and page.locator("main img").count() == 0
+    assert page.dialogs == []
+    entry = api(fleet, f"/keys/{key_id}")
+    assert entry["key_sha256"] == hashlib.sha256(key.encode()).hexdigest()
+    page.screenshot(path=shots / "keys-created.png", full_page=True)
+    # Shown once: gone when hidden, and nowhere after a reload.
+    page.click("#keys-result button")
+    assert page.locator("#new-key").count() == 0
+    page.reload()
+    page.wait_for_selector("#keys-table")
+    assert key not in page.content() and key[10:] not in page.content()
+    page.fill("#keys-team", "web")
+    page.press("#keys-team", "Enter")
+    wait_for(lambda: page.locator("#keys-table tbody tr").count() == 1, what="team filter")
+    page.fill("#keys-tag", "nope")
+    page.press("#keys-tag", "Enter")
+    page.wait_for_selector("#keys-list .notice")
+
+    page.fill("#keys-tag", "ui")
+    page.press("#keys-tag", "Enter")
+    page.click(f"[data-rotate='{key_id}']")
+    page.fill("#rotate-grace", "600")
+    page.click("#rotate-form button[type='submit']")
+    page.wait_for_selector("#new-key")
+    rotated = page.input_value("#new-key")
+    assert rotated.startswith("sk-cb-") and rotated != key
+    page.locator(f"tr[data-key='{key_id}'] .badge", has_text="rotating").wait_for()
+    assert api(fleet, f"/keys/{key_id}")["previous_sha256"] == entry["key_sha256"]
+    page.screenshot(path=shots / "keys-rotated.png", full_page=True)
+
+    page.click(f"[data-revoke='{key_id}']")
+    page.click("#revoke-form button[type='submit']")
+    page.wait_for_selector("#keys-result .notice.ok")
+    assert f"Revoked {key_id}" in page.inner_text("#keys-result")
+    page.wait_for_selector("#keys-list .notice")  # the filter now matches nothing
+    r = httpx.get(
+        f"{admin_url(fleet)}/v1/namespaces/{fleet.namespace}/keys/{key_id}",
+        headers={"Authorization": f"Bearer {fleet.admin_token}"},
+    )
+    assert r.status_code == 404
+    page.screenshot(path=shots / "keys.png", full_page=True)
 
 
 def test_audit_page(admin_page: Any, shots: Path) -> None:

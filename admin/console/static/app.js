@@ -7,9 +7,10 @@ import { versions } from './versions.js';
 import { edit } from './edit.js';
 import { rollouts } from './rollouts.js';
 import { audit } from './audit.js';
+import { keys } from './keys.js';
 import { later } from './later.js';
 
-const PAGES = { overview, versions, edit, rollouts, audit, keys: later('keys'), usage: later('usage') };
+const PAGES = { overview, versions, edit, rollouts, audit, keys, usage: later('usage') };
 const view = document.getElementById('view');
 let current = null;
 let live = null;
