@@ -44,6 +44,7 @@ from configbus.document import (
     CircuitBreaker,
     Document,
     IpRules,
+    Model,
     Provider,
     RateLimit,
     Secret,
@@ -82,6 +83,7 @@ from configbus.records import (
     ReplicaStatus,
 )
 from configbus.redis_calls import REDIS_ERRORS, guarded, store_error
+from configbus.response_cache import ResponseStore
 from configbus.rollout_store import (
     Baseline,
     RolloutStore,
@@ -131,6 +133,7 @@ __all__ = [
     "Kind",
     "Lease",
     "LeaseCaller",
+    "Model",
     "NamespaceNotEmpty",
     "NotReplicated",
     "Provider",
@@ -139,6 +142,7 @@ __all__ = [
     "RecordMeta",
     "ReplicaInfo",
     "ReplicaStatus",
+    "ResponseStore",
     "RolloutConflict",
     "RolloutRunning",
     "RolloutStore",

@@ -22,6 +22,7 @@ import msgspec
 from configbus.breaker import BreakerState
 from configbus.document import Budget, Document, RateLimit
 from proxy.allowance import Allowance
+from proxy.cache import model_cache
 from proxy.iprules import IpPolicy
 from proxy.limits import FleetLimits
 from proxy.routing import Route, Target
@@ -168,9 +169,9 @@ class Builder:
         routes: dict[str, Route[ProviderRuntime]] = {}
         for m in doc.models:
             pairs = [
-                (Target(providers[d.provider], d.model), d.weight)
+                (Target(pr, d.model, pr.url_for(m.purpose, d.model)), d.weight)
                 for d in m.deployments
-                if d.provider in providers
+                if (pr := providers.get(d.provider)) is not None
             ]
             routes[m.name] = Route(
                 m.name,
@@ -179,6 +180,8 @@ class Builder:
                 strategy=m.strategy,
                 fallbacks=m.fallbacks,
                 params=m.params,
+                purpose=m.purpose,
+                cache=model_cache(doc, m),
             )
         client_default = doc.rate_limits.client_default
         clients: dict[str, ClientRuntime] = {}

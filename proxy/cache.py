@@ -1,0 +1,206 @@
+"""The response cache: exact-match answers kept fleet-wide in Redis, per model.
+
+A model with `cache` set has a `ModelCache` on its route. Its key is the sha256 of the
+model's routing tag (its deployments, strategy, params, fallbacks and the providers they
+name: a config change of the model misses the old entries), the endpoint, and the request
+as normalized JSON (keys sorted; `stream` and `stream_options` left out, so a streamed
+request finds an answer stored by a plain one and gets it replayed as a stream).
+
+Only models with a cache pay for it: one Redis GET per request, on a connection of its own
+with a short timeout. Redis trouble is a miss, and opens a breaker that skips lookups for
+a second, so a down Redis costs no request a timeout more than once a second. Only
+200 answers no larger than `max_entry_bytes` are stored, in the background, after the
+answer went out. `Cache-Control: no-cache` skips the lookup (the fresh answer is stored);
+`no-store` skips both.
+
+Stored value: the provider's name that served it, a newline, the body as sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from typing import Any
+
+import msgspec
+from prometheus_client import CollectorRegistry, Counter
+
+from configbus import REDIS_ERRORS, Breaker, CircuitBreaker, Document, Model, ResponseStore
+
+log = logging.getLogger("proxy.cache")
+
+CACHE_HEADER = b"x-configbus-cache"
+HIT, MISS = b"hit", b"miss"
+# After a Redis error, lookups are skipped (misses) for this long.
+SKIP_AFTER_ERROR_S = 1.0
+# Writes not yet done beyond this many are dropped (Redis slow: the cache is best effort).
+MAX_PENDING_WRITES = 1000
+
+_encode_sorted = msgspec.json.Encoder(order="sorted").encode
+_encode_det = msgspec.json.Encoder(order="deterministic").encode
+_decode = msgspec.json.Decoder().decode
+_UNKEYED = ("stream", "stream_options")
+
+
+class ModelCache:
+    """One model's cache settings in one snapshot, with its routing tag."""
+
+    __slots__ = ("max_bytes", "model", "tag", "ttl_s")
+
+    def __init__(self, model: str, tag: bytes, ttl_s: int, max_bytes: int) -> None:
+        self.model = model
+        self.tag = tag
+        self.ttl_s = ttl_s
+        self.max_bytes = max_bytes
+
+
+def model_cache(doc: Document, m: Model) -> ModelCache | None:
+    """`m`'s cache, tagged with what routes it (None when it has no cache)."""
+    if m.cache is None:
+        return None
+    models = [m, *(x for x in doc.models if x.name in m.fallbacks)]
+    names = {d.provider for x in models for d in x.deployments}
+    providers = [
+        (p.name, p.type, p.base_url, p.api_version, p.enabled)
+        for p in doc.providers
+        if p.name in names
+    ]
+    tag = hashlib.sha256(_encode_det([models, providers])).digest()
+    return ModelCache(m.name, tag, m.cache.ttl_s, m.cache.max_entry_bytes)
+
+
+def bypass(cache_control: bytes | None) -> tuple[bool, bool]:
+    """(skip the lookup, skip the store) for a request's Cache-Control header."""
+    if cache_control is None:
+        return False, False
+    cc = cache_control.lower()
+    if b"no-store" in cc:
+        return True, True
+    return b"no-cache" in cc, False
+
+
+def request_key(mc: ModelCache, purpose: str, req: dict[str, Any]) -> str:
+    if "stream" in req or "stream_options" in req:
+        req = {k: v for k, v in req.items() if k not in _UNKEYED}
+    h = hashlib.sha256(mc.tag)
+    h.update(purpose.encode())
+    h.update(b"\0")
+    h.update(_encode_sorted(req))
+    return h.hexdigest()
+
+
+class ResponseCache:
+    """The replica's side of the cache: lookups, background writes, metrics."""
+
+    def __init__(self, store: ResponseStore | None, registry: CollectorRegistry) -> None:
+        self._store = store
+        self._breaker = Breaker(
+            CircuitBreaker(failure_threshold=1, recovery_timeout_s=SKIP_AFTER_ERROR_S)
+        )
+        self._pending: set[asyncio.Task[None]] = set()
+        self._outcomes = Counter(
+            "configbus_proxy_cache",
+            "Response cache lookups and writes by public model and outcome (hit, miss, "
+            "bypass, error; stored, too_large, store_error)",
+            ["model", "outcome"],
+            registry=registry,
+        )
+        self._children: dict[tuple[str, str], Counter] = {}
+
+    def count(self, model: str, outcome: str) -> None:
+        key = (model, outcome)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = self._outcomes.labels(model, outcome)
+        c.inc()
+
+    async def get(self, mc: ModelCache, key: str) -> tuple[bytes, bytes] | None:
+        """(provider, body) of a stored answer, or None: a miss, or Redis in trouble."""
+        store = self._store
+        if store is None or not self._breaker.allow():
+            self.count(mc.model, "error")
+            return None
+        try:
+            value = await store.get(key)
+        except REDIS_ERRORS as exc:
+            self._breaker.failure()
+            log.warning("response cache lookup failed (a miss): %r", exc)
+            self.count(mc.model, "error")
+            return None
+        except BaseException:
+            self._breaker.release()
+            raise
+        self._breaker.success()
+        if value is None:
+            self.count(mc.model, "miss")
+            return None
+        provider, _, body = value.partition(b"\n")
+        self.count(mc.model, "hit")
+        return provider, body
+
+    def put(self, mc: ModelCache, key: str, provider: bytes, body: bytes) -> None:
+        """Store a 200 answer in the background (never delays the answer)."""
+        if self._store is None:
+            return
+        if len(body) > mc.max_bytes:
+            self.count(mc.model, "too_large")
+            return
+        if len(self._pending) >= MAX_PENDING_WRITES:
+            self.count(mc.model, "store_error")
+            return
+        t = asyncio.get_running_loop().create_task(self._put(mc, key, provider + b"\n" + body))
+        self._pending.add(t)
+        t.add_done_callback(self._pending.discard)
+
+    async def _put(self, mc: ModelCache, key: str, value: bytes) -> None:
+        assert self._store is not None
+        try:
+            await self._store.put(key, value, mc.ttl_s)
+        except REDIS_ERRORS as exc:
+            log.warning("response cache write failed: %r", exc)
+            self.count(mc.model, "store_error")
+            return
+        self.count(mc.model, "stored")
+
+    async def aclose(self) -> None:
+        """Wait for the writes in flight (shutdown)."""
+        if self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+
+def replay(body: bytes, include_usage: bool) -> bytes:
+    """A cached chat completion as the server-sent events of a stream of it."""
+    try:
+        done = _decode(body)
+        choices = done["choices"]
+        base = {
+            "id": done.get("id", ""),
+            "object": "chat.completion.chunk",
+            "created": done.get("created", int(time.time())),
+            "model": done.get("model", ""),
+        }
+    except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
+        return b"data: " + body + b"\n\ndata: [DONE]\n\n"
+    out = []
+
+    def event(choices: list[Any], **extra: Any) -> None:
+        out.append(b"data: " + _encode_det({**base, "choices": choices, **extra}) + b"\n\n")
+
+    for c in choices:
+        i = c.get("index", 0)
+        msg = c.get("message") or {}
+        delta: dict[str, Any] = {"role": msg.get("role", "assistant"), "content": ""}
+        event([{"index": i, "delta": delta, "finish_reason": None}])
+        if msg.get("content"):
+            event([{"index": i, "delta": {"content": msg["content"]}, "finish_reason": None}])
+        calls = msg.get("tool_calls")
+        if calls:
+            indexed = [{"index": k, **call} for k, call in enumerate(calls)]
+            event([{"index": i, "delta": {"tool_calls": indexed}, "finish_reason": None}])
+        event([{"index": i, "delta": {}, "finish_reason": c.get("finish_reason") or "stop"}])
+    if include_usage and done.get("usage") is not None:
+        event([], usage=done["usage"])
+    out.append(b"data: [DONE]\n\n")
+    return b"".join(out)
