@@ -80,7 +80,7 @@ def wrong_purpose(model: str, purpose: str) -> ProxyError:
     endpoint = "/v1/embeddings" if purpose == "embeddings" else "/v1/chat/completions"
     return ProxyError(
         400,
-        f"model '{model}' is a {purpose} model: call {endpoint}",
+        f"model '{model}' serves {purpose}: call {endpoint}",
         "invalid_request_error",
         "wrong_model_purpose",
     )
