@@ -267,7 +267,10 @@ class ChatHandler:
                 if exc.status == 429:
                     tr.limit("refused")
                 tr.end(exc.status)
-            await _send_error(send, exc, ex.headers())
+            extra = ex.headers()
+            if ex.cache is not None:
+                extra.append((CACHE_HEADER, ex.cache))
+            await _send_error(send, exc, extra)
         finally:
             if held:
                 if failed is not None:
