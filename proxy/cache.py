@@ -10,7 +10,8 @@ Only models with a cache pay for it: one Redis GET per request, on a connection 
 with a short timeout. Redis trouble is a miss, and opens a breaker that skips lookups for
 a second, so a down Redis costs no request a timeout more than once a second. Only
 200 answers no larger than `max_entry_bytes` are stored, in the background, after the
-answer went out. `Cache-Control: no-cache` skips the lookup (the fresh answer is stored);
+answer went out; a streamed answer is rebuilt into the plain answer it spells
+(`StreamRecorder`) and stored when it ended whole with its usage chunk. `Cache-Control: no-cache` skips the lookup (the fresh answer is stored);
 `no-store` skips both.
 
 Stored value: the provider's name that served it, a newline, the body as sent.
@@ -22,6 +23,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -37,6 +39,9 @@ HIT, MISS = b"hit", b"miss"
 SKIP_AFTER_ERROR_S = 1.0
 # Writes not yet done beyond this many are dropped (Redis slow: the cache is best effort).
 MAX_PENDING_WRITES = 1000
+# A stream's events are bigger than the answer they spell: recording stops past this many
+# times `max_entry_bytes` (the rebuilt answer is then held to `max_entry_bytes` itself).
+RECORD_LIMIT_FACTOR = 8
 
 _encode_sorted = msgspec.json.Encoder(order="sorted").encode
 _encode_det = msgspec.json.Encoder(order="deterministic").encode
@@ -103,7 +108,7 @@ class ResponseCache:
         self._outcomes = Counter(
             "configbus_proxy_cache",
             "Response cache lookups and writes by public model and outcome (hit, miss, "
-            "bypass, error; stored, too_large, store_error)",
+            "error; stored, too_large, not_stored, store_error)",
             ["model", "outcome"],
             registry=registry,
         )
@@ -153,6 +158,20 @@ class ResponseCache:
         t = asyncio.get_running_loop().create_task(self._put(mc, key, provider + b"\n" + body))
         self._pending.add(t)
         t.add_done_callback(self._pending.discard)
+
+    def record(self, mc: ModelCache, key: str, provider: bytes, tap: Callable[..., None]) -> None:
+        """Store a streamed answer once it ended whole: `tap(feed, done)` (RelayResponse's)
+        shows it the chunks as they go out."""
+        recorder = StreamRecorder(RECORD_LIMIT_FACTOR * mc.max_bytes)
+
+        def done() -> None:
+            body = recorder.completion()
+            if body is None:
+                self.count(mc.model, "not_stored")
+            else:
+                self.put(mc, key, provider, body)
+
+        tap(recorder.feed, done)
 
     async def _put(self, mc: ModelCache, key: str, value: bytes) -> None:
         assert self._store is not None
@@ -204,3 +223,96 @@ def replay(body: bytes, include_usage: bool) -> bytes:
         event([], usage=done["usage"])
     out.append(b"data: [DONE]\n\n")
     return b"".join(out)
+
+
+class StreamRecorder:
+    """Rebuilds the chat completion a stream of `chat.completion.chunk` events spells, so a
+    streamed miss can be stored like a plain one. Gives up (records nothing) on an error
+    event, events that are not chunks, or more than `limit` bytes; a stream without its
+    usage chunk is not stored either (a plain answer always carries usage)."""
+
+    __slots__ = ("_choices", "_head", "_rest", "_size", "_usage", "failed", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.failed = False
+        self._rest = b""
+        self._size = 0
+        self._head: dict[str, Any] = {}
+        self._choices: dict[int, dict[str, Any]] = {}
+        self._usage: Any = None
+
+    def feed(self, chunk: bytes) -> None:
+        if self.failed:
+            return
+        self._size += len(chunk)
+        if self._size > self.limit:
+            self.failed = True
+            return
+        data = self._rest + chunk
+        *events, self._rest = data.split(b"\n\n")
+        for event in events:
+            for line in event.split(b"\n"):
+                if line.startswith(b"data:"):
+                    self._event(line[5:].strip())
+
+    def _event(self, data: bytes) -> None:
+        if data == b"[DONE]" or not data:
+            return
+        try:
+            ev = _decode(data)
+            if not isinstance(ev, dict) or "error" in ev:
+                self.failed = True
+                return
+            if not self._head:
+                self._head = {k: ev.get(k) for k in ("id", "created", "model")}
+            if ev.get("usage") is not None:
+                self._usage = ev["usage"]
+            for c in ev.get("choices") or ():
+                self._choice(c)
+        except (msgspec.DecodeError, AttributeError, TypeError, KeyError):
+            self.failed = True
+
+    def _choice(self, c: dict[str, Any]) -> None:
+        i = c.get("index", 0)
+        msg = self._choices.get(i)
+        if msg is None:
+            msg = self._choices[i] = {"role": "assistant", "content": [], "tools": {},
+                                      "finish": None}  # fmt: skip
+        delta = c.get("delta") or {}
+        if delta.get("role"):
+            msg["role"] = delta["role"]
+        if delta.get("content"):
+            msg["content"].append(delta["content"])
+        for call in delta.get("tool_calls") or ():
+            k = call.get("index", 0)
+            fn = call.get("function") or {}
+            have = msg["tools"].get(k)
+            if have is None:
+                msg["tools"][k] = {"id": call.get("id", ""), "type": call.get("type", "function"),
+                                   "function": {"name": fn.get("name", ""),
+                                                "arguments": fn.get("arguments", "")}}  # fmt: skip
+            else:
+                have["function"]["arguments"] += fn.get("arguments", "")
+        if c.get("finish_reason"):
+            msg["finish"] = c["finish_reason"]
+
+    def completion(self) -> bytes | None:
+        """The completed answer's body, or None when it cannot be stored."""
+        if self.failed or not self._choices or self._usage is None:
+            return None
+        choices = []
+        for i in sorted(self._choices):
+            m = self._choices[i]
+            message: dict[str, Any] = {
+                "role": m["role"],
+                "content": "".join(m["content"]) if m["content"] or not m["tools"] else None,
+            }
+            if m["tools"]:
+                message["tool_calls"] = [m["tools"][k] for k in sorted(m["tools"])]
+            choices.append({"index": i, "message": message, "finish_reason": m["finish"]})
+        return _encode_det(
+            {"id": self._head.get("id") or "", "object": "chat.completion",
+             "created": self._head.get("created") or int(time.time()),
+             "model": self._head.get("model") or "", "choices": choices, "usage": self._usage}
+        )  # fmt: skip

@@ -239,6 +239,10 @@ class ChatHandler:
                 headers.append((CACHE_HEADER, MISS))
             result = await self._forward(rt, model, req, headers, ticket, ex, tr, parent)
             if isinstance(result, RelayResponse):
+                if key is not None:
+                    assert self._cache is not None and mc is not None
+                    provider = next((v for k, v in reversed(headers) if k == _PROVIDER), b"")
+                    self._cache.record(mc, key, provider, result.tap)
                 self._traffic.record(applied.version, time.perf_counter() - started, False)
                 held = False  # the stream releases the snapshot when it ends
                 result.raw_headers += ex.headers(self._metrics.overhead.observe)

@@ -14,7 +14,15 @@ from prometheus_client import CollectorRegistry
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from configbus.validation import to_document
-from proxy.cache import ModelCache, ResponseCache, bypass, model_cache, replay, request_key
+from proxy.cache import (
+    ModelCache,
+    ResponseCache,
+    StreamRecorder,
+    bypass,
+    model_cache,
+    replay,
+    request_key,
+)
 from tests.proxy.helpers import data_for
 from tests.proxy.solo import Solo, solo
 from tests.support import RedisServer, wait_for
@@ -106,6 +114,60 @@ def test_replay_builds_a_stream_of_the_completion() -> None:
     assert chunks[-1] == {**chunks[-1], "choices": [], "usage": done["usage"]}
     no_usage = replay(msgspec.json.encode(done), include_usage=False)
     assert b'"usage"' not in no_usage
+
+
+def test_a_stream_is_rebuilt_into_the_answer_it_spells() -> None:
+    done = {
+        "id": "c9", "object": "chat.completion", "created": 5, "model": "x",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello world",
+                     "tool_calls": [{"id": "t", "type": "function",
+                                     "function": {"name": "f", "arguments": '{"a": 1}'}}]},
+                     "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+    }  # fmt: skip
+    stream = replay(msgspec.json.encode(done), include_usage=True)
+    rec = StreamRecorder(10_000)
+    for i in range(0, len(stream), 7):  # events split anywhere
+        rec.feed(stream[i : i + 7])
+    body = rec.completion()
+    assert body is not None and json.loads(body) == done
+    # Split tool-call arguments are joined.
+    parts = [
+        {"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "t", "type": "function",
+                                               "function": {"name": "f", "arguments": '{"a"'}}]}},
+        {"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]},
+         "finish_reason": "tool_calls"},
+    ]  # fmt: skip
+    rec = StreamRecorder(10_000)
+    for c in parts:
+        rec.feed(b"data: " + msgspec.json.encode({"id": "x", "choices": [c]}) + b"\n\n")
+    rec.feed(b'data: {"id": "x", "choices": [], "usage": {"total_tokens": 1}}\n\ndata: [DONE]\n\n')
+    got = json.loads(rec.completion() or b"null")
+    assert got["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] == '{"a": 1}'
+    assert got["choices"][0]["message"]["content"] is None
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b'data: {"error": {"message": "broke"}}\n\ndata: [DONE]\n\n',  # an in-band error
+        b"data: [DONE]\n\n",  # no usage chunk
+        b"data: not json\n\n",
+    ],
+)
+def test_a_stream_that_cannot_be_stored(tail: bytes) -> None:
+    rec = StreamRecorder(10_000)
+    rec.feed(b'data: {"id": "x", "choices": [{"index": 0, "delta": {"content": "a"}}]}\n\n')
+    rec.feed(tail)
+    assert rec.completion() is None
+
+
+def test_a_stream_over_the_limit_is_not_recorded() -> None:
+    rec = StreamRecorder(100)
+    for _ in range(10):
+        rec.feed(b'data: {"id": "x", "choices": [{"index": 0, "delta": {"content": "a"}}]}\n\n')
+    rec.feed(b'data: {"id": "x", "choices": [], "usage": {"total_tokens": 1}}\n\n')
+    assert rec.failed and rec.completion() is None
 
 
 class BrokenStore:
@@ -321,3 +383,21 @@ def test_embeddings_are_cached_too(env: Solo, http: httpx.Client) -> None:
         timeout=5,
     )
     assert hit.content == first.content
+
+
+def test_a_streamed_miss_is_stored_when_it_carries_its_usage(env: Solo, http: httpx.Client) -> None:
+    publish_cached(env)
+    body = {**HI, "messages": [{"role": "user", "content": "streamed first"}]}
+    r = env.post(http, "/v1/chat/completions", {**body, "stream": True})
+    assert r.headers["x-configbus-cache"] == "miss" and r.text.rstrip().endswith("[DONE]")
+    # Without its usage chunk it was not stored: the next one is a miss too.
+    r = env.post(http, "/v1/chat/completions",
+                 {**body, "stream": True, "stream_options": {"include_usage": True}})  # fmt: skip
+    assert r.headers["x-configbus-cache"] == "miss"
+    before = upstream_calls(env)
+    hit = until_hit(env, http, body)
+    answer = hit.json()
+    assert answer["object"] == "chat.completion"
+    assert answer["choices"][0]["message"] == {"role": "assistant", "content": "served by A"}
+    assert answer["usage"]["total_tokens"] == 4
+    assert upstream_calls(env) == before
