@@ -108,9 +108,7 @@ class MockUpstream:
             await self._chat(scope, receive, send, anthropic=True)
         elif method == "GET" and path.endswith("/models"):
             # Failures set by /_control apply here too: a provider test sees them.
-            self.last_headers = {
-                k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
-            }
+            self._record(scope)
             c = self.control
             if c.fail_rate > 0 and random.random() < c.fail_rate:
                 self.failures += 1
