@@ -116,6 +116,7 @@ def create_app(settings: AdminSettings, *, tracing: TracerProvider | None = None
         driver = Driver(
             redis,
             store_for=svc.store,
+            tracer=svc.tracer,
             on_step=lambda ns, r, step: svc.metrics.rollouts.labels(
                 {"advance": "advanced", "promote": "promoted", "abort": "aborted"}[step]
             ).inc(),

@@ -133,7 +133,15 @@ async def _end(ctx: Ctx, state: RolloutState) -> Response:
     rs, rollout = await _view(ctx)
     req = await ctx.json(RolloutAction, default=RolloutAction())
     done = await ctx.run(
-        lambda: end_by_hand(rs, rollout, state, actor=ctx.token.name, message=req.message)
+        lambda: end_by_hand(
+            rs,
+            rollout,
+            state,
+            actor=ctx.token.name,
+            message=req.message,
+            tracer=ctx.svc.tracer,
+            traceparent=ctx.request.headers.get("traceparent"),
+        )
     )
     ctx.svc.metrics.rollouts.labels(done.state.value).inc()
     ctx.audit_fields["message"] = done.reason

@@ -20,7 +20,9 @@ from collections.abc import Callable, Iterable
 
 import msgspec
 import redis.asyncio as aioredis
+from opentelemetry.trace import Tracer
 
+from admin.tracing import step_span
 from configbus.errors import RolloutConflict, StoreError
 from configbus.records import ReplicaInfo, ReplicaStatus
 from configbus.redis_calls import guarded
@@ -109,7 +111,14 @@ def ended(r: Rollout, state: RolloutState, reason: str, now: float) -> Rollout:
 
 
 async def end_by_hand(
-    rs: RolloutStore, r: Rollout, state: RolloutState, *, actor: str, message: str = ""
+    rs: RolloutStore,
+    r: Rollout,
+    state: RolloutState,
+    *,
+    actor: str,
+    message: str = "",
+    tracer: Tracer | None = None,
+    traceparent: str | None = None,
 ) -> Rollout:
     """End a running rollout now, whatever its stage: a person's promote or abort, or the
     abort a rollback makes first. One checked step, so it never crosses the driver's;
@@ -120,7 +129,8 @@ async def end_by_hand(
     reason = f"{verb} by {actor}" + (f": {message}" if message else "")
     done = ended(r, state, reason, time.time())
     step: Step = "promote" if state is RolloutState.PROMOTED else "abort"
-    await rs.step(step, done, expected_stage=None)
+    with step_span(tracer, rs.keys.namespace, done, step, actor, traceparent) as tp:
+        await rs.step(step, done, expected_stage=None, traceparent=tp)
     return await rs.get() or done
 
 
@@ -136,13 +146,19 @@ class Driver:
         tick_s: float = DEFAULT_TICK_S,
         lease_s: float = DEFAULT_LEASE_S,
         holder: str | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._redis = redis
+        self._tracer = tracer
         self._store_for = store_for
         self._on_step = on_step
         self.tick_s = tick_s
         self.lease_s = lease_s
         self.holder = holder or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+    @property
+    def _actor(self) -> str:
+        return f"guard:{self.holder}"
 
     async def run(self) -> None:
         """Tick until cancelled."""
@@ -194,14 +210,18 @@ class Driver:
             return a
         if a.action == "advance":
             nxt = next_stage(r, replicas, now)
-            await rs.step("advance", nxt, expected_stage=r.stage, holder=self.holder)
+            with step_span(self._tracer, store.namespace, nxt, "advance", self._actor) as tp:
+                await rs.step(
+                    "advance", nxt, expected_stage=r.stage, holder=self.holder, traceparent=tp
+                )
             await rs.save_baseline(r.id, nxt.stage, snapshot(replicas))
             await self._stepped(store, nxt, "advance", a.reason)
             return a
         state = RolloutState.PROMOTED if a.action == "promote" else RolloutState.ABORTED
         done = ended(r, state, a.reason, now)
         step: Step = "promote" if state is RolloutState.PROMOTED else "abort"
-        await rs.step(step, done, expected_stage=r.stage, holder=self.holder)
+        with step_span(self._tracer, store.namespace, done, step, self._actor) as tp:
+            await rs.step(step, done, expected_stage=r.stage, holder=self.holder, traceparent=tp)
         await self._stepped(store, done, step, a.reason)
         await guarded(store.redis.srem(ACTIVE_INDEX, store.namespace), "rollout index")
         return a
@@ -212,7 +232,7 @@ class Driver:
             self._on_step(store.namespace, r, action)
         await store.audit(
             f"rollout_{action}",
-            f"guard:{self.holder}",
+            self._actor,
             "ok",
             version=r.version,
             rollout=r.id,

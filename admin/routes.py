@@ -337,7 +337,13 @@ async def _abort_rollout_for(ctx: Ctx, req: RollbackRequest, expected: int | Non
     try:
         done = await ctx.run(
             lambda: end_by_hand(
-                rs, rollout, RolloutState.ABORTED, actor=ctx.token.name, message=why
+                rs,
+                rollout,
+                RolloutState.ABORTED,
+                actor=ctx.token.name,
+                message=why,
+                tracer=ctx.svc.tracer,
+                traceparent=ctx.request.headers.get("traceparent"),
             )
         )
     except RolloutConflict:

@@ -290,7 +290,7 @@ return out
 # KEYS: rollout, head, lease, rev
 # ARGV: action ('advance' | 'promote' | 'abort'), rollout id, expected stage ('' = any),
 #       lease holder ('' = a person acting through the API: no lease needed), new doc JSON,
-#       new label selectors, new members, channel, new stage
+#       new label selectors, new members, channel, new stage, traceparent ('' = none)
 # Every step checks that the rollout is the one the caller judged, still running and at the
 # stage it judged, so two admins can never promote twice or act on a stale view. Promote
 # moves head to the rollout's version only from the head the rollout started on.
@@ -315,8 +315,10 @@ redis.call('HSET', KEYS[1], 'state', state, 'stage', ARGV[9], 'doc', ARGV[5],
 local v = r[4]
 if action == 'abort' then v = r[7] end
 local rev = redis.call('INCR', KEYS[4])
+local tp = ''
+if (ARGV[10] or '') ~= '' then tp = ',"traceparent":"' .. ARGV[10] .. '"' end
 redis.call('PUBLISH', ARGV[8], '{"version":' .. v .. ',"sha256":"","epoch":"' .. r[6] ..
-  '","rev":' .. rev .. ',"rollout":true}')
+  '","rev":' .. rev .. ',"rollout":true' .. tp .. '}')
 return {state, r[4]}
 """
 

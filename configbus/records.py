@@ -172,6 +172,9 @@ class ReplicaStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     traffic: dict[str, Traffic] = {}
     # Seconds from the held version's publish (its created_at) to this replica's swap.
     propagation_s: float | None = None
+    # The client key collection this replica holds: its lineage and revision (0: none).
+    keys_epoch: str | None = None
+    keys_rev: int = 0
 
 
 class ReplicaInfo(msgspec.Struct, frozen=True, kw_only=True):

@@ -14,6 +14,7 @@ import msgspec
 
 from configbus import lua
 from configbus.errors import CorruptRecord, RolloutConflict
+from configbus.hints import parse_traceparent
 from configbus.records import text_of
 from configbus.redis_calls import guarded
 from configbus.rollout import Rollout, Traffic, rollout_args, rollout_from_fields
@@ -53,15 +54,23 @@ class RolloutStore:
             raise CorruptRecord(f"{self.keys.rollout}: unreadable rollout ({exc})") from None
 
     async def step(
-        self, action: Step, new: Rollout, *, expected_stage: int | None, holder: str = ""
+        self,
+        action: Step,
+        new: Rollout,
+        *,
+        expected_stage: int | None,
+        holder: str = "",
+        traceparent: str | None = None,
     ) -> str:
         """Write `new` (the caller's next state of the rollout) if the stored rollout is
         still running at `expected_stage` (and `holder` holds the lease, when given).
-        Answers the new state; RolloutConflict names what moved instead."""
+        Answers the new state; RolloutConflict names what moved instead. `traceparent`:
+        the step's trace, carried in the hint so the replicas' applies join it."""
         rid, doc, match, members = rollout_args(new)
+        tp = traceparent if traceparent and parse_traceparent(traceparent) else ""
         args: list[Any] = [
             action, rid, "" if expected_stage is None else str(expected_stage), holder,
-            doc, match, members, self.keys.changes, str(new.stage),
+            doc, match, members, self.keys.changes, str(new.stage), tp,
         ]  # fmt: skip
         keys = [self.keys.rollout, self.keys.head, self.keys.rollout_lease, self.keys.rev]
         res = await guarded(self._step(keys=keys, args=args), f"rollout {action}")

@@ -25,11 +25,16 @@ _decoder = msgspec.json.Decoder(VersionRecord)
 
 
 def write_snapshot(path: Path, record: VersionRecord) -> None:
+    write_atomic(path, _encoder.encode(record))
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so a crash leaves the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(_encoder.encode(record))
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

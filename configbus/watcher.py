@@ -37,6 +37,7 @@ from configbus.applied import Applied, SyncOutcome, WatcherState, _Rejected
 from configbus.channel import ChannelListener
 from configbus.errors import CorruptRecord, StoreError, StoreUnavailable
 from configbus.hints import inline_applies, is_news, parse_hint
+from configbus.keyset import KeyFollower
 from configbus.metrics import WatcherMetrics
 from configbus.reads import ReadPath
 from configbus.reporter import ROLLOUT_HEARTBEAT_S, Reporter
@@ -75,9 +76,11 @@ class Watcher(Generic[T, R]):
         traffic: Callable[[], dict[str, Traffic]] | None = None,
         reads: Store | None = None,
         tracer: Tracer | None = None,
+        keys: KeyFollower | None = None,
     ) -> None:
         """`store` is the primary (status goes there); `reads`, a store on a read replica
-        of it, when reads should go there instead."""
+        of it, when reads should go there instead. `keys`: the namespace's client key
+        collection, followed on the same subscription and acknowledged in the same status."""
         self.store = store
         self.reads = ReadPath(store, reads)
         self.settings = settings or BusSettings(namespace=store.namespace)
@@ -110,11 +113,16 @@ class Watcher(Generic[T, R]):
         self._tasks: list[asyncio.Task[None]] = []
         self._state = WatcherState.NEW
         self._syncing = False
+        self.keys = keys
+        channels: dict[str, Callable[[bytes], None]] = {store.keys.changes: self._on_hint}
+        if keys is not None:
+            channels[keys.channel] = keys.on_hint
+            keys.on_change = self.reporter.wake
         self._channel = ChannelListener(
             lambda: self.reads.channel_redis,
-            {store.keys.changes: self._on_hint},
+            channels,
             # (Re)subscribed, perhaps after missing messages: look at head now.
-            on_subscribed=self.trigger,
+            on_subscribed=self._on_subscribed,
             running=lambda: self._state is WatcherState.RUNNING,
             max_backoff_s=max_backoff_s,
         )
@@ -144,8 +152,14 @@ class Watcher(Generic[T, R]):
         """Call fn(new, old) after each swap (in the watcher's task; keep it quick)."""
         self._listeners.append(fn)
 
+    def _on_subscribed(self) -> None:
+        self.trigger()
+        if self.keys is not None:
+            self.keys.on_subscribed()
+
     def status(self) -> ReplicaStatus:
         cur, rej = self._current, self._rejected
+        keys_epoch, keys_rev = self.keys.status() if self.keys is not None else (None, 0)
         return ReplicaStatus(
             replica_id=self.replica_id,
             state="rejected" if rej else ("applied" if cur else "pending"),
@@ -161,6 +175,8 @@ class Watcher(Generic[T, R]):
             staged=cur.staged if cur else False,
             traffic=self._traffic() if self._traffic else {},
             propagation_s=self.last_propagation_s if cur else None,
+            keys_epoch=keys_epoch,
+            keys_rev=keys_rev,
         )
 
     async def wait_for(self, predicate: Callable[[Applied[R] | None], bool]) -> Applied[R] | None:
@@ -181,6 +197,8 @@ class Watcher(Generic[T, R]):
             raise RuntimeError(f"watcher is {self._state.value}; a watcher starts once")
         self._state = WatcherState.RUNNING
         await self._load_snapshot()
+        if self.keys is not None:
+            await self.keys.start()  # serve no request before the keys are known
         self._tasks = [
             asyncio.create_task(self._sync_worker(), name="configbus-sync"),
             asyncio.create_task(self._channel.run(), name="configbus-listen"),
@@ -204,6 +222,8 @@ class Watcher(Generic[T, R]):
         if pending:
             log.error("watcher tasks did not stop: %s", [t.get_name() for t in pending])
         self._tasks = []
+        if self.keys is not None:
+            await self.keys.stop()
 
     async def __aenter__(self) -> Watcher[T, R]:
         await self.start()

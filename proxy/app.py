@@ -27,6 +27,8 @@ from configbus import ResponseStore
 from configbus.connection import connect, connect_read
 from configbus.crypto import SecretBox
 from configbus.document import Document
+from configbus.keyset import KeyFollower, key_snapshot_path
+from configbus.keystore import KeyStore
 from configbus.llm import document_decoder
 from configbus.settings import BusSettings
 from configbus.store import Store
@@ -132,6 +134,13 @@ class ProxyApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
+def _keys_status(keys: KeyFollower | None) -> dict[str, Any] | None:
+    if keys is None:
+        return None
+    t = keys.table
+    return {"epoch": t.epoch, "rev": t.rev, "count": len(t), "stale": keys.stale}
+
+
 def create_app(
     settings: ProxySettings | BusSettings, *, tracing: TracerProvider | None = None
 ) -> Starlette:
@@ -168,7 +177,12 @@ def create_app(
             retries=0,
         )
         cache = ResponseCache(ResponseStore(cache_redis, bus.namespace), registry)
-        builder = Builder(on_breaker=metrics.breaker, limits=limits)
+        keys = KeyFollower(
+            KeyStore(redis, bus.namespace),
+            reconcile_interval_s=bus.reconcile_interval_s,
+            snapshot_path=key_snapshot_path(bus.snapshot_path),
+        )
+        builder = Builder(on_breaker=metrics.breaker, limits=limits, keys=keys)
         watcher: Watcher[Document, Runtime] = Watcher(
             Store(redis, bus.namespace),
             decode=document_decoder(SecretBox(bus.secret_keys) if bus.secret_keys else None),
@@ -179,6 +193,7 @@ def create_app(
             labels=bus.labels,
             reads=Store(read_redis, bus.namespace) if read_redis is not None else None,
             tracer=tracer,
+            keys=keys,
         )
         watcher.add_listener(_on_swap)
         handler_settings: dict[str, Any] = {
@@ -272,6 +287,7 @@ def create_app(
             "stale": applied.stale if applied else None,
             "applied_at": applied.applied_at if applied else None,
             "now": time.time(),
+            "keys": _keys_status(watcher.keys),
             "rate_limits_local": limits.local,
             "rate_limits": limits.status(),
             "log_level": logging.getLevelName(logging.getLogger("proxy").getEffectiveLevel()),

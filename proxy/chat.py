@@ -61,7 +61,8 @@ def client_for(rt: Runtime, auth: bytes | str | None) -> ClientRuntime:
         auth = auth.encode("latin-1")
     if not auth or auth[:7] not in (b"Bearer ", b"bearer "):
         raise errors.unauthorized("missing bearer API key")
-    client = rt.clients.get(hashlib.sha256(auth[7:].strip()).hexdigest())
+    sha = hashlib.sha256(auth[7:].strip()).hexdigest()
+    client = rt.clients.get(sha) or rt.key_client(sha)
     if client is None:
         raise errors.unauthorized()
     return client

@@ -14,13 +14,16 @@ closes its pool.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Collection
 from typing import Any
 
 import msgspec
 
 from configbus.breaker import BreakerState
+from configbus.clientkeys import ClientKey
 from configbus.document import Budget, Document, RateLimit
+from configbus.keyset import KeyFollower
 from proxy.allowance import Allowance
 from proxy.cache import model_cache
 from proxy.iprules import IpPolicy
@@ -74,8 +77,15 @@ class Runtime:
         model_limits: dict[str, tuple[Allowance, ...]] | None = None,
         global_limits: tuple[Allowance, ...] = (),
         ip: IpPolicy | None = None,
+        keys: KeyFollower | None = None,
+        key_client: Callable[[ClientKey], ClientRuntime] | None = None,
     ) -> None:
         self.doc = doc
+        # The key collection (live: it changes between documents) and what its entries
+        # become here, made on first use and kept while the entry is the same object.
+        self.keys = keys
+        self._key_client = key_client
+        self._key_clients: dict[str, tuple[ClientKey, ClientRuntime]] = {}
         # Limits beside the key's and the providers': per public model, fleet-wide, by address.
         self.model_limits = model_limits or {}
         self.global_limits = global_limits
@@ -94,6 +104,20 @@ class Runtime:
         self._closing = closing
         for p in providers.values():
             p.own()
+
+    def key_client(self, sha256: str) -> ClientRuntime | None:
+        """The collection's key with this hash, if it may be used now."""
+        if self.keys is None or self._key_client is None:
+            return None
+        entry = self.keys.table.find(sha256, time.time())
+        if entry is None:
+            return None
+        cached = self._key_clients.get(entry.id)
+        if cached is not None and cached[0] is entry:
+            return cached[1]
+        client = self._key_client(entry)
+        self._key_clients[entry.id] = (entry, client)
+        return client
 
     def acquire(self) -> None:
         self.inflight += 1
@@ -137,7 +161,9 @@ class Builder:
         on_breaker: Callable[[str, BreakerState], None] | None = None,
         env: dict[str, str] | None = None,
         limits: FleetLimits | None = None,
+        keys: KeyFollower | None = None,
     ) -> None:
+        self.keys = keys
         self.on_breaker = on_breaker
         self.env = env
         self.limits = limits  # None: no limit is enforced (tools, tests of routing)
@@ -208,6 +234,20 @@ class Builder:
             model_limits=model_limits,
             global_limits=self._allowances("global", "fleet", doc.rate_limits.global_),
             ip=ip,
+            keys=self.keys,
+            key_client=lambda e: self._key_client(e, client_default),
+        )
+
+    def _key_client(self, e: ClientKey, default: RateLimit | None) -> ClientRuntime:
+        rl = e.rate_limit or default
+        return ClientRuntime(
+            e.name,
+            e.models,
+            rl.rpm if rl else None,
+            self._allowances("key", e.id, rl),
+            key_id=e.id,
+            team=e.team,
+            budget=e.budget,
         )
 
     def _allowances(self, kind: str, name: str, limit: RateLimit | None) -> tuple[Allowance, ...]:

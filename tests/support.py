@@ -6,6 +6,8 @@ the same as before.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import shutil
 import signal
@@ -13,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -99,3 +101,23 @@ class Service:
 def configbus_cmd(*args: str) -> list[str]:
     """The `configbus` CLI, run with this interpreter."""
     return [sys.executable, "-m", "configbus", *args]
+
+
+async def eventually(
+    condition: Callable[[], Awaitable[object] | object],
+    *,
+    timeout: float = 10.0,  # noqa: ASYNC109 - the same call shape as wait_for
+    interval: float = 0.01,
+    what: str = "",
+) -> None:
+    """`wait_for` for async tests: poll `condition()` (awaited when it is a coroutine)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what or condition}")
+        await asyncio.sleep(interval)

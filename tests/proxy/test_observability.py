@@ -300,3 +300,45 @@ def test_json_logs_name_the_request_version_and_trace(
     assert opened, text[-2000:]
     assert opened[0]["request_id"] == "json-1" and opened[0]["config_version"] == str(v)
     assert len(opened[0]["trace_id"]) == 32
+
+
+async def test_a_rollout_step_and_the_applies_it_causes_share_one_trace(
+    redis_server: RedisServer, namespace: str, mocks: tuple[Mock, Mock], tmp_path: Path
+) -> None:
+    a, b = mocks
+    provider, exporter = _exporter()
+    admin = admin_app(admin_helpers.settings(redis_server.url, namespace), tracing=provider)
+    bus = _bus(redis_server.url, namespace, "step-r1", tmp_path, admin_helpers.SECRET_KEY)
+    replica = proxy_app(bus, tracing=provider)
+    base = f"/v1/namespaces/{namespace}"
+    async with admin_helpers.client(admin) as c, replica.router.lifespan_context(replica) as st:
+        assert st is not None
+        watcher = st["watcher"]
+        r = await c.put(
+            base + "/config",
+            headers=admin_helpers.auth("publisher"),
+            json={"document": data_for(a, b), "message": "first"},
+        )
+        assert r.status_code == 201, r.text
+        changed = {**data_for(a, b), "metadata": {"step": "traced"}}
+        r = await c.post(
+            base + "/rollouts",
+            headers=admin_helpers.auth("publisher"),
+            json={"document": changed, "stages": [{"selector": "tier=canary", "bake_s": 600}]},
+        )
+        assert r.status_code == 201, r.text
+        v = r.json()["version"]
+        r = await c.post(base + "/rollout/promote", headers=admin_helpers.auth("admin"), json={})
+        assert r.status_code == 200, r.text
+        async with asyncio.timeout(10):
+            await watcher.wait_for(lambda cur: cur is not None and cur.version == v)
+    spans = exporter.get_finished_spans()
+    [step] = [s for s in spans if s.name == "configbus.rollout_promote"]
+    assert step.context is not None and _attrs(step)["configbus.config_version"] == v
+    [apply] = [
+        s
+        for s in spans
+        if s.name == "configbus.apply" and _attrs(s)["configbus.config_version"] == v
+    ]
+    assert apply.context is not None and apply.context.trace_id == step.context.trace_id
+    assert apply.parent is not None and apply.parent.span_id == step.context.span_id
