@@ -29,7 +29,7 @@ from typing import Any
 import msgspec
 from prometheus_client import CollectorRegistry, Counter
 
-from configbus import REDIS_ERRORS, Breaker, CircuitBreaker, Document, Model, ResponseStore
+from configbus import REDIS_ERRORS, Breaker, CircuitBreaker, Document, ResponseStore
 
 log = logging.getLogger("proxy.cache")
 
@@ -61,9 +61,10 @@ class ModelCache:
         self.max_bytes = max_bytes
 
 
-def model_cache(doc: Document, m: Model) -> ModelCache | None:
-    """`m`'s cache, tagged with what routes it (None when it has no cache)."""
-    if m.cache is None:
+def model_cache(doc: Document, name: str) -> ModelCache | None:
+    """The cache of model `name`, tagged with what routes it (None when it has none)."""
+    m = doc.model(name)
+    if m is None or m.cache is None:
         return None
     models = [m, *(x for x in doc.models if x.name in m.fallbacks)]
     names = {d.provider for x in models for d in x.deployments}

@@ -207,7 +207,7 @@ class Builder:
                 fallbacks=m.fallbacks,
                 params=m.params,
                 purpose=m.purpose,
-                cache=model_cache(doc, m),
+                cache=None if m.cache is None else model_cache(doc, m.name),
             )
         client_default = doc.rate_limits.client_default
         clients: dict[str, ClientRuntime] = {}

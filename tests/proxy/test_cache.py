@@ -46,10 +46,7 @@ def data_for_urls() -> dict[str, Any]:
 
 
 def mc_of(data: dict[str, Any], name: str = "m") -> ModelCache:
-    doc = to_document(data)
-    m = doc.model(name)
-    assert m is not None
-    mc = model_cache(doc, m)
+    mc = model_cache(to_document(data), name)
     assert mc is not None
     return mc
 
@@ -252,9 +249,7 @@ def upstream_calls(env: Solo) -> int:
     return int(env.a.stats()["requests"])
 
 
-pytestmark = pytest.mark.slow
-
-
+@pytest.mark.slow
 def test_hit_is_byte_identical_and_asks_no_upstream(env: Solo, http: httpx.Client) -> None:
     publish_cached(env)
     body = {**HI, "messages": [{"role": "user", "content": "byte-identical"}]}
@@ -277,6 +272,7 @@ def test_hit_is_byte_identical_and_asks_no_upstream(env: Solo, http: httpx.Clien
     assert "x-configbus-cache" not in plain.headers
 
 
+@pytest.mark.slow
 def test_ttl(env: Solo, http: httpx.Client) -> None:
     publish_cached(env, ttl_s=1)
     body = {**HI, "messages": [{"role": "user", "content": "short-lived"}]}
@@ -290,6 +286,7 @@ def test_ttl(env: Solo, http: httpx.Client) -> None:
     assert expired.content != first.content
 
 
+@pytest.mark.slow
 def test_bypass_headers(env: Solo, http: httpx.Client) -> None:
     publish_cached(env)
     body = {**HI, "messages": [{"role": "user", "content": "bypass"}]}
@@ -308,6 +305,7 @@ def test_bypass_headers(env: Solo, http: httpx.Client) -> None:
              what="the no-cache answer stored")  # fmt: skip
 
 
+@pytest.mark.slow
 def test_size_limit(env: Solo, http: httpx.Client) -> None:
     publish_cached(env, ttl_s=60, max_entry_bytes=50)
     body = {**HI, "messages": [{"role": "user", "content": "too big to keep"}]}
@@ -317,6 +315,7 @@ def test_size_limit(env: Solo, http: httpx.Client) -> None:
     assert 'configbus_proxy_cache_total{model="m",outcome="too_large"}' in metrics
 
 
+@pytest.mark.slow
 def test_routing_change_misses(env: Solo, http: httpx.Client) -> None:
     data = publish_cached(env)
     body = {**HI, "messages": [{"role": "user", "content": "routing"}]}
@@ -330,6 +329,7 @@ def test_routing_change_misses(env: Solo, http: httpx.Client) -> None:
     assert changed.headers["x-configbus-cache"] == "miss" and changed.content != stored.content
 
 
+@pytest.mark.slow
 def test_a_failing_upstream_is_never_cached(env: Solo, http: httpx.Client) -> None:
     data = publish_cached(env)
     data["models"][0]["fallbacks"] = []  # the failure reaches the client
@@ -346,6 +346,7 @@ def test_a_failing_upstream_is_never_cached(env: Solo, http: httpx.Client) -> No
     assert ok.headers["x-configbus-cache"] == "miss" and "choices" in ok.json()
 
 
+@pytest.mark.slow
 def test_stream_replays_a_cached_answer(env: Solo, http: httpx.Client) -> None:
     publish_cached(env)
     body = {**HI, "messages": [{"role": "user", "content": "stream me"}]}
@@ -365,6 +366,7 @@ def test_stream_replays_a_cached_answer(env: Solo, http: httpx.Client) -> None:
     assert upstream_calls(env) == before
 
 
+@pytest.mark.slow
 def test_embeddings_are_cached_too(env: Solo, http: httpx.Client) -> None:
     data = data_for(env.a, env.b)
     data["models"].append(
@@ -385,6 +387,7 @@ def test_embeddings_are_cached_too(env: Solo, http: httpx.Client) -> None:
     assert hit.content == first.content
 
 
+@pytest.mark.slow
 def test_a_streamed_miss_is_stored_when_it_carries_its_usage(env: Solo, http: httpx.Client) -> None:
     publish_cached(env)
     body = {**HI, "messages": [{"role": "user", "content": "streamed first"}]}
