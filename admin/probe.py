@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -45,10 +46,15 @@ def models_request(p: Provider, key: str | None) -> tuple[str, dict[str, str]]:
     base = p.base_url.rstrip("/")
     if p.type == "anthropic" and not base.endswith("/v1"):  # as the replicas build its URL
         base += "/v1"
-    url = base + "/models"
+    if p.type == "azure":  # the resource's models (a deployment's name is the operator's)
+        url = f"{base}/openai/models?api-version={quote(p.api_version or '', safe='')}"
+    else:
+        url = base + "/models"
     headers = dict(p.headers)
     if key is not None:
-        if p.type == "anthropic":
+        if p.type == "azure":
+            headers["api-key"] = key
+        elif p.type == "anthropic":
             headers.update({"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION})
         else:
             headers["Authorization"] = f"Bearer {key}"

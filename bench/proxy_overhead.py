@@ -6,6 +6,11 @@ through the replica (added time to first byte, relay cost per chunk); then throu
 replica while a new version is published every 100 ms. Prints one JSON object.
 
     .venv/bin/python bench/proxy_overhead.py [--duration 5] [--concurrency 1,16,64]
+    .venv/bin/python bench/proxy_overhead.py --cache-hit [--duration 5]
+
+`--cache-hit` measures only what a response-cache hit costs at c=1: the same request to a
+model whose answers are cached (every request after the first is a hit: one Redis GET, no
+upstream) beside the mock direct and the replica forwarding it.
 """
 
 from __future__ import annotations
@@ -141,6 +146,12 @@ def _bench_data(upstream: str, rev: int, stream_upstream: str) -> dict[str, Any]
                 "rate_limit": HUGE,
             },
             {"name": "s", "deployments": [{"provider": "streamer", "model": "mock"}]},
+            {
+                "name": "cached",
+                "deployments": [{"provider": "up", "model": "mock"}],
+                "params": {"temperature": 0.5},
+                "cache": {"ttl_s": 3600},
+            },
         ],
         "rate_limits": {"global": HUGE, "model_default": HUGE},
         "ip_rules": {
@@ -276,6 +287,9 @@ def main() -> int:
         action="store_true",
         help="also a second replica tracing every request (bench/traced_proxy.py)",
     )
+    ap.add_argument(
+        "--cache-hit", action="store_true", help="only the cost of a response-cache hit at c=1"
+    )
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         print("wrk not found (apt-get install -y wrk)", file=sys.stderr)
@@ -335,6 +349,13 @@ def main() -> int:
         asyncio.run(seed())
         replica.wait_http(f"http://127.0.0.1:{rport}/health/ready")
         passthrough.wait_http(f"http://127.0.0.1:{pport}/v1/chat/completions", status=405)
+        if args.cache_hit:
+            assert replica.proc is not None and mock.proc is not None
+            results["cache_hit_c1"] = cache_hit_bench(
+                f"http://127.0.0.1:{rport}", mock_url, script, args, replica.proc.pid,
+                mock.proc.pid,
+            )  # fmt: skip
+            return 0
         targets = {
             "direct": (mock_url, mock),
             "passthrough": (f"http://127.0.0.1:{pport}", passthrough),
@@ -449,8 +470,52 @@ def main() -> int:
                 s.stop()
         redis.cleanup()
         script.unlink(missing_ok=True)
-    print(json.dumps(results, indent=2))
+        print(json.dumps(results, indent=2))
     return 0
+
+
+def cache_hit_bench(
+    replica_url: str, mock_url: str, script: Path, args: Any, replica_pid: int, mock_pid: int
+) -> dict[str, Any]:
+    """c=1 p50 of: the mock direct, the replica forwarding, the replica answering a hit."""
+    cached = Path(tempfile.mkstemp(suffix=".lua")[1])
+    body = json.dumps({**json.loads(BODY), "model": "cached"})
+    cached.write_text(WRK_SCRIPT % (json.dumps(body), SAMPLE_CLIENT_KEY))
+    try:
+        runs: dict[str, list[dict[str, Any]]] = {"direct": [], "replica": [], "cache_hit": []}
+        for _ in range(args.interleave):
+            runs["direct"].append(
+                wrk(mock_url + "/v1/chat/completions", script, 1, args.duration, mock_pid)
+            )
+            runs["replica"].append(
+                wrk(replica_url + "/v1/chat/completions", script, 1, args.duration, replica_pid)
+            )
+            runs["cache_hit"].append(
+                wrk(replica_url + "/v1/chat/completions", cached, 1, args.duration, replica_pid)
+            )
+    finally:
+        cached.unlink(missing_ok=True)
+    probe = subprocess.run(
+        ["curl", "-s", "-D", "-", "-o", "/dev/null", "-H", "Content-Type: application/json",
+         "-H", f"Authorization: Bearer {SAMPLE_CLIENT_KEY}", "-d", body,
+         replica_url + "/v1/chat/completions"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    said = [h for h in probe.stdout.lower().splitlines() if h.startswith("x-configbus-cache:")]
+    out: dict[str, Any] = {"x-configbus-cache after the runs": said[0].split(":")[1].strip()}
+    for name, rs in runs.items():
+        out[name] = {
+            "p50_ms": statistics.median(r["p50_ms"] for r in rs),
+            "p50_ms_spread": sorted(r["p50_ms"] for r in rs),
+            "p99_ms": statistics.median(r["p99_ms"] for r in rs),
+            "rps": statistics.median(r["rps"] for r in rs),
+            "failed": sum(r["failed"] for r in rs),
+            "server_cpu_us_per_req": statistics.median(r["server_cpu_us_per_req"] or 0 for r in rs),
+        }
+    hit = out["cache_hit"]["p50_ms"]
+    out["cache_hit_p50_at_most_1ms"] = hit <= 1.0
+    out["cache_hit_vs_forwarding_p50_ms"] = round(hit - out["replica"]["p50_ms"], 3)
+    return out
 
 
 if __name__ == "__main__":

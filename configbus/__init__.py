@@ -88,6 +88,7 @@ from configbus.records import (
     ReplicaStatus,
 )
 from configbus.redis_calls import REDIS_ERRORS, guarded, store_error
+from configbus.response_cache import ResponseStore
 from configbus.rollout_store import (
     Baseline,
     RolloutStore,
@@ -154,6 +155,7 @@ __all__ = [
     "RecordSigner",
     "ReplicaInfo",
     "ReplicaStatus",
+    "ResponseStore",
     "RolloutConflict",
     "RolloutRunning",
     "RolloutStore",

@@ -132,10 +132,18 @@ class Pool(Base, frozen=True, kw_only=True):
     keepalive_timeout_s: PositiveSeconds = 30.0
 
 
+# Azure OpenAI's `api-version` query parameter: a date, optionally `-preview`.
+ApiVersion = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
 class Provider(Base, frozen=True, kw_only=True):
     name: Name
-    type: Literal["openai", "anthropic"] = "openai"
+    # openai: any OpenAI-compatible API; anthropic: the Messages API; azure: Azure OpenAI
+    # (`base_url` is the resource URL, each deployment's `model` an Azure deployment name).
+    type: Literal["openai", "anthropic", "azure"] = "openai"
     base_url: HttpUrl
+    # Azure only (and required there): the `api-version` query parameter.
+    api_version: ApiVersion | None = None
     api_key: Secret | None = None
     api_key_env: EnvVarName | None = None
     timeout_s: PositiveSeconds = 30.0
@@ -166,8 +174,17 @@ class Deployment(Base, frozen=True, kw_only=True):
     price: Price | None = None
 
 
+class ResponseCache(Base, frozen=True, kw_only=True):
+    """Exact-match answers kept fleet-wide in Redis (see the proxy's `cache` module)."""
+
+    ttl_s: Annotated[int, Meta(ge=1, le=30 * 86400)] = 300
+    max_entry_bytes: Annotated[int, Meta(ge=1, le=16 * 1024 * 1024)] = 262_144
+
+
 class Model(Base, frozen=True, kw_only=True):
     name: Name
+    # What the model serves: `/v1/chat/completions` or `/v1/embeddings`.
+    purpose: Literal["chat", "embeddings"] = "chat"
     deployments: Annotated[tuple[Deployment, ...], Meta(min_length=1)]
     # weighted: pick by weight, then try the others; ordered: always in the listed order.
     strategy: Literal["weighted", "ordered"] = "weighted"
@@ -175,6 +192,8 @@ class Model(Base, frozen=True, kw_only=True):
     params: dict[str, Any] = {}
     # Fleet-wide, over every client of this public model.
     rate_limit: RateLimit | None = None
+    # None: answers are not cached.
+    cache: ResponseCache | None = None
 
 
 class Budget(Base, frozen=True, kw_only=True):

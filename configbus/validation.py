@@ -204,6 +204,8 @@ def semantic_issues(doc: Document) -> list[Issue]:
                 )
             issues += secret_form_issues(p.api_key, f"providers[{i}].api_key")
         issues += url_credential_issues(p.base_url, f"providers[{i}].base_url")
+        if p.type == "azure" or p.api_version is not None:
+            issues += _azure_issues(p, f"providers[{i}]")
         for h in p.headers:
             if not _HEADER_NAME.fullmatch(h):
                 issues.append(Issue(f"providers[{i}].headers", f"invalid header name {h!r}"))
@@ -228,6 +230,8 @@ def semantic_issues(doc: Document) -> list[Issue]:
         if fb and (m.name in fb or len(set(fb)) < len(fb) or not models.issuperset(fb)):
             issues += _fallback_issues(i, m.name, fb, models)
     issues += _fallback_cycles(doc)
+    if not all(m.purpose == "chat" for m in doc.models):
+        issues += _purpose_issues(doc)
 
     allowed = models | {"*"}
     if not allowed.issuperset(chain.from_iterable(map(_models, doc.clients))):
@@ -313,6 +317,53 @@ def url_credential_issues(url: str, path: str) -> list[Issue]:
             Issue(path, f"credentials go in api_key (encrypted) or api_key_env, not in the "
                   f"URL's query (parameter {', '.join(repr(n) for n in names)})")
         )  # fmt: skip
+    return issues
+
+
+_API_VERSION = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def _azure_issues(p: Provider, path: str) -> list[Issue]:
+    if p.type != "azure":
+        return [Issue(f"{path}.api_version", "only an azure provider takes api_version")]
+    if p.api_version is None:
+        return [
+            Issue(f"{path}.api_version", "required for an azure provider (Azure OpenAI's "
+                  "api-version, e.g. '2024-10-21')")
+        ]  # fmt: skip
+    issues = []
+    if not _API_VERSION.fullmatch(p.api_version):
+        issues.append(
+            Issue(f"{path}.api_version", "expected letters, digits and . _ - (e.g. '2024-10-21')")
+        )
+    if "?" in p.base_url or "#" in p.base_url:
+        issues.append(
+            Issue(f"{path}.base_url", "an azure base_url is the resource URL, without a query "
+                  "(api-version goes in api_version)")
+        )  # fmt: skip
+    return issues
+
+
+def _purpose_issues(doc: Document) -> list[Issue]:
+    """An embeddings model has no Anthropic deployment; a fallback serves the same purpose."""
+    anthropic = {p.name for p in doc.providers if p.type == "anthropic"}
+    purpose = {m.name: m.purpose for m in doc.models}
+    issues = []
+    for i, m in enumerate(doc.models):
+        if m.purpose == "embeddings":
+            for j, d in enumerate(m.deployments):
+                if d.provider in anthropic:
+                    issues.append(
+                        Issue(f"models[{i}].deployments[{j}].provider", f"provider "
+                              f"{d.provider!r} is anthropic: the Messages API has no embeddings")
+                    )  # fmt: skip
+        for j, name in enumerate(m.fallbacks):
+            other = purpose.get(name)
+            if other is not None and other != m.purpose:
+                issues.append(
+                    Issue(f"models[{i}].fallbacks[{j}]", f"model {name!r} serves {other}, "
+                          f"not {m.purpose} like {m.name!r}")
+                )  # fmt: skip
     return issues
 
 

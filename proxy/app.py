@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from configbus import ResponseStore
 from configbus.connection import connect, connect_read
 from configbus.crypto import SecretBox
 from configbus.document import Document
@@ -35,6 +36,7 @@ from configbus.store import Store
 from configbus.tracing import tracer_provider
 from configbus.watcher import Applied, Watcher
 from proxy import errors
+from proxy.cache import ResponseCache
 from proxy.chat import ChatHandler, authenticate
 from proxy.errors import ProxyError
 from proxy.limits import FleetLimits
@@ -48,6 +50,9 @@ log = logging.getLogger("proxy")
 _encode = msgspec.json.Encoder().encode
 _INTERNAL = errors.error_body("internal error", "server_error", "internal_error")
 CHAT_PATH = "/v1/chat/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
+# The endpoints served by a ChatHandler (bare ASGI, before routing): path → state key.
+HANDLERS = {CHAT_PATH: "chat", EMBEDDINGS_PATH: "embeddings"}
 # Young-generation collections every 20k allocations instead of 700: most request garbage is
 # freed by reference counting anyway, and fewer collections mean fewer latency spikes.
 GC_THRESHOLD0 = 20_000
@@ -55,6 +60,8 @@ GC_THRESHOLD0 = 20_000
 # Lease calls (in the background) give up on a slow Redis quickly: limits go local.
 LIMITER_SOCKET_TIMEOUT_S = 0.25
 LIMITER_CONNECT_TIMEOUT_S = 0.25
+# A response cache lookup is on the request's path: a slow Redis is a miss, soon.
+CACHE_TIMEOUT_S = 0.1
 
 
 class State(TypedDict):
@@ -64,6 +71,7 @@ class State(TypedDict):
     metrics: ProxyMetrics
     registry: CollectorRegistry
     chat: ChatHandler
+    embeddings: ChatHandler
 
 
 # The document's `logging.level` governs every logger of the replica: its own, the
@@ -91,10 +99,13 @@ def _on_swap(new: Applied[Runtime], old: Applied[Runtime] | None) -> None:
 
 
 class _ChatEndpoint:
-    """The chat handler as routed by Starlette (when the shortcut below does not apply)."""
+    """A chat handler as routed by Starlette (when the shortcut below does not apply)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler: ChatHandler = scope["state"]["chat"]
+        handler: ChatHandler = scope["state"][self._name]
         await handler(scope, receive, send)
 
 
@@ -102,17 +113,13 @@ class ProxyApp(Starlette):
     """Starlette, with the one hot endpoint dispatched before routing and middleware."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["path"] == CHAT_PATH
-            and scope["method"] == "POST"
-            and "state" in scope
-        ):
-            handler: ChatHandler = scope["state"]["chat"]
+        name = HANDLERS.get(scope["path"]) if scope["type"] == "http" else None
+        if name is not None and scope["method"] == "POST" and "state" in scope:
+            handler: ChatHandler = scope["state"][name]
             try:
                 await handler(scope, receive, send)
             except Exception:
-                log.exception("unhandled error on %s", CHAT_PATH)
+                log.exception("unhandled error on %s", scope["path"])
                 ex: Exchange | None = scope.get("configbus.exchange")
                 if ex is None:
                     ex = Exchange(new_request_id(), time.perf_counter())
@@ -164,6 +171,13 @@ def create_app(
             limiter_redis, bus.namespace, bus.replica_id, timeout_s=LIMITER_SOCKET_TIMEOUT_S
         )
         limits.on_refusal = metrics.refused
+        cache_redis = connect(
+            bus.redis_url,
+            socket_timeout_s=CACHE_TIMEOUT_S,
+            connect_timeout_s=CACHE_TIMEOUT_S,
+            retries=0,
+        )
+        cache = ResponseCache(ResponseStore(cache_redis, bus.namespace), registry)
         keys = KeyFollower(
             KeyStore(redis, bus.namespace),
             reconcile_interval_s=bus.reconcile_interval_s,
@@ -187,16 +201,19 @@ def create_app(
             keys=keys,
         )
         watcher.add_listener(_on_swap)
-        chat = ChatHandler(
-            current=lambda: watcher.current,
-            limits=limits,
-            metrics=metrics,
-            max_body_bytes=ps.max_body_bytes,
-            retry_backoff_s=ps.retry_backoff_s,
-            traffic=traffic,
-            tracer=tracer,
-            log_context=ps.log_format == "json",
-        )
+        handler_settings: dict[str, Any] = {
+            "current": lambda: watcher.current,
+            "limits": limits,
+            "metrics": metrics,
+            "max_body_bytes": ps.max_body_bytes,
+            "retry_backoff_s": ps.retry_backoff_s,
+            "traffic": traffic,
+            "tracer": tracer,
+            "log_context": ps.log_format == "json",
+            "cache": cache,
+        }
+        chat = ChatHandler(**handler_settings)
+        embeddings = ChatHandler(**handler_settings, purpose="embeddings")
         await limits.start()
         await watcher.start()
         if ps.gc_freeze:
@@ -214,6 +231,7 @@ def create_app(
                 metrics=metrics,
                 registry=registry,
                 chat=chat,
+                embeddings=embeddings,
             )
         finally:
             await watcher.stop()
@@ -224,6 +242,8 @@ def create_app(
                 for p in list(cur.value.providers.values()):
                     await p.aclose()
             await builder.aclose()
+            await cache.aclose()
+            await cache_redis.aclose()
             await limits.aclose()
             await limiter_redis.aclose()
             await redis.aclose()
@@ -299,7 +319,8 @@ def create_app(
 
     return ProxyApp(
         routes=[
-            Route(CHAT_PATH, _ChatEndpoint(), methods=["POST"]),
+            Route(CHAT_PATH, _ChatEndpoint("chat"), methods=["POST"]),
+            Route(EMBEDDINGS_PATH, _ChatEndpoint("embeddings"), methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/health/live", live, methods=["GET"]),
             Route("/health/ready", ready, methods=["GET"]),

@@ -1,4 +1,5 @@
-"""`POST /v1/chat/completions`: auth, limits, routing, retries, fallbacks, streaming.
+"""`POST /v1/chat/completions` (and `/v1/embeddings`): auth, limits, the response cache,
+routing, retries, fallbacks, streaming.
 
 A request reads the applied snapshot ONCE and holds it (a refcount) until its answer is
 complete, streams included, so a reload never mixes two configs in one request and never
@@ -23,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from configbus.logs import request_context
 from configbus.watcher import Applied
-from proxy import anthropic, errors
+from proxy import anthropic, azure, errors
 from proxy.admission import (
     Ticket,
     admit,
@@ -33,6 +34,9 @@ from proxy.admission import (
     usage_of,
 )
 from proxy.allowance import Allowance
+from proxy.cache import CACHE_HEADER, HIT, MISS, ModelCache, ResponseCache, bypass, replay
+from proxy.cache import request_key as cache_key
+from proxy.embeddings import parse_embeddings
 from proxy.errors import ProxyError
 from proxy.limits import FleetLimits
 from proxy.metrics import ProxyMetrics
@@ -42,7 +46,7 @@ from proxy.routing import plan
 from proxy.runtime import ClientRuntime, Runtime
 from proxy.tracing import RequestTrace
 from proxy.traffic import TrafficCounter
-from proxy.upstream import ProviderRuntime
+from proxy.upstream import ProviderRuntime, Purpose
 
 log = logging.getLogger("proxy.chat")
 
@@ -118,11 +122,14 @@ def parse_request(body: bytes) -> dict[str, Any]:
 
 
 _JSON = (b"content-type", b"application/json")
+_SSE = (b"content-type", b"text/event-stream")
+_PROVIDER = b"x-configbus-provider"
 
 
 class ChatHandler:
     """The endpoint as a bare ASGI app: the hot path skips the framework's routing and
-    middleware layers (the app dispatches to it first). State comes from the lifespan."""
+    middleware layers (the app dispatches to it first). State comes from the lifespan.
+    One handler per `purpose`: chat completions, or embeddings (the same path otherwise)."""
 
     def __init__(
         self,
@@ -135,7 +142,12 @@ class ChatHandler:
         traffic: TrafficCounter,
         tracer: Tracer | None = None,
         log_context: bool = False,
+        purpose: Purpose = "chat",
+        cache: ResponseCache | None = None,
     ) -> None:
+        self._purpose = purpose
+        self._parse = parse_request if purpose == "chat" else parse_embeddings
+        self._cache = cache
         self._current = current
         self._log_context = log_context  # JSON logs: say which request a line is about
         self._tracer = tracer
@@ -148,7 +160,7 @@ class ChatHandler:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         applied = self._current()
-        auth = length = forwarded = rid = parent = None
+        auth = length = forwarded = rid = parent = cache_control = None
         for k, v in scope["headers"]:
             if k == b"authorization":
                 auth = v
@@ -160,6 +172,8 @@ class ChatHandler:
                 rid = v
             elif k == TRACEPARENT:
                 parent = v
+            elif k == b"cache-control":
+                cache_control = v
         if applied is None:
             self._metrics.request("none", "none", 503)
             await _send_error(send, _NO_CONFIG, Exchange(request_id(rid), started).headers())
@@ -192,10 +206,13 @@ class ChatHandler:
             ip_limits = () if rt.ip is None else rt.ip.admit(scope.get("client"), forwarded)
             client = client_for(rt, auth)
             body = await read_body(receive, length, self._limit)
-            req = parse_request(body)
+            req = self._parse(body)
             model: str = req["model"]
-            if model not in rt.routes:
+            route = rt.routes.get(model)
+            if route is None:
                 raise errors.model_not_found(model)
+            if route.purpose != self._purpose:
+                raise errors.wrong_purpose(model, route.purpose)
             model_label = model
             if not client.may_use(model):
                 raise errors.forbidden(model)
@@ -209,14 +226,34 @@ class ChatHandler:
                 if tr is not None:
                     tr.limit("shadow" if ticket is not None and ticket.shadow else "admitted")
             failed = False  # routed: from here on, the config is judged by the outcome
+            mc: ModelCache | None = route.cache
+            key = None
+            if mc is not None and self._cache is not None:
+                skip_lookup, skip_store = bypass(cache_control)
+                if not skip_store:
+                    key = cache_key(mc, self._purpose, req)
+                if not skip_lookup:
+                    assert key is not None
+                    if await self._from_cache(mc, key, req, headers, ticket, ex, tr, send):
+                        return
+                ex.cache = MISS
+                headers.append((CACHE_HEADER, MISS))
             result = await self._forward(rt, model, req, headers, ticket, ex, tr, parent)
             if isinstance(result, RelayResponse):
+                if key is not None:
+                    assert self._cache is not None and mc is not None
+                    provider = next((v for k, v in reversed(headers) if k == _PROVIDER), b"")
+                    self._cache.record(mc, key, provider, result.tap)
                 self._traffic.record(applied.version, time.perf_counter() - started, False)
                 held = False  # the stream releases the snapshot when it ends
                 result.raw_headers += ex.headers(self._metrics.overhead.observe)
                 await result(scope, receive, send)
                 return
             failed = result[0] >= 500
+            if key is not None and result[0] == 200:
+                assert self._cache is not None and mc is not None
+                provider = next((v for k, v in reversed(headers) if k == _PROVIDER), b"")
+                self._cache.put(mc, key, provider, result[1])
             if ticket is not None and ticket.tokens:
                 ok = result[0] < 400
                 ticket.settle(usage_of(result[1]) if ok else None, ok)
@@ -235,12 +272,50 @@ class ChatHandler:
                 if exc.status == 429:
                     tr.limit("refused")
                 tr.end(exc.status)
-            await _send_error(send, exc, ex.headers())
+            extra = ex.headers()
+            if ex.cache is not None:
+                extra.append((CACHE_HEADER, ex.cache))
+            await _send_error(send, exc, extra)
         finally:
             if held:
                 if failed is not None:
                     self._traffic.record(applied.version, time.perf_counter() - started, failed)
                 rt.release()
+
+    async def _from_cache(
+        self,
+        mc: ModelCache,
+        key: str,
+        req: dict[str, Any],
+        headers: Headers,
+        ticket: Ticket | None,
+        ex: Exchange,
+        tr: RequestTrace | None,
+        send: Send,
+    ) -> bool:
+        """Answer from the cache if it holds the answer (True), a stream replayed as one."""
+        assert self._cache is not None
+        found = await self._cache.get(mc, key)
+        if found is None:
+            return False
+        provider, body = found
+        ex.cache = HIT
+        self._metrics.request(mc.model, "cache", 200)
+        if ticket is not None:
+            ticket.settle(0, True)  # no upstream tokens were spent
+        if req.get("stream") is True:
+            opts = req.get("stream_options")
+            body = replay(body, isinstance(opts, dict) and opts.get("include_usage") is True)
+            headers[0] = _SSE
+        headers.append((CACHE_HEADER, HIT))
+        if provider:
+            headers.append((_PROVIDER, provider))
+        headers += ex.headers(self._metrics.overhead.observe)
+        if tr is not None:
+            tr.end(200)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return True
 
     async def _forward(
         self,
@@ -311,7 +386,7 @@ class ChatHandler:
                     break
                 t0 = time.perf_counter()
                 try:
-                    resp = await p.post(payload, stream=stream, headers=up)
+                    resp = await p.post(payload, stream=stream, headers=up, url=target.url)
                     status = resp.status
                     if stream and status == 200:
                         data = b""
@@ -373,6 +448,8 @@ class ChatHandler:
                             raise errors.bad_gateway(
                                 f"provider {p.name} sent an unreadable answer"
                             ) from None
+                elif p.type == "azure" and status >= 400:
+                    data = azure.error_to_openai(status, data)
                 return status, data
         if last is None and limited is not None and refused is not None:
             raise rate_limited(refused, limited.limits, time.monotonic())

@@ -1,7 +1,8 @@
 """Errors a client sees, in OpenAI's error-body shape: ``{"error": {"message", "type", "code"}}``.
 
 ProxyError              any answer that is not a success; carries status, type, code
-├── (400) bad_request   the body is not a chat completion request
+├── (400) bad_request   the body is not a chat completion request; wrong_purpose: an
+│                       embeddings model asked for chat, or the other way round
 ├── (401) unauthorized  no key, or a key that matches no enabled client
 ├── (403) forbidden     the client may not use that model; ip_denied: the address is refused
 ├── (404) model_not_found
@@ -73,6 +74,16 @@ def error_body(
 
 def bad_request(message: str, code: str | None = None) -> ProxyError:
     return ProxyError(400, message, "invalid_request_error", code)
+
+
+def wrong_purpose(model: str, purpose: str) -> ProxyError:
+    endpoint = "/v1/embeddings" if purpose == "embeddings" else "/v1/chat/completions"
+    return ProxyError(
+        400,
+        f"model '{model}' serves {purpose}: call {endpoint}",
+        "invalid_request_error",
+        "wrong_model_purpose",
+    )
 
 
 def unauthorized(message: str = "invalid or missing API key") -> ProxyError:

@@ -39,9 +39,12 @@ def request_id(sent: bytes | None) -> bytes:
 class Exchange:
     """One request's bookkeeping: its id, when it started, how long upstreams took."""
 
-    __slots__ = ("request_id", "started", "upstream_s", "version")
+    __slots__ = ("cache", "request_id", "started", "upstream_s", "version")
 
     def __init__(self, rid: bytes, started: float, version: bytes = _NO_VERSION) -> None:
+        # What the response cache did: b"hit" (answered from it, no upstream was asked),
+        # b"miss", or None (the model has no cache). Usage accounting reads it.
+        self.cache: bytes | None = None
         self.request_id = rid
         self.started = started
         self.upstream_s = 0.0

@@ -35,6 +35,20 @@ class RelayResponse(StreamingResponse):
         self._on_close = on_close
         self._content = content
 
+    def tap(self, feed: Callable[[bytes], None], done: Callable[[], None]) -> None:
+        """Show every chunk sent to `feed`, and call `done` once the stream ended whole (not
+        when the client went away)."""
+        inner = self.body_iterator
+
+        async def tapped() -> AsyncGenerator[bytes, None]:
+            async for chunk in inner:
+                data = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+                feed(data)
+                yield data
+            done()
+
+        self.body_iterator = tapped()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)

@@ -18,13 +18,15 @@ P = TypeVar("P")
 
 
 class Target(Generic[P]):
-    """One deployment: which provider serves it and under which upstream model name."""
+    """One deployment: which provider serves it, under which upstream model name, and at
+    which URL (None: the provider's own)."""
 
-    __slots__ = ("model", "provider")
+    __slots__ = ("model", "provider", "url")
 
-    def __init__(self, provider: P, model: str) -> None:
+    def __init__(self, provider: P, model: str, url: str | None = None) -> None:
         self.provider = provider
         self.model = model
+        self.url = url
 
     def __repr__(self) -> str:
         return f"Target({self.provider!r}, {self.model!r})"
@@ -33,7 +35,10 @@ class Target(Generic[P]):
 class Route(Generic[P]):
     """A public model: its deployments, strategy, fallbacks and default params."""
 
-    __slots__ = ("_cum", "_total", "fallbacks", "name", "params", "strategy", "targets")
+    __slots__ = (
+        "_cum", "_total", "cache", "fallbacks", "name", "params", "purpose", "strategy",
+        "targets",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -44,8 +49,13 @@ class Route(Generic[P]):
         strategy: Literal["weighted", "ordered"] = "weighted",
         fallbacks: Sequence[str] = (),
         params: Mapping[str, Any] | None = None,
+        purpose: str = "chat",
+        cache: Any = None,
     ) -> None:
         self.name = name
+        self.purpose = purpose
+        # The model's response cache (`proxy.cache.ModelCache`), None when it has none.
+        self.cache = cache
         self.targets = tuple(targets)
         self.strategy = strategy
         self.fallbacks = tuple(fallbacks)

@@ -25,6 +25,7 @@ from configbus.clientkeys import ClientKey
 from configbus.document import Budget, Document, RateLimit
 from configbus.keyset import KeyFollower
 from proxy.allowance import Allowance
+from proxy.cache import model_cache
 from proxy.iprules import IpPolicy
 from proxy.limits import FleetLimits
 from proxy.routing import Route, Target
@@ -194,9 +195,9 @@ class Builder:
         routes: dict[str, Route[ProviderRuntime]] = {}
         for m in doc.models:
             pairs = [
-                (Target(providers[d.provider], d.model), d.weight)
+                (Target(pr, d.model, pr.url_for(m.purpose, d.model)), d.weight)
                 for d in m.deployments
-                if d.provider in providers
+                if (pr := providers.get(d.provider)) is not None
             ]
             routes[m.name] = Route(
                 m.name,
@@ -205,6 +206,8 @@ class Builder:
                 strategy=m.strategy,
                 fallbacks=m.fallbacks,
                 params=m.params,
+                purpose=m.purpose,
+                cache=None if m.cache is None else model_cache(doc, m.name),
             )
         client_default = doc.rate_limits.client_default
         clients: dict[str, ClientRuntime] = {}

@@ -12,7 +12,8 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import quote
 
 import aiohttp
 
@@ -21,6 +22,9 @@ from configbus.document import CircuitBreaker, Provider, RateLimit
 from proxy.allowance import Allowance
 
 log = logging.getLogger("proxy.upstream")
+
+Purpose = Literal["chat", "embeddings"]
+_PATHS: dict[str, str] = {"chat": "/chat/completions", "embeddings": "/embeddings"}
 
 
 class ProviderRuntime:
@@ -47,13 +51,18 @@ class ProviderRuntime:
             api_key = (os.environ if env is None else env).get(provider.api_key_env)
         # What decides whether the next config version may keep this object.
         self.identity = (provider, breaker, rate_limit, api_key)
-        base = provider.base_url.rstrip("/")
+        base = self._base = provider.base_url.rstrip("/")
         headers = {"content-type": "application/json"}
         if provider.type == "anthropic":
             self.url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
             headers["anthropic-version"] = "2023-06-01"
             if api_key:
                 headers["x-api-key"] = api_key
+        elif provider.type == "azure":
+            # Azure puts the deployment in the path (`url_for`); this is the default only.
+            self.url = self.url_for("chat", "")
+            if api_key:
+                headers["api-key"] = api_key
         else:
             self.url = base + "/chat/completions"
             if api_key:
@@ -72,6 +81,19 @@ class ProviderRuntime:
         self.owners = 0
         self._session: aiohttp.ClientSession | None = None
         self.closed = False
+
+    def url_for(self, purpose: Purpose, model: str) -> str:
+        """Where a deployment of `model` (the upstream's name for it) is asked for `purpose`.
+        Azure: `{resource}/openai/deployments/{deployment}/{path}?api-version=...`."""
+        if self.type == "azure":
+            version = quote(self.provider.api_version or "", safe="")
+            return (
+                f"{self._base}/openai/deployments/{quote(model, safe='')}"
+                f"{_PATHS[purpose]}?api-version={version}"
+            )
+        if purpose == "chat":
+            return self.url
+        return self._base + _PATHS[purpose]
 
     def _breaker_changed(self, state: BreakerState) -> None:
         log.warning("provider %s: circuit %s", self.name, state.name.lower().replace("_", "-"))
@@ -110,14 +132,20 @@ class ProviderRuntime:
         return s
 
     async def post(
-        self, body: bytes, *, stream: bool, headers: dict[str, str] | None = None
+        self,
+        body: bytes,
+        *,
+        stream: bool,
+        headers: dict[str, str] | None = None,
+        url: str | None = None,
     ) -> aiohttp.ClientResponse:
-        """`headers`: per request, on top of the session's (a W3C traceparent)."""
+        """`headers`: per request, on top of the session's (a W3C traceparent); `url`: the
+        deployment's (`url_for`), else the provider's chat URL."""
         if stream:
             return await self.session.post(
-                self.url, data=body, headers=headers, timeout=self.stream_timeout
+                url or self.url, data=body, headers=headers, timeout=self.stream_timeout
             )
-        return await self.session.post(self.url, data=body, headers=headers)
+        return await self.session.post(url or self.url, data=body, headers=headers)
 
     def own(self) -> None:
         self.owners += 1

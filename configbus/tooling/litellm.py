@@ -16,9 +16,12 @@ What is carried over:
 - `router_settings.fallbacks` / `litellm_settings.fallbacks` become the models' fallbacks;
   `num_retries` and `timeout` / `request_timeout` the providers' defaults.
 - `general_settings.master_key` (plaintext) becomes a client holding its hash.
+- `azure/<deployment>` entries become `azure` providers: `api_base` is the resource URL,
+  `api_version` the provider's (when missing, `DEFAULT_AZURE_API_VERSION`, said in
+  `dropped`), the deployment name the deployment's model.
 
-Everything else is listed in `dropped`, one entry per setting, never silently ignored:
-Azure deployments among them (the document has no Azure provider type yet).
+Everything else is listed in `dropped`, one entry per setting, never silently ignored
+(Azure AI Foundry's `azure_ai/` among them: another API than Azure OpenAI's).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from configbus.document import ENV_PATTERN, NAME_PATTERN
 
 ENV_PREFIX = "os.environ/"
 MAX_RETRIES, MAX_TIMEOUT_S = 10, 3600.0
+DEFAULT_AZURE_API_VERSION = "2024-10-21"
 
 # LiteLLM's provider prefix → (the document's provider type, default base URL; None: the
 # entry must give `api_base`).
@@ -49,6 +53,7 @@ DIALECTS: dict[str, tuple[str, str | None]] = {
     "fireworks_ai": ("openai", "https://api.fireworks.ai/inference/v1"),
     "ollama": ("openai", "http://localhost:11434/v1"),
     "ollama_chat": ("openai", "http://localhost:11434/v1"),
+    "azure": ("azure", None),
 }
 # Keys of `litellm_params` the conversion reads (the rest are listed as dropped).
 CARRIED_PARAMS = frozenset(
@@ -65,6 +70,7 @@ CARRIED_PARAMS = frozenset(
         "max_retries",
         "extra_headers",
         "organization",
+        "api_version",
     }
 )
 _name_re = re.compile(NAME_PATTERN)
@@ -164,8 +170,8 @@ class _Converter:
             prefix = "anthropic" if model.startswith("claude") else "openai"
             upstream_model = model
         prefix = params.get("custom_llm_provider") or prefix
-        if prefix in ("azure", "azure_ai"):
-            raise _Skip(f"{model!r}: Azure OpenAI (the document has no Azure provider type yet)")
+        if prefix == "azure_ai":
+            raise _Skip(f"{model!r}: Azure AI Foundry (configbus speaks Azure OpenAI: azure/)")
         if prefix not in DIALECTS:
             raise _Skip(f"{model!r}: provider {prefix!r} has no dialect in configbus")
         kind, default_base = DIALECTS[prefix]
@@ -177,6 +183,18 @@ class _Converter:
         if prefix.startswith("ollama") and not base.rstrip("/").endswith("/v1"):
             base = base.rstrip("/") + "/v1"  # Ollama's OpenAI-compatible API
         provider: dict[str, Any] = {"type": kind, "base_url": base}
+        if kind == "azure":
+            provider["base_url"] = base.rstrip("/")
+            version = params.get("api_version")
+            if version is None:
+                version = DEFAULT_AZURE_API_VERSION
+                self.drop(f"{where}.litellm_params.api_version",
+                          f"not given: {version} assumed")  # fmt: skip
+            elif _env_name(version) is not None:
+                raise _Skip(f"api_version {version!r} is read from the environment: write it")
+            provider["api_version"] = str(version)
+        elif params.get("api_version") is not None:
+            self.drop(f"{where}.litellm_params.api_version", "only Azure takes an api_version")
         key = params.get("api_key")
         if key is not None:
             env = _env_name(key)

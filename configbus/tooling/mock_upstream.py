@@ -1,4 +1,5 @@
-"""A fake LLM upstream for tests and benchmarks: OpenAI chat completions and Anthropic messages.
+"""A fake LLM upstream for tests and benchmarks: OpenAI chat completions and embeddings,
+Anthropic messages, and Azure OpenAI's deployment URLs.
 
 Every answer names the upstream that served it (content ``served by <name>`` and the header
 ``x-served-by``). Behaviour is settable at run time::
@@ -7,6 +8,12 @@ Every answer names the upstream that served it (content ``served by <name>`` and
                     "stream_chunks": 3, "chunk_delay_ms": 0, "usage_tokens": 0}
     GET  /_stats   -> {"name", "requests", "failures", "last_request", "last_headers"}
     POST /_reset   -> zero the counters
+
+Azure OpenAI: `POST /openai/deployments/<deployment>/chat/completions?api-version=...` (and
+`.../embeddings`) answer like OpenAI, with the deployment as the model; without the
+`api-version` query they answer 404 and without an `api-key` header 401, in Azure's error
+shapes, as do failures set by `/_control` on those paths. `/_stats` has `last_path` and
+`last_query` of the last request.
 
 Answers report usage (4 tokens, or `usage_tokens` when set); a stream ends with a usage
 chunk when the request asks for it (`stream_options.include_usage`), as OpenAI's does.
@@ -64,6 +71,8 @@ class MockUpstream:
         self.failures = 0
         self.last_request: Any = None
         self.last_headers: dict[str, str] = {}
+        self.last_path = ""
+        self.last_query = ""
         self._ids = itertools.count(1)
         self._content = f"served by {name}"
         self._json_headers = [
@@ -89,15 +98,17 @@ class MockUpstream:
             return
         path: str = scope["path"]
         method: str = scope["method"]
-        if method == "POST" and path.endswith("/chat/completions"):
+        if method == "POST" and path.startswith("/openai/deployments/"):
+            await self._azure(scope, receive, send)
+        elif method == "POST" and path.endswith("/chat/completions"):
             await self._chat(scope, receive, send, anthropic=False)
+        elif method == "POST" and path.endswith("/embeddings"):
+            await self._chat(scope, receive, send, anthropic=False, embeddings=True)
         elif method == "POST" and path.endswith("/messages"):
             await self._chat(scope, receive, send, anthropic=True)
         elif method == "GET" and path.endswith("/models"):
             # Failures set by /_control apply here too: a provider test sees them.
-            self.last_headers = {
-                k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
-            }
+            self._record(scope)
             c = self.control
             if c.fail_rate > 0 and random.random() < c.fail_rate:
                 self.failures += 1
@@ -134,6 +145,8 @@ class MockUpstream:
                         "failures": self.failures,
                         "last_request": self.last_request,
                         "last_headers": self.last_headers,
+                        "last_path": self.last_path,
+                        "last_query": self.last_query,
                         "control": self.control,
                     }
                 ),
@@ -169,7 +182,50 @@ class MockUpstream:
         )
         await send({"type": "http.response.body", "body": body})
 
-    async def _chat(self, scope: Scope, receive: Receive, send: Send, *, anthropic: bool) -> None:
+    async def _azure(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Azure OpenAI: the deployment in the path, `api-version` in the query, `api-key`."""
+        path: str = scope["path"]
+        parts = path.split("/")  # '', openai, deployments, <name>, chat, completions
+        deployment, rest = parts[3], "/".join(parts[4:])
+        query = scope.get("query_string", b"").decode("latin-1")
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if "api-version=" not in query:
+            await _read_body(receive)
+            self._record(scope)
+            await self._send(send, 404, _encode({"error": {"code": "404",
+                             "message": "Resource not found"}}))  # fmt: skip
+            return
+        if "api-key" not in headers:
+            await _read_body(receive)
+            self._record(scope)
+            await self._send(send, 401, _encode({"statusCode": 401, "message": "Access denied "
+                             "due to invalid subscription key or wrong API endpoint."}))  # fmt: skip
+            return
+        if rest not in ("chat/completions", "embeddings"):
+            await _read_body(receive)
+            await self._send(send, 404, _encode({"error": {"code": "404",
+                             "message": "Resource not found"}}))  # fmt: skip
+            return
+        await self._chat(
+            scope, receive, send, anthropic=False, embeddings=rest == "embeddings",
+            azure=deployment,
+        )  # fmt: skip
+
+    def _record(self, scope: Scope) -> None:
+        self.last_path = scope["path"]
+        self.last_query = scope.get("query_string", b"").decode("latin-1")
+        self.last_headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+    async def _chat(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        anthropic: bool,
+        embeddings: bool = False,
+        azure: str | None = None,
+    ) -> None:
         raw = await _read_body(receive)
         self.requests += 1
         try:
@@ -190,7 +246,7 @@ class MockUpstream:
             )
             return
         self.last_request = req
-        self.last_headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        self._record(scope)
         c = self.control
         if c.latency_ms > 0:
             await asyncio.sleep(c.latency_ms / 1000)
@@ -200,6 +256,17 @@ class MockUpstream:
                 err: Any = {
                     "type": "error",
                     "error": {"type": "api_error", "message": f"{self.name} mock failure"},
+                }
+            elif azure is not None:  # Azure's shape: a code (a word or the status), no type
+                code = "content_filter" if c.status == 400 else str(c.status)
+                err = {
+                    "error": {
+                        "code": code,
+                        "message": f"{self.name} mock failure",
+                        "param": "prompt" if c.status == 400 else None,
+                        "status": c.status,
+                        "innererror": {"code": "ResponsibleAIPolicyViolation"},
+                    }
                 }
             else:
                 err = {
@@ -212,9 +279,13 @@ class MockUpstream:
             await self._send(send, c.status, _encode(err))
             return
         model = req.get("model", "mock") if isinstance(req, dict) else "mock"
+        if azure is not None:
+            model = azure  # Azure answers with the deployment's model
         stream = isinstance(req, dict) and req.get("stream") is True
         n = next(self._ids)
-        if anthropic:
+        if embeddings:
+            await self._send(send, 200, _encode(self._embeddings(req, model)))
+        elif anthropic:
             if stream:
                 await self._stream(send, self._anthropic_events(n, model))
             else:
@@ -289,6 +360,28 @@ class MockUpstream:
             )
         out.append(b"data: [DONE]\n\n")
         return out
+
+    def _embeddings(self, req: Any, model: str) -> dict[str, Any]:
+        """One small vector per input, the same for the same text and upstream."""
+        given = req.get("input", "") if isinstance(req, dict) else ""
+        inputs = given if isinstance(given, list) else [given]
+        data = []
+        for i, text in enumerate(inputs):
+            seed = sum(f"{self.name}:{text}".encode())
+            data.append(
+                {
+                    "object": "embedding",
+                    "index": i,
+                    "embedding": [((seed * (k + 7)) % 1000) / 1000 for k in range(4)],
+                }
+            )
+        tokens = self.control.usage_tokens or 2 * len(inputs)
+        return {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
     def _anthropic_message(self, n: int, model: str) -> dict[str, Any]:
         return {

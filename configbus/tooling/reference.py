@@ -28,7 +28,7 @@ ENV_START, ENV_END = "<!-- variables:start -->", "<!-- variables:end -->"
 
 SECTIONS: list[type[msgspec.Struct]] = [
     d.Document, d.Provider, d.Secret, d.Pool, d.RateLimit, d.CircuitBreaker,
-    d.Model, d.Deployment, d.Price, d.Client, d.Team, d.Budget, d.RateLimits, d.IpRules, d.IpRange, d.Logging,
+    d.Model, d.Deployment, d.Price, d.ResponseCache, d.Client, d.Team, d.Budget, d.RateLimits, d.IpRules, d.IpRange, d.Logging,
 ]  # fmt: skip
 
 DESCRIPTIONS: dict[str, str] = {
@@ -48,7 +48,11 @@ DESCRIPTIONS: dict[str, str] = {
     "Document.metadata": "Free key/value notes (owner, ticket...). Not interpreted.",
     "Provider.name": "Unique name, referenced by `models[].deployments[].provider`.",
     "Provider.type": "`openai`: any OpenAI-compatible API (OpenAI, OpenRouter, vLLM, Ollama, "
-    "llama.cpp, Together, Groq...). `anthropic`: the Messages API.",
+    "llama.cpp, Together, Groq, xAI...). `anthropic`: the Messages API. `azure`: Azure "
+    "OpenAI (`base_url` is the resource URL, each deployment's `model` the Azure deployment "
+    "name, the key goes in the `api-key` header).",
+    "Provider.api_version": "Azure only, and required there: the `api-version` query "
+    "parameter, e.g. `2024-10-21`.",
     "Provider.base_url": "API root, e.g. `https://api.openai.com/v1`.",
     "Provider.api_key": "The upstream key as a secret: encrypted before it reaches Redis.",
     "Provider.api_key_env": "Or: the name of an environment variable of the replica holding it.",
@@ -85,6 +89,12 @@ DESCRIPTIONS: dict[str, str] = {
     "Model.fallbacks": "Other public model names, tried in order when every deployment fails.",
     "Model.params": "Default request parameters, under the request's own values.",
     "Model.rate_limit": "Fleet-wide, over every client asking for this model.",
+    "Model.purpose": "`chat` (`/v1/chat/completions`) or `embeddings` (`/v1/embeddings`); "
+    "asked on the other endpoint it answers 400. Fallbacks serve the same purpose.",
+    "Model.cache": "Exact-match response cache, fleet-wide in Redis; unset: no cache. A change "
+    "of the model's routing misses the old entries.",
+    "ResponseCache.ttl_s": "How long an answer is kept, in seconds.",
+    "ResponseCache.max_entry_bytes": "Answers larger than this are not kept.",
     "Deployment.provider": "A `providers[].name`.",
     "Deployment.model": "The model name sent to that provider.",
     "Deployment.weight": "Share of traffic under `weighted` (0 drains it).",

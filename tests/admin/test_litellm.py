@@ -176,19 +176,31 @@ def converted(text: str, url: str = MOCK) -> tuple[dict[str, Any], list[str]]:
 def test_quick_start_carries_what_it_can_and_lists_the_rest() -> None:
     doc, dropped = converted(QUICK_START)
     to_document(doc)
-    assert [m["name"] for m in doc["models"]] == ["vllm-models"]
-    (vllm,) = doc["providers"]
+    assert [m["name"] for m in doc["models"]] == ["gpt-3.5-turbo", "vllm-models"]
+    eu, ca, vllm = doc["providers"]
+    # Azure: the resource URL, an api_version (assumed, and said so), the key from the env;
+    # each deployment's rpm on a provider of its own.
+    assert eu == {
+        "name": "azure-gpt-3.5-turbo", "type": "azure",
+        "base_url": "https://my-endpoint-europe-berri-992.openai.azure.com",
+        "api_version": "2024-10-21", "api_key_env": "AZURE_API_KEY_EU", "rate_limit": {"rpm": 6},
+    }  # fmt: skip
+    assert ca["api_key_env"] == "AZURE_API_KEY_CA" and ca["type"] == "azure"
+    assert doc["models"][0]["deployments"] == [
+        {"provider": eu["name"], "model": "gpt-turbo-small-eu", "weight": 1},
+        {"provider": ca["name"], "model": "gpt-turbo-small-ca", "weight": 1},
+    ]
     assert vllm["base_url"] == f"{MOCK}/v1" and vllm["api_key"] == {"secret": "none"}
     assert vllm["rate_limit"] == {"rpm": 1440}
-    assert doc["models"][0]["deployments"] == [
+    assert doc["models"][1]["deployments"] == [
         {"provider": vllm["name"], "model": "facebook/opt-125m", "weight": 1}
     ]
     assert doc["clients"] == [
         {"name": "litellm-master-key", "key_sha256": hashlib.sha256(b"sk-1234").hexdigest()}
     ]
     text = "\n".join(dropped)
-    assert "model_list[0]: not carried over: 'azure/gpt-turbo-small-eu': Azure OpenAI" in text
-    assert "model_list[2]: not carried over: 'azure/gpt-turbo-small-ca': Azure OpenAI" in text
+    assert "model_list[0].litellm_params.api_version: not given: 2024-10-21 assumed" in text
+    assert "model_list[2].litellm_params.api_version: not given: 2024-10-21 assumed" in text
     assert "model_list[1]: not carried over: 'bedrock/anthropic.claude-instant-v1'" in text
     assert "model_list[4]: not carried over: model_name '*'" in text
     for path in (

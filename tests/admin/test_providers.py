@@ -166,3 +166,18 @@ def test_anthropic_is_asked_in_its_dialect_at_the_url_the_replicas_use() -> None
     url, headers = models_request(p, KEY)
     assert url == "http://127.0.0.1:9/anthropic/v1/models"
     assert headers["x-api-key"] == KEY and "Authorization" not in headers
+
+
+async def test_azure_is_asked_for_its_models_with_api_version_and_api_key(mock: Mock) -> None:
+    data = sample_data(upstream_a=mock.url, api_key=KEY)
+    data["providers"][0].update(type="azure", api_version="2024-10-21")
+    p = to_document(data).providers[0]
+    url, headers = models_request(p, KEY)
+    assert url == f"{mock.url}/openai/models?api-version=2024-10-21"
+    assert headers["api-key"] == KEY and "Authorization" not in headers
+    async with httpx.AsyncClient() as http:
+        test, body = await ask(http, p, None, "providers[0]")
+    assert test.ok and test.status == 200 and body["data"][0]["id"] == "mock-a"
+    seen = mock.stats()
+    assert seen["last_headers"]["api-key"] == KEY
+    assert (seen["last_path"], seen["last_query"]) == ("/openai/models", "api-version=2024-10-21")
