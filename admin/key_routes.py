@@ -25,7 +25,7 @@ from configbus.api import (
 from configbus.clientkeys import ClientKey, check_key_id
 from configbus.document import Document, RateLimit
 from configbus.errors import Issue
-from configbus.keystore import KeyConflict
+from configbus.keystore import KeyConflict, parse_cursor
 
 
 def _key_id(ctx: Ctx) -> str:
@@ -110,6 +110,10 @@ async def create_key(ctx: Ctx) -> Response:
 @endpoint("keys", "read")
 async def list_keys(ctx: Ctx) -> Response:
     q = ctx.query(KeysQuery)
+    try:
+        parse_cursor(q.cursor)
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", f"cursor: {exc}") from None
     ks = key_store(ctx)
     entries, nxt = await ctx.run(lambda: ks.page(q.cursor, count=q.count, team=q.team, tag=q.tag))
     return JSON(KeyPage(keys=entries, next_cursor=nxt))

@@ -279,7 +279,7 @@ class KeyStore:
         of the next page (None: no more). A filtered page may hold fewer while more follow.
         The cursor (`<HSCAN cursor>-<entries of that batch already given>`) is opaque: as
         with HSCAN, an entry changed meanwhile may be given twice or not at all."""
-        scan, skip = _cursor(cursor)
+        scan, skip = parse_cursor(cursor)
         out: list[ClientKey] = []
         scanned = 0
         while True:
@@ -340,11 +340,13 @@ class KeyStore:
                 return
 
 
-def _cursor(cursor: str | None) -> tuple[int, int]:
+def parse_cursor(cursor: str | None) -> tuple[int, int]:
     scan, _, skip = (cursor or "0").partition("-")
     if not (
         scan.isascii() and scan.isdigit() and (not skip or (skip.isascii() and skip.isdigit()))
     ):
+        raise ValueError(f"{cursor!r} is not a cursor a page of keys gave")
+    if int(scan) >= 2**64:  # Redis's cursors are unsigned 64-bit: larger is none it gave
         raise ValueError(f"{cursor!r} is not a cursor a page of keys gave")
     return int(scan), int(skip or 0)
 
