@@ -30,6 +30,7 @@ from configbus.llm import document_decoder
 from configbus.settings import BusSettings
 from configbus.store import Store
 from configbus.tracing import tracer_provider
+from configbus.usage import UsageWriter
 from configbus.watcher import Applied, Watcher
 from proxy import errors
 from proxy.chat import ChatHandler, authenticate
@@ -40,6 +41,7 @@ from proxy.observe import Exchange, new_request_id
 from proxy.runtime import Builder, Runtime
 from proxy.settings import ProxySettings
 from proxy.traffic import TrafficCounter
+from proxy.usage import Meter
 
 log = logging.getLogger("proxy")
 _encode = msgspec.json.Encoder().encode
@@ -52,6 +54,8 @@ GC_THRESHOLD0 = 20_000
 # Lease calls (in the background) give up on a slow Redis quickly: limits go local.
 LIMITER_SOCKET_TIMEOUT_S = 0.25
 LIMITER_CONNECT_TIMEOUT_S = 0.25
+# A usage flush carries a second of the replica's traffic: give it longer.
+USAGE_TIMEOUT_S = 1.0
 
 
 class State(TypedDict):
@@ -61,6 +65,7 @@ class State(TypedDict):
     metrics: ProxyMetrics
     registry: CollectorRegistry
     chat: ChatHandler
+    meter: Meter | None
 
 
 # The document's `logging.level` governs every logger of the replica: its own, the
@@ -154,6 +159,13 @@ def create_app(
             limiter_redis, bus.namespace, bus.replica_id, timeout_s=LIMITER_SOCKET_TIMEOUT_S
         )
         limits.on_refusal = metrics.refused
+        meter = None
+        if ps.usage:
+            meter = Meter(
+                UsageWriter(limiter_redis, bus.namespace, timeout_s=USAGE_TIMEOUT_S),
+                flush_s=ps.usage_flush_s,
+                metrics=metrics,
+            )
         builder = Builder(on_breaker=metrics.breaker, limits=limits)
         watcher: Watcher[Document, Runtime] = Watcher(
             Store(redis, bus.namespace),
@@ -176,8 +188,11 @@ def create_app(
             traffic=traffic,
             tracer=tracer,
             log_context=ps.log_format == "json",
+            meter=meter,
         )
         await limits.start()
+        if meter is not None:
+            await meter.start()
         await watcher.start()
         if ps.gc_freeze:
             # Startup objects (modules, app, first snapshot) never become garbage; moving them
@@ -194,6 +209,7 @@ def create_app(
                 metrics=metrics,
                 registry=registry,
                 chat=chat,
+                meter=meter,
             )
         finally:
             await watcher.stop()
@@ -205,6 +221,8 @@ def create_app(
                     await p.aclose()
             await builder.aclose()
             await limits.aclose()
+            if meter is not None:
+                await meter.aclose()  # a last flush of what was counted
             await limiter_redis.aclose()
             await redis.aclose()
             if read_redis is not None:
@@ -254,6 +272,7 @@ def create_app(
             "now": time.time(),
             "rate_limits_local": limits.local,
             "rate_limits": limits.status(),
+            "usage": None if request.state.meter is None else request.state.meter.status(),
             "log_level": logging.getLevelName(logging.getLogger("proxy").getEffectiveLevel()),
         }
         if applied is not None:
@@ -266,6 +285,8 @@ def create_app(
     async def metrics(request: Request) -> Response:
         st = request.state
         st.metrics.limits_state(st.limits)
+        if st.meter is not None:
+            st.metrics.usage_state(st.meter)
         return Response(generate_latest(st.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def internal_error(request: Request, exc: Exception) -> Response:

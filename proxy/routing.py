@@ -18,13 +18,16 @@ P = TypeVar("P")
 
 
 class Target(Generic[P]):
-    """One deployment: which provider serves it and under which upstream model name."""
+    """One deployment: which provider serves it and under which upstream model name, and
+    what its tokens cost (integer pico-dollars per prompt and completion token)."""
 
-    __slots__ = ("model", "provider")
+    __slots__ = ("model", "price_in", "price_out", "provider")
 
-    def __init__(self, provider: P, model: str) -> None:
+    def __init__(self, provider: P, model: str, price_in: int = 0, price_out: int = 0) -> None:
         self.provider = provider
         self.model = model
+        self.price_in = price_in
+        self.price_out = price_out
 
     def __repr__(self) -> str:
         return f"Target({self.provider!r}, {self.model!r})"
