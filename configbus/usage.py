@@ -207,6 +207,19 @@ def bucket_keys(layout: UsageLayout, start: int, end: int) -> list[str]:
     return out
 
 
+def check_query(start: int, end: int, group_by: Iterable[str]) -> list[str]:
+    """The dimensions to group by, each once; ValueError naming what is wrong."""
+    groups = list(dict.fromkeys(group_by))
+    for dim in groups:
+        if dim not in USAGE_DIMENSIONS:
+            raise ValueError(f"group_by: {dim!r} is not one of {', '.join(USAGE_DIMENSIONS)}")
+    if end <= start:
+        raise ValueError(f"the range is empty: from {start} is not before to {end}")
+    if end - start > MAX_RANGE_S:
+        raise ValueError(f"the range is longer than {MAX_RANGE_S // 86_400} days")
+    return groups
+
+
 class UsageReader:
     """Sums a namespace's usage buckets over a time range."""
 
@@ -225,14 +238,7 @@ class UsageReader:
     ) -> UsageReport:
         """Usage over [start, end); `filters` by dimension (key, model, provider, team; a
         team filter of '' matches keys without a team), rows per distinct `group_by`."""
-        groups = list(dict.fromkeys(group_by))
-        for dim in groups:
-            if dim not in USAGE_DIMENSIONS:
-                raise ValueError(f"group_by: {dim!r} is not one of {', '.join(USAGE_DIMENSIONS)}")
-        if end <= start:
-            raise ValueError(f"the range is empty: from {start} is not before to {end}")
-        if end - start > MAX_RANGE_S:
-            raise ValueError(f"the range is longer than {MAX_RANGE_S // 86_400} days")
+        groups = check_query(start, end, group_by)
         # Where each dimension sits in a field: "<key>|<team>|<model>|<provider>|<metric>".
         pos = {"key": 0, "team": 1, "model": 2, "provider": 3}
         want = [(pos[dim], v) for dim, v in (filters or {}).items() if v is not None]

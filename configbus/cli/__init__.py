@@ -14,7 +14,18 @@ from collections.abc import Sequence
 from configbus.errors import ConfigBusError
 
 # Order is the order of `configbus --help`.
-_MODULES = ("up", "proxy", "admin", "mock", "client", "providers", "litellm", "migrate", "keygen")
+_MODULES = (
+    "up",
+    "proxy",
+    "admin",
+    "mock",
+    "client",
+    "providers",
+    "litellm",
+    "migrate",
+    "keygen",
+    "usage",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

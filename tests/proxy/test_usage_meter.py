@@ -111,7 +111,7 @@ async def test_counts_wait_for_redis_and_go_out_whole_when_it_is_back(
     down = aioredis.from_url(f"redis://127.0.0.1:{free_port()}/0")
     m = Meter(UsageWriter(down, namespace, timeout_s=0.2), clock=clock)
     ks = [key(f"key_{i}") for i in range(3)]
-    for minute in range(4):  # four minutes of three keys: past the bound, minutes fold
+    for _ in range(4):  # four minutes of three keys: past the bound, minutes fold
         for k in ks:
             m.count(rt(), k, "chat", TARGET, 1, 1)
         assert not await m.flush()
