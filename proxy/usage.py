@@ -159,8 +159,9 @@ class Meter:
         known = self._known.get(scope)
         total = (known[1] if known is not None and known[0] == pid else 0) * MICRO + s[0]
         total += self._spend_carry.get(scope, 0)
-        if total >= usd_to_micro(budget.limit_usd) * MICRO:
+        if total >= usd_to_micro(budget.limit_usd) * MICRO and scope not in self.over:
             self.over[scope] = (pid, total // MICRO)
+            self._wake.set()  # tell the fleet now, not at the next tick
 
     def tally(
         self,
