@@ -188,8 +188,8 @@ USAGE_FLUSH_S = Variable[float](
     name="CONFIGBUS_USAGE_FLUSH_S",
     default=1.0,
     meaning="How often a replica flushes the usage it counted (requests, tokens, cost per "
-    "key, model, provider) and the spend of keys and teams with a budget to Redis; a key "
-    "over budget is refused by every replica within this interval.",
+    "key, model, provider) and the spend of keys and teams with a budget to Redis; each "
+    "flush also tells it which keys and teams the fleet has found over budget.",
     reader=SECONDS,
     commands=frozenset({"proxy"}),
 )
