@@ -11,6 +11,8 @@ provider) in memory and flush them at least every second, one script call per fl
     cb:{ns}:usage:over              HASH  "<scope>|<name>|<period>" → "<total> <period end>"
                                     for every counter at or over its limit
     cb:{ns}:usage:over:rev          changes whenever `over` does
+    cb:{ns}:usage:batch:<writer>    the last batch a replica's writer had applied (a
+                                    retried batch whose first answer was lost counts once)
 
 Fields: `r` requests, `p` prompt tokens, `c` completion tokens, `u` cost in integer
 micro-dollars (no float drift: replicas count pico-dollars and carry the remainder). `team`
@@ -22,6 +24,8 @@ the whole UTC days in its range and the minute buckets of the rest.
 from __future__ import annotations
 
 import calendar
+import itertools
+import secrets
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -38,6 +42,7 @@ from configbus.redis_calls import REDIS_ERRORS, store_error
 SEP = "|"
 MINUTE_TTL_S = 8 * 86_400
 DAY_TTL_S = 400 * 86_400
+BATCH_TTL_S = 86_400  # how long Redis remembers a writer's last batch number
 MAX_RANGE_S = DAY_TTL_S
 MICRO = 1_000_000  # pico-dollars per micro-dollar, and micro-dollars per dollar
 METRICS = ("r", "p", "c", "u")  # requests, prompt tokens, completion tokens, micro-USD
@@ -102,6 +107,9 @@ class UsageLayout:
     def spend(self, counter: str) -> str:
         return f"{self.prefix}:spend:{counter}"
 
+    def batch(self, writer: str) -> str:
+        return f"{self.prefix}:batch:{writer}"
+
 
 # -- the flush -----------------------------------------------------------------------------
 
@@ -127,27 +135,40 @@ class FlushResult(NamedTuple):
     over: dict[str, Over] | None  # the hash (member → Over), when `rev` is new to the caller
 
 
+class Batch(NamedTuple):
+    """One flush, built once: a retry sends the same counts under the same number."""
+
+    number: int  # 0: nothing to count (the call only asks for the over-budget list)
+    keys: list[Any]
+    args: list[Any]  # after the header
+    charges: list[Charge]
+    now: float
+
+
 class UsageWriter:
     """Flushes a replica's counts: one script call, on a dedicated connection with a
-    timeout (`ScriptCaller`), so a slow Redis fails the flush instead of holding it."""
+    timeout (`ScriptCaller`), so a slow Redis fails the flush instead of holding it.
+
+    A call that timed out may still have run (a stalled Redis answers late): batches are
+    numbered, Redis keeps the last number applied per writer (`...:usage:batch:<writer>`,
+    a day), and a retried batch is not counted twice."""
 
     def __init__(self, redis: aioredis.Redis, namespace: str, *, timeout_s: float) -> None:
         self.layout = UsageLayout(namespace)
         self._script = ScriptCaller(redis, lua.USAGE_FLUSH, timeout_s=timeout_s)
+        self._batch_key = self.layout.batch(secrets.token_hex(8))
+        self._numbers = itertools.count(1)
 
-    async def flush(
+    def batch(
         self,
         buckets: Mapping[int, Mapping[Series, list[int]]],
         charges: list[Charge],
-        known_rev: str,
         now: float,
-    ) -> FlushResult:
-        """`buckets`: unix minute → series → [requests, prompt, completion, micro-USD].
-        Raises `StoreError` when Redis cannot answer (nothing was counted then: the script
-        runs whole or not at all)."""
+    ) -> Batch:
+        """`buckets`: unix minute → series → [requests, prompt, completion, micro-USD]."""
         lay = self.layout
-        keys: list[Any] = [lay.over, lay.over_rev]
-        args: list[Any] = [MINUTE_TTL_S, DAY_TTL_S, known_rev, int(now), len(buckets), len(charges)]
+        keys: list[Any] = [lay.over, lay.over_rev, self._batch_key]
+        args: list[Any] = []
         for minute, cells in buckets.items():
             keys += (lay.minute(minute), lay.day(minute // 1440))
             fields: list[Any] = []
@@ -164,12 +185,21 @@ class UsageWriter:
             keys.append(lay.spend(m))
             ttl = 0 if c.period == "total" else period_end(c.period, now) - int(now) + 86_400
             args += (c.micro_usd, c.limit_micro_usd, ttl, m, period_end(c.period, now))
+        number = next(self._numbers) if buckets or charges else 0
+        return Batch(
+            number, keys, [len(buckets), len(charges), number, BATCH_TTL_S, *args], charges, now
+        )
+
+    async def send(self, batch: Batch, known_rev: str) -> FlushResult:
+        """Raises `StoreError` when Redis cannot answer (the batch may or may not have been
+        counted: send it again, it is counted once)."""
+        head = [MINUTE_TTL_S, DAY_TTL_S, known_rev, int(batch.now)]
         try:
-            res = await self._script(keys, args)
+            res = await self._script(batch.keys, head + batch.args)
         except REDIS_ERRORS as exc:
             raise store_error(exc, "usage flush") from None
         rev = _text(res[0])
-        n = len(charges)
+        n = len(batch.charges)
         totals = [int(x) for x in res[1 : 1 + n]]
         over: dict[str, Over] | None = None
         if rev != known_rev:
@@ -179,6 +209,16 @@ class UsageWriter:
                 total, _, ends = _text(rest[i + 1]).partition(" ")
                 over[_text(rest[i])] = Over(int(total), int(ends or 0))
         return FlushResult(totals, rev, over)
+
+    async def flush(
+        self,
+        buckets: Mapping[int, Mapping[Series, list[int]]],
+        charges: list[Charge],
+        known_rev: str,
+        now: float,
+    ) -> FlushResult:
+        """`batch` and `send` in one."""
+        return await self.send(self.batch(buckets, charges, now), known_rev)
 
     async def aclose(self) -> None:
         await self._script.reset()

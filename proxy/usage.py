@@ -34,6 +34,7 @@ from configbus.errors import StoreError
 from configbus.usage import (
     MICRO,
     SEP,
+    Batch,
     Charge,
     FlushResult,
     Over,
@@ -92,6 +93,10 @@ class Meter:
         self.over: dict[tuple[str, str], tuple[str, int]] = {}
         self._fleet_over: dict[tuple[str, str], tuple[str, int]] = {}
         self._rev = ""
+        # The batch sent and not yet confirmed (its answer may have been lost), and the
+        # spend it carries: still counted by the local budget check.
+        self._unsent: tuple[Batch, list[tuple[str, str]]] | None = None
+        self._inflight: dict[tuple[str, str], int] = {}
         self._periods = self._period_ids(clock())
         self.flushes = 0
         self.flush_failures = 0
@@ -158,7 +163,7 @@ class Meter:
         pid = self._periods[budget.period]
         known = self._known.get(scope)
         total = (known[1] if known is not None and known[0] == pid else 0) * MICRO + s[0]
-        total += self._spend_carry.get(scope, 0)
+        total += self._spend_carry.get(scope, 0) + self._inflight.get(scope, 0) * MICRO
         if total >= usd_to_micro(budget.limit_usd) * MICRO and scope not in self.over:
             self.over[scope] = (pid, total // MICRO)
             self._wake.set()  # tell the fleet now, not at the next tick
@@ -249,27 +254,39 @@ class Meter:
             self._periods = periods
             self._known = {k: v for k, v in self._known.items() if v[0] in periods.values()}
         self._swap(now)
+        # A batch whose answer was lost goes again first, as it was (counted once).
+        if self._unsent is not None and not await self._send(*self._unsent):
+            return False
+        return await self._send(*self._build(now))
+
+    def _build(self, now: float) -> tuple[Batch, list[tuple[str, str]]]:
+        """A batch of everything counted: from here it holds the counts until Redis has them."""
         buckets: dict[int, dict[Series, list[int]]] = {}
-        carry = dict(self._carry)
+        carry = self._carry
         for (minute, series), c in self._pending.items():
             pico = c[3] + carry.get(series, 0)
             carry[series] = pico % MICRO
             buckets.setdefault(minute, {})[series] = [c[0], c[1], c[2], pico // MICRO]
+        self._pending = {}
+        self._carry = {k: v for k, v in carry.items() if v}
         charges: list[Charge] = []
         scopes: list[tuple[str, str]] = []
-        spend_carry = dict(self._spend_carry)
         for scope, (pico, budget) in self._spend.items():
-            pico += spend_carry.get(scope, 0)
-            spend_carry[scope] = pico % MICRO
-            charges.append(
-                Charge(
-                    scope[0], scope[1], budget.period, pico // MICRO, usd_to_micro(budget.limit_usd)
-                )
-            )
+            pico += self._spend_carry.pop(scope, 0)
+            if pico % MICRO:
+                self._spend_carry[scope] = pico % MICRO
+            limit = usd_to_micro(budget.limit_usd)
+            charges.append(Charge(scope[0], scope[1], budget.period, pico // MICRO, limit))
             scopes.append(scope)
-        sent_spend = {scope: s[0] for scope, s in self._spend.items()}
+        self._spend = {}
+        self._inflight = {scope: c.micro_usd for scope, c in zip(scopes, charges, strict=True)}
+        batch = self.writer.batch(buckets, charges, now)
+        self._unsent = (batch, scopes)
+        return batch, scopes
+
+    async def _send(self, batch: Batch, scopes: list[tuple[str, str]]) -> bool:
         try:
-            res = await self.writer.flush(buckets, charges, self._rev, now)
+            res = await self.writer.send(batch, self._rev)
         except StoreError as exc:
             self.flush_failures += 1
             if not self._failing:
@@ -280,16 +297,10 @@ class Meter:
             log.warning("usage: Redis is back; counts flushed")
         self._failing = False
         self.flushes += 1
-        self.last_flush_at = now
-        self._pending = {}
-        self._carry = {k: v for k, v in carry.items() if v}
-        for scope, sent in sent_spend.items():  # spent while the call was out stays
-            s = self._spend[scope]
-            s[0] -= sent
-            if not s[0]:
-                del self._spend[scope]
-        self._spend_carry = {k: v for k, v in spend_carry.items() if v}
-        self._learn(res, scopes, charges, now)
+        self.last_flush_at = batch.now
+        self._unsent = None
+        self._inflight = {}
+        self._learn(res, scopes, batch.charges, batch.now)
         return True
 
     def _learn(
@@ -302,16 +313,15 @@ class Meter:
             self._fleet_over = _parse_over(res.over, now)
         over = dict(self._fleet_over)
         # What this replica's own counts say (spent since this flush included).
-        for scope, (pid, total) in self._known.items():
-            s = self._spend.get(scope)
-            if s is None:
-                continue
+        for scope, s in self._spend.items():
+            known = self._known.get(scope)
             budget: Budget = s[1]
             if (
-                pid == self._periods[budget.period]
-                and total * MICRO + s[0] >= usd_to_micro(budget.limit_usd) * MICRO
+                known is not None
+                and known[0] == self._periods[budget.period]
+                and known[1] * MICRO + s[0] >= usd_to_micro(budget.limit_usd) * MICRO
             ):
-                over[scope] = (pid, total + s[0] // MICRO)
+                over[scope] = (known[0], known[1] + s[0] // MICRO)
         for scope, charge, total in zip(scopes, charges, res.totals, strict=True):
             if total >= charge.limit_micro_usd:
                 over[scope] = (period_id(charge.period, now), total)

@@ -182,3 +182,50 @@ async def test_requests_with_wrong_keys_write_nothing(fleet: Fleet) -> None:
     assert abs(memory_after - memory) < 64 * 1024, (memory, memory_after)
     print(f"used_memory before {memory}, after {memory_after}; dbsize {before[0]}")
     r.close()
+
+
+def test_a_stalled_redis_fails_no_request_and_loses_no_count(fleet: Fleet) -> None:
+    fleet.a.control(prompt_tokens=3, completion_tokens=4, usage_tokens=0)
+    httpx.post(fleet.a.url + "/_reset", timeout=2).raise_for_status()
+
+    def total() -> Any:
+        async def go() -> Any:
+            client = aioredis.from_url(fleet.redis.url)
+            now = int(time.time())
+            try:
+                return (await UsageReader(client, NS).query(start=now - 3600, end=now + 60)).total
+            finally:
+                await client.aclose()
+
+        return asyncio.run(go())
+
+    fleet.one_flush()
+    before = total()
+    failures = fleet.status()["usage"]["flush_failures"]
+    slowest = 0.0
+    fleet.redis.pause()  # SIGSTOP: connections stay open, nothing answers
+    try:
+        with httpx.Client(timeout=5) as http:
+            for i in range(40):
+                t0 = time.monotonic()
+                r = http.post(
+                    fleet.url + "/v1/chat/completions",
+                    json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+                    headers={"authorization": f"Bearer {SAMPLE_CLIENT_KEY}"},
+                )
+                slowest = max(slowest, time.monotonic() - t0)
+                assert r.status_code == 200, r.text
+                if i == 19:  # half the requests after a flush has failed
+                    wait_for(
+                        lambda: fleet.status()["usage"]["flush_failures"] > failures,
+                        timeout=5,
+                        what="a failed flush",
+                    )
+    finally:
+        fleet.redis.resume()
+    assert slowest < 0.5, slowest  # no request waited on Redis
+    wait_for(lambda: not fleet.status()["usage"]["failing"], timeout=10, what="a flush again")
+    after = total()
+    assert after.requests - before.requests == 40 == fleet.a.stats()["requests"]
+    assert after.prompt_tokens - before.prompt_tokens == fleet.a.stats()["prompt_tokens"] == 120
+    assert after.completion_tokens - before.completion_tokens == 160

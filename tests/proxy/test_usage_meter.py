@@ -13,7 +13,8 @@ import redis.asyncio as aioredis
 
 import proxy.usage
 from configbus.document import Budget
-from configbus.usage import UsageReader, UsageWriter
+from configbus.errors import StoreError
+from configbus.usage import UsageLayout, UsageReader, UsageWriter, member
 from proxy.runtime import ClientRuntime
 from proxy.usage import Meter
 from tests.support import RedisServer, free_port
@@ -141,4 +142,32 @@ async def test_fractions_of_a_micro_dollar_are_carried_not_lost(
         assert await m.flush()
     total = (await UsageReader(redis, namespace).query(start=int(NOW), end=int(NOW) + 60)).total
     assert total.cost_micro_usd == 3  # floor(7 x 0.45 = 3.15); the 0.15 waits for more
+    await m.aclose()
+
+
+async def test_a_flush_whose_answer_was_lost_is_counted_once(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    """A stalled Redis runs a flush after the replica gave up on it: the replica sends the
+    same batch again, which Redis recognises."""
+    m, k = meter(redis, namespace), key("key_a", usd=1.0)
+    real = m.writer.send
+    lost = [True]
+
+    async def send(batch: Any, rev: str) -> Any:
+        res = await real(batch, rev)
+        if lost and batch.number:
+            lost.clear()
+            raise StoreError("no reply from Redis in 1s")
+        return res
+
+    m.writer.send = send  # type: ignore[method-assign]
+    m.count(rt(), k, "chat", TARGET, 100, 0)
+    assert not await m.flush()
+    m.count(rt(), k, "chat", TARGET, 10, 0)  # more, while the first answer is missing
+    assert await m.flush()
+    total = (await UsageReader(redis, namespace).query(start=int(NOW), end=int(NOW) + 60)).total
+    assert (total.requests, total.prompt_tokens, total.cost_micro_usd) == (2, 110, 110)
+    spend = await redis.get(UsageLayout(namespace).spend(member("key", "key_a", "d20261130")))
+    assert spend == b"110"
     await m.aclose()
