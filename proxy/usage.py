@@ -10,10 +10,12 @@ counters over their limit; so every replica refuses a key over budget (429
 `budget_exceeded`) from its next flush on. A replica also stops a key by itself once the
 total it last heard plus what it spent since crosses the limit.
 
-Overshoot: a budget can be exceeded by what was in flight when it was crossed (requests
-admitted before, answered after) plus what the other replicas spend before their next
-flush (≤ `flush_s` of the key's traffic on each): spend of requests already admitted is
-always counted, never dropped.
+Overshoot: spend beyond a budget is at most the cost of the requests in flight when it
+was crossed (admitted before, answered after: their spend is always counted) plus what the
+fleet admits while the crossing travels: up to one flush interval for the spend to reach
+Redis (none when this replica sees the crossing itself: it flushes at once) and one more
+for every other replica to hear of it. So: cost per request x (in flight + fleet rate x 2
+x `flush_s`).
 
 Redis down: counts stay in memory (at most `MAX_PENDING` minute-series cells; past that,
 older minutes fold into the newest, totals kept) and go out with the first flush that
