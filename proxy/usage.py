@@ -59,7 +59,6 @@ log = logging.getLogger("proxy.usage")
 
 DEFAULT_FLUSH_S = 1.0
 MAX_PENDING = 100_000  # minute x series cells kept while Redis is unreachable
-PICO = MICRO * MICRO  # pico-dollars per dollar
 
 Cell = list[int]  # requests, prompt tokens, completion tokens, pico-USD
 
@@ -166,9 +165,11 @@ class Meter:
         known = self._known.get(scope)
         total = (known[1] if known is not None and known[0] == pid else 0) * MICRO + s[0]
         total += self._spend_carry.get(scope, 0) + self._inflight.get(scope, 0) * MICRO
-        if total >= usd_to_micro(budget.limit_usd) * MICRO and scope not in self.over:
-            self.over[scope] = (pid, total // MICRO)
-            self._wake.set()  # tell the fleet now, not at the next tick
+        if total >= usd_to_micro(budget.limit_usd) * MICRO:
+            hit = self.over.get(scope)
+            if hit is None or not self._exceeds(hit, budget):
+                self.over[scope] = (pid, total // MICRO)
+                self._wake.set()  # tell the fleet now, not at the next tick
 
     def tally(
         self,
@@ -341,7 +342,8 @@ class Meter:
             "failing": self._failing,
             "pending_cells": self.pending_cells,
             "folded_cells": self.folded,
-            "over_budget": sorted(f"{s}:{n}" for s, n in self.over),
+            "over_budget": len(self.over),
+            "over_budget_first": sorted(f"{s}:{n}" for s, n in self.over)[:20],
         }
 
 
