@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from admin import key_routes, provider_routes, rollout_routes, routes
+from admin import key_routes, provider_routes, rollout_routes, routes, usage_routes
 from admin.answers import JSON, ApiError
 from admin.auth import TokenTable
 from admin.breaker import CircuitBreaker
@@ -164,6 +164,7 @@ def create_app(settings: AdminSettings, *, tracing: TracerProvider | None = None
         Route(f"{ns}/export", routes.export, methods=["GET"]),
         Route(f"{ns}/import", routes.import_, methods=["POST"]),
         Route(f"{ns}/rotate-secrets", routes.rotate, methods=["POST"]),
+        Route(f"{ns}/usage", usage_routes.usage, methods=["GET"]),
         Route("/health/live", live, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

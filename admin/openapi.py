@@ -49,6 +49,8 @@ from configbus.api import (
     RolloutView,
     RotateRequest,
     Status,
+    UsageQuery,
+    UsageReport,
     ValidateQuery,
     ValidateResult,
     Version,
@@ -270,6 +272,15 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         RotateRequest,
         errors=WRITE_ERRORS,
         body_required=False,
+    ),
+    ("get", f"{NS}/usage"): Op(
+        "requests, tokens and cost per key, model, provider and team over a time range, "
+        "as the replicas counted them from the upstreams' reported usage (flushed every "
+        "second); filters and `group_by`",
+        "read",
+        {200: ("the sums, per group and in total", UsageReport)},
+        query=UsageQuery,
+        errors=(400,),
     ),
     ("get", "/health/live"): Op("the process is up", None, {200: ("up", Status)}),
     ("get", "/health/ready"): Op(

@@ -1,11 +1,12 @@
 """configbus: versioned config documents in Redis, published atomically, applied live.
 
 The public surface: what the admin service, the replicas and your own code may use. The
-contract of the admin API (`configbus.api`), the rollout rules (`configbus.rollout`) and
-the settings registry (`configbus.variables`) are exported as modules.
+contract of the admin API (`configbus.api`), the rollout rules (`configbus.rollout`), the
+settings registry (`configbus.variables`) and usage, cost and spend in Redis
+(`configbus.usage`) are exported as modules.
 """
 
-from configbus import api, clientkeys, keystore, rollout, variables
+from configbus import api, clientkeys, keystore, rollout, usage, variables
 from configbus.auditlog import scan_audit
 from configbus.breaker import (
     Breaker,
@@ -210,5 +211,6 @@ __all__ = [
     "traceparent_of",
     "tracer_provider",
     "unmask_secrets",
+    "usage",
     "variables",
 ]

@@ -480,3 +480,69 @@ def non_null(tp: Any) -> Any:
         if len(args) == 1:
             return args[0]
     return tp
+
+
+# -- usage (`GET .../usage`) --------------------------------------------------------------
+
+USAGE_DIMENSIONS = ("key", "model", "provider", "team")
+GROUP_BY_PATTERN = r"^(?:key|model|provider|team)(?:,(?:key|model|provider|team))*$"
+UNIX_MAX = 2**40  # far past any date a usage bucket will carry
+UsageFilter = Annotated[
+    str, Meta(min_length=1, max_length=128, title="a name of at most 128 characters")
+]
+UnixSeconds = Annotated[int, Meta(ge=0, le=UNIX_MAX, examples=[1764547200])]
+
+
+class UsageQuery(_Request, frozen=True, kw_only=True):
+    """Usage summed over a time range (whole UTC minutes), filtered, and grouped."""
+
+    from_: (
+        Annotated[UnixSeconds, Meta(description="start, unix seconds (default: `to` - 1 day)")]
+        | None
+    ) = msgspec.field(default=None, name="from")
+    to: Annotated[UnixSeconds, Meta(description="end, unix seconds (default: now)")] | None = None
+    key: Annotated[UsageFilter, Meta(description="only this key (its id; a document "
+                                     "client: its name)")] | None = None  # fmt: skip
+    model: Annotated[UsageFilter, Meta(description="only this public model")] | None = None
+    provider: Annotated[UsageFilter, Meta(description="only this provider")] | None = None
+    team: Annotated[UsageFilter, Meta(description="only this team")] | None = None
+    group_by: (
+        Annotated[
+            str,
+            Meta(
+                pattern=GROUP_BY_PATTERN,
+                title="a comma-separated list of key, model, provider, team",
+                description="one row per distinct value of these (comma-separated: key, "
+                "model, provider, team); absent: the total only",
+                examples=["key,model"],
+            ),
+        ]
+        | None
+    ) = None
+
+
+class UsageRow(_Response, frozen=True, kw_only=True):
+    """Counts of one group (a dimension not grouped by is null). Cost is in integer
+    micro-dollars (exact) and, rounded, in dollars."""
+
+    key: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    team: str | None = None
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost_micro_usd: int = 0
+    cost_usd: float = 0.0
+
+
+class UsageReport(_Response, frozen=True, kw_only=True):
+    """Usage of a namespace over [from, to), as the replicas flushed it (≤ 1 s behind)."""
+
+    namespace: str
+    from_: int = msgspec.field(name="from")
+    to: int
+    group_by: list[str]
+    rows: list[UsageRow]
+    total: UsageRow

@@ -416,3 +416,81 @@ if first ~= held + 1 then out[3] = 'gap'; return out end
 for i = 1, #changes do out[#out + 1] = changes[i] end
 return out
 """
+
+# KEYS: over-budget hash, its revision, the flushing replica's last batch, then per bucket a
+#       (minute bucket, day bucket) pair, then one spend counter per budget charged
+# ARGV: minute bucket ttl s, day bucket ttl s, the over-budget revision the caller holds,
+#       now (unix s), buckets, spend counters, batch number (0: nothing to count), batch
+#       key ttl s; then per bucket: its field count and that many (field, increment) pairs;
+#       then per spend counter: increment (micro-USD), limit (micro-USD), ttl s (0 = none),
+#       over-budget member, the period's end (unix s, 0 = none)
+# One replica's usage since its last flush, in one step: bucket fields are incremented in
+# the minute's and the day's bucket; each spend counter is incremented, and a counter at or
+# over its limit is recorded in the over-budget hash (`member` → "total end"), which then
+# gets a new revision (and loses the members whose period ended). A batch numbered no
+# higher than the replica's last is a retry of one that was applied (its answer was lost):
+# nothing is counted twice, the totals are only read. Returns {revision, each counter's
+# total, then, when the revision differs from the caller's, the hash's member, value
+# pairs}: so every replica learns of every key over budget at its next flush.
+USAGE_FLUSH = r"""
+local nb, nc, batch = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local again = false
+if batch > 0 then
+  again = tonumber(redis.call('GET', KEYS[3]) or '0') >= batch
+  if not again then redis.call('SET', KEYS[3], ARGV[7], 'EX', ARGV[8]) end
+end
+local a = 9
+for i = 1, nb do
+  local mk, dk = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+  local nf = tonumber(ARGV[a])
+  a = a + 1
+  for _ = 1, nf do
+    if not again then
+      redis.call('HINCRBY', mk, ARGV[a], ARGV[a + 1])
+      redis.call('HINCRBY', dk, ARGV[a], ARGV[a + 1])
+    end
+    a = a + 2
+  end
+  if not again then
+    redis.call('EXPIRE', mk, ARGV[1])
+    redis.call('EXPIRE', dk, ARGV[2])
+  end
+end
+local out = {''}
+local changed = false
+local base = 3 + 2 * nb
+for i = 1, nc do
+  local key = KEYS[base + i]
+  local limit, ttl = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local total
+  if again then
+    total = tonumber(redis.call('GET', key) or '0')
+  else
+    total = redis.call('INCRBY', key, ARGV[a])
+    if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+    if limit > 0 and total >= limit then
+      redis.call('HSET', KEYS[1], ARGV[a + 3], string.format('%d %s', total, ARGV[a + 4]))
+      changed = true
+    end
+  end
+  out[#out + 1] = total
+  a = a + 5
+end
+if changed then
+  local now = tonumber(ARGV[4])
+  local all = redis.call('HGETALL', KEYS[1])
+  for j = 1, #all, 2 do
+    local ends = tonumber(string.match(all[j + 1], ' (%d+)$') or '0')
+    if ends > 0 and ends <= now then redis.call('HDEL', KEYS[1], all[j]) end
+  end
+  local t = redis.call('TIME')
+  redis.call('SET', KEYS[2], t[1] .. '.' .. t[2])
+end
+local rev = redis.call('GET', KEYS[2]) or ''
+out[1] = rev
+if rev ~= ARGV[3] then
+  local all = redis.call('HGETALL', KEYS[1])
+  for j = 1, #all do out[#out + 1] = all[j] end
+end
+return out
+"""

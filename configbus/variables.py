@@ -72,6 +72,7 @@ __all__ = [
     "REPLICA_LABELS",
     "SECRET_KEYS",
     "SNAPSHOT_PATH",
+    "USAGE_FLUSH_S",
     "VARIABLES",
     "Command",
     "Reader",
@@ -180,6 +181,15 @@ PROXY_GRACEFUL_TIMEOUT_S = Variable[float](
     default=30.0,
     meaning="On SIGTERM, how long requests in flight (streams included) may finish before "
     "they are cut; the default is the default provider `timeout_s`.",
+    reader=SECONDS,
+    commands=frozenset({"proxy"}),
+)
+USAGE_FLUSH_S = Variable[float](
+    name="CONFIGBUS_USAGE_FLUSH_S",
+    default=1.0,
+    meaning="How often a replica flushes the usage it counted (requests, tokens, cost per "
+    "key, model, provider) and the spend of keys and teams with a budget to Redis; each "
+    "flush also tells it which keys and teams the fleet has found over budget.",
     reader=SECONDS,
     commands=frozenset({"proxy"}),
 )
@@ -332,6 +342,7 @@ VARIABLES: tuple[Variable[Any], ...] = (
     HEARTBEAT_INTERVAL_S,
     PROXY_MAX_BODY_BYTES,
     PROXY_GRACEFUL_TIMEOUT_S,
+    USAGE_FLUSH_S,
     LOG_FORMAT,
     ADMIN_TOKENS,
     ADMIN_TOKENS_FILE,

@@ -129,6 +129,12 @@ def ask_usage(req: dict[str, Any]) -> None:
         req["stream_options"] = {**opts, "include_usage": True}
 
 
+def asked_usage(req: dict[str, Any]) -> bool:
+    """Did the client itself ask for a streamed answer's usage chunk?"""
+    opts = req.get("stream_options")
+    return isinstance(opts, dict) and opts.get("include_usage") is True
+
+
 class _Usage(msgspec.Struct):
     total_tokens: int | None = None
     prompt_tokens: int = 0
@@ -141,17 +147,29 @@ class _WithUsage(msgspec.Struct):
     usage: _Usage | None = None
 
 
+class _Event(msgspec.Struct):
+    """A streamed chunk: a usage-only one (OpenAI's last) has no choices."""
+
+    usage: _Usage | None = None
+    choices: list[Any] | None = None
+
+
 _decode_usage = msgspec.json.Decoder(_WithUsage).decode
+_decode_event = msgspec.json.Decoder(_Event).decode
+
+
+def _reported(body: bytes) -> _Usage | None:
+    if b'"usage"' not in body:
+        return None
+    try:
+        return _decode_usage(body).usage
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
 
 
 def usage_of(body: bytes) -> int | None:
     """Total tokens reported in an answer (or a stream's event), if any."""
-    if b'"usage"' not in body:
-        return None
-    try:
-        u = _decode_usage(body).usage
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
+    u = _reported(body)
     if u is None:
         return None
     if u.total_tokens is not None:
@@ -159,14 +177,27 @@ def usage_of(body: bytes) -> int | None:
     return u.prompt_tokens + u.completion_tokens + u.input_tokens + u.output_tokens
 
 
+def tokens_of(body: bytes) -> tuple[int, int]:
+    """(prompt, completion) tokens an answer reports; (0, 0) when it reports none."""
+    u = _reported(body)
+    if u is None:
+        return 0, 0
+    return u.prompt_tokens + u.input_tokens, u.completion_tokens + u.output_tokens
+
+
 class UsageScanner:
-    """Finds the usage in a stream of server-sent events, chunk by chunk."""
+    """Finds the usage in a stream of server-sent events, chunk by chunk.
 
-    __slots__ = ("_rest", "used")
+    With `strip`, the stream passes through `filter` instead of `feed`: whole events only,
+    without the usage-only chunk (the proxy asked the upstream for it; the client did not)."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_rest", "completion", "prompt", "strip", "used")
+
+    def __init__(self, *, strip: bool = False) -> None:
         self._rest = b""
+        self.strip = strip
         self.used: int | None = None
+        self.prompt = self.completion = 0
 
     def feed(self, chunk: bytes) -> None:
         data = self._rest + chunk if self._rest else chunk
@@ -180,11 +211,48 @@ class UsageScanner:
             return
         for event in done.split(b"\n\n"):
             if b'"usage"' in event:
-                for line in event.split(b"\n"):
-                    if line.startswith(b"data:"):
-                        used = usage_of(line[5:].strip())
-                        if used is not None:
-                            self.used = used
+                self._event(event)
+
+    def filter(self, chunk: bytes) -> bytes:
+        """What of `chunk` to pass on: the events it completes, the usage-only one dropped."""
+        data = self._rest + chunk if self._rest else chunk
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            if len(data) < MAX_EVENT_BYTES:
+                self._rest = data
+                return b""
+            self._rest = b""  # too long to be a usage chunk: pass it on as it comes
+            return data
+        self._rest = data[end + 2 :]
+        done = data[: end + 2]
+        if b'"usage"' not in done:
+            return done
+        kept = [e for e in done[:-2].split(b"\n\n") if b'"usage"' not in e or self._event(e)]
+        return b"".join(e + b"\n\n" for e in kept)
+
+    def rest(self) -> bytes:
+        """The unfinished tail, at the end of the stream."""
+        rest, self._rest = self._rest, b""
+        return rest
+
+    def _event(self, event: bytes) -> bool:
+        """Read an event's usage; whether to pass it on (False: a usage-only chunk)."""
+        for line in event.split(b"\n"):
+            if line.startswith(b"data:"):
+                try:
+                    ev = _decode_event(line[5:].strip())
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    return True
+                u = ev.usage
+                if u is None:
+                    return True
+                self.prompt = u.prompt_tokens + u.input_tokens
+                self.completion = u.completion_tokens + u.output_tokens
+                self.used = (
+                    u.total_tokens if u.total_tokens is not None else self.prompt + self.completion
+                )
+                return not self.strip or bool(ev.choices)
+        return True
 
 
 # -- answers ----------------------------------------------------------------------------

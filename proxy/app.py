@@ -34,6 +34,7 @@ from configbus.settings import BusSettings
 from configbus.signing import RecordSigner
 from configbus.store import Store
 from configbus.tracing import tracer_provider
+from configbus.usage import UsageWriter
 from configbus.watcher import Applied, Watcher
 from proxy import errors
 from proxy.cache import ResponseCache
@@ -45,6 +46,7 @@ from proxy.observe import Exchange, new_request_id
 from proxy.runtime import Builder, Runtime
 from proxy.settings import ProxySettings
 from proxy.traffic import TrafficCounter
+from proxy.usage import Meter
 
 log = logging.getLogger("proxy")
 _encode = msgspec.json.Encoder().encode
@@ -62,6 +64,8 @@ LIMITER_SOCKET_TIMEOUT_S = 0.25
 LIMITER_CONNECT_TIMEOUT_S = 0.25
 # A response cache lookup is on the request's path: a slow Redis is a miss, soon.
 CACHE_TIMEOUT_S = 0.1
+# A usage flush carries a second of the replica's traffic: give it longer.
+USAGE_TIMEOUT_S = 1.0
 
 
 class State(TypedDict):
@@ -72,6 +76,7 @@ class State(TypedDict):
     registry: CollectorRegistry
     chat: ChatHandler
     embeddings: ChatHandler
+    meter: Meter | None
 
 
 # The document's `logging.level` governs every logger of the replica: its own, the
@@ -185,6 +190,13 @@ def create_app(
         )
         builder = Builder(on_breaker=metrics.breaker, limits=limits, keys=keys)
         box = SecretBox(bus.secret_keys) if bus.secret_keys else None
+        meter = None
+        if ps.usage:
+            meter = Meter(
+                UsageWriter(limiter_redis, bus.namespace, timeout_s=USAGE_TIMEOUT_S),
+                flush_s=ps.usage_flush_s,
+                metrics=metrics,
+            )
         watcher: Watcher[Document, Runtime] = Watcher(
             Store(redis, bus.namespace),
             decode=document_decoder(box),
@@ -211,10 +223,13 @@ def create_app(
             "tracer": tracer,
             "log_context": ps.log_format == "json",
             "cache": cache,
+            "meter": meter,
         }
         chat = ChatHandler(**handler_settings)
         embeddings = ChatHandler(**handler_settings, purpose="embeddings")
         await limits.start()
+        if meter is not None:
+            await meter.start()
         await watcher.start()
         if ps.gc_freeze:
             # Startup objects (modules, app, first snapshot) never become garbage; moving them
@@ -232,6 +247,7 @@ def create_app(
                 registry=registry,
                 chat=chat,
                 embeddings=embeddings,
+                meter=meter,
             )
         finally:
             await watcher.stop()
@@ -245,6 +261,8 @@ def create_app(
             await cache.aclose()
             await cache_redis.aclose()
             await limits.aclose()
+            if meter is not None:
+                await meter.aclose()  # a last flush of what was counted
             await limiter_redis.aclose()
             await redis.aclose()
             if read_redis is not None:
@@ -295,6 +313,7 @@ def create_app(
             "keys": _keys_status(watcher.keys),
             "rate_limits_local": limits.local,
             "rate_limits": limits.status(),
+            "usage": None if request.state.meter is None else request.state.meter.status(),
             "log_level": logging.getLevelName(logging.getLogger("proxy").getEffectiveLevel()),
         }
         if applied is not None:
@@ -307,6 +326,8 @@ def create_app(
     async def metrics(request: Request) -> Response:
         st = request.state
         st.metrics.limits_state(st.limits)
+        if st.meter is not None:
+            st.metrics.usage_state(st.meter)
         return Response(generate_latest(st.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def internal_error(request: Request, exc: Exception) -> Response:

@@ -30,7 +30,9 @@ from proxy.admission import (
     admit,
     admit_request,
     ask_usage,
+    asked_usage,
     rate_limited,
+    tokens_of,
     usage_of,
 )
 from proxy.allowance import Allowance
@@ -47,6 +49,7 @@ from proxy.runtime import ClientRuntime, Runtime
 from proxy.tracing import RequestTrace
 from proxy.traffic import TrafficCounter
 from proxy.upstream import ProviderRuntime, Purpose
+from proxy.usage import Meter
 
 log = logging.getLogger("proxy.chat")
 
@@ -144,11 +147,13 @@ class ChatHandler:
         log_context: bool = False,
         purpose: Purpose = "chat",
         cache: ResponseCache | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self._purpose = purpose
         self._parse = parse_request if purpose == "chat" else parse_embeddings
         self._cache = cache
         self._current = current
+        self._meter = meter  # usage and budgets; None: not counted
         self._log_context = log_context  # JSON logs: say which request a line is about
         self._tracer = tracer
         self._traffic = traffic
@@ -205,6 +210,11 @@ class ChatHandler:
         try:
             ip_limits = () if rt.ip is None else rt.ip.admit(scope.get("client"), forwarded)
             client = client_for(rt, auth)
+            if self._meter is not None and self._meter.over:  # some key or team is over budget
+                refused = self._meter.refusal(client, rt)
+                if refused is not None:
+                    self._metrics.budget_refused(str(refused.param))
+                    raise refused
             body = await read_body(receive, length, self._limit)
             req = self._parse(body)
             model: str = req["model"]
@@ -238,7 +248,7 @@ class ChatHandler:
                         return
                 ex.cache = MISS
                 headers.append((CACHE_HEADER, MISS))
-            result = await self._forward(rt, model, req, headers, ticket, ex, tr, parent)
+            result = await self._forward(rt, client, model, req, headers, ticket, ex, tr, parent)
             if isinstance(result, RelayResponse):
                 if key is not None:
                     assert self._cache is not None and mc is not None
@@ -320,6 +330,7 @@ class ChatHandler:
     async def _forward(
         self,
         rt: Runtime,
+        client: ClientRuntime,
         model: str,
         req: dict[str, Any],
         headers: Headers,
@@ -330,6 +341,10 @@ class ChatHandler:
     ) -> tuple[int, bytes] | RelayResponse:
         stream = req.get("stream") is True
         metrics = self._metrics
+        meter = self._meter
+        # Streams: the upstream is asked for usage when it is counted; a client that did
+        # not ask for it itself does not get the usage-only chunk.
+        client_asked = stream and asked_usage(req)
         last: ProxyError | None = None
         limited: ProviderRuntime | None = None
         refused: Allowance | None = None
@@ -345,7 +360,7 @@ class ChatHandler:
                     continue
                 if len(ticket.shadow) > shadowed:
                     headers.append(ticket.shadow_header())
-            if stream and ticket is not None and ticket.tokens:
+            if stream and (meter is not None or (ticket is not None and ticket.tokens)):
                 ask_usage(req)
             if route.params:
                 merged = {**route.params, **req, "model": target.model}
@@ -437,7 +452,12 @@ class ChatHandler:
                     tr.attempt_end("ok", p.name)
                 if stream and status == 200:
                     on_close = rt.release if tr is None else traced_close(rt, tr, status)
-                    return RelayResponse(relay(resp, p, ticket), headers=headers, on_close=on_close)
+                    tally = None if meter is None else meter.tally(rt, client, model, target)
+                    return RelayResponse(
+                        relay(resp, p, ticket, tally, strip=not client_asked and asked_usage(req)),
+                        headers=headers,
+                        on_close=on_close,
+                    )
                 if p.type == "anthropic":
                     if status >= 400:
                         data = anthropic.error_to_openai(status, data)
@@ -450,6 +470,8 @@ class ChatHandler:
                             ) from None
                 elif p.type == "azure" and status >= 400:
                     data = azure.error_to_openai(status, data)
+                if meter is not None and status < 400:
+                    meter.count(rt, client, model, target, *tokens_of(data))
                 return status, data
         if last is None and limited is not None and refused is not None:
             raise rate_limited(refused, limited.limits, time.monotonic())

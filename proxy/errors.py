@@ -9,6 +9,8 @@ ProxyError              any answer that is not a success; carries status, type, 
 ├── (413) too_large     the body is over the limit
 ├── (429) rate_limited  a limit (global, provider, key, model, ip: in `param`); carries
 │                       Retry-After and OpenAI's x-ratelimit-* headers
+├── (429) budget_exceeded  the key's or its team's spend budget is used up (`param`: key
+│                       or team); Retry-After: when the budget's period ends
 ├── (502) bad_gateway   every upstream failed
 ├── (503) unavailable   no config yet, or every upstream's breaker is open
 └── (504) timeout       the upstream timed out
@@ -122,6 +124,10 @@ def rate_limited(
     message: str, headers: dict[str, str], *, param: str | msgspec.UnsetType = msgspec.UNSET
 ) -> ProxyError:
     return ProxyError(429, message, "rate_limit_error", "rate_limit_exceeded", headers, param)
+
+
+def budget_exceeded(message: str, scope: str, headers: dict[str, str] | None) -> ProxyError:
+    return ProxyError(429, message, "insufficient_quota", "budget_exceeded", headers, scope)
 
 
 def bad_gateway(message: str) -> ProxyError:

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
     from proxy.limits import FleetLimits
+    from proxy.usage import Meter
 
 LATENCY_BUCKETS = (
     0.001,
@@ -84,6 +85,38 @@ class ProxyMetrics:
             ["limit", "dimension", "shadow"],
             registry=registry,
         )
+        # Usage by public model and provider only: a label per key would make one series
+        # per key (100,000 keys: 100,000 series per replica); per key is the usage API's.
+        self._tokens = Counter(
+            "configbus_proxy_usage_tokens",
+            "Tokens the upstreams reported, by public model, provider and kind (prompt, "
+            "completion); counted when usage is flushed (every second)",
+            ["model", "provider", "kind"],
+            registry=registry,
+        )
+        self._cost = Counter(
+            "configbus_proxy_usage_cost_usd",
+            "Cost of the tokens at the deployments' prices, by public model and provider",
+            ["model", "provider"],
+            registry=registry,
+        )
+        self._budget_refused = Counter(
+            "configbus_proxy_budget_refused",
+            "Requests refused because a key's or a team's budget is used up, by scope",
+            ["scope"],
+            registry=registry,
+        )
+        self._usage_flush = Gauge(
+            "configbus_proxy_usage_flushes",
+            "Usage flushes to Redis made by this replica (total), by outcome",
+            ["outcome"],
+            registry=registry,
+        )
+        self._usage_pending = Gauge(
+            "configbus_proxy_usage_pending_cells",
+            "Usage cells (minute x key x model x provider) counted but not yet in Redis",
+            registry=registry,
+        )
         # Label children cached: `labels()` does a lock and a dict build on every call.
         self._req_children: dict[tuple[str, str, int], Counter] = {}
         self._lat_children: dict[str, Histogram] = {}
@@ -124,6 +157,31 @@ class ProxyMetrics:
         self._live.set(limits.live_replicas)
         self._lease_calls.labels("ok").set(limits.lease_calls - limits.lease_failures)
         self._lease_calls.labels("failed").set(limits.lease_failures)
+
+    def usage(self, cells: dict[tuple[str, str, str, str], list[int]]) -> None:
+        """Counts of one flush window: series (key, team, model, provider) → [requests,
+        prompt, completion, pico-USD]."""
+        by: dict[tuple[str, str], list[int]] = {}
+        for (_, _, model, provider), c in cells.items():
+            acc = by.setdefault((model, provider), [0, 0, 0])
+            acc[0] += c[1]
+            acc[1] += c[2]
+            acc[2] += c[3]
+        for (model, provider), (prompt, completion, pico) in by.items():
+            if prompt:
+                self._tokens.labels(model, provider, "prompt").inc(prompt)
+            if completion:
+                self._tokens.labels(model, provider, "completion").inc(completion)
+            if pico:
+                self._cost.labels(model, provider).inc(pico / 1e12)
+
+    def budget_refused(self, scope: str) -> None:
+        self._budget_refused.labels(scope).inc()
+
+    def usage_state(self, meter: Meter) -> None:
+        self._usage_flush.labels("ok").set(meter.flushes)
+        self._usage_flush.labels("failed").set(meter.flush_failures)
+        self._usage_pending.set(meter.pending_cells)
 
     def breaker(self, provider: str, state: int) -> None:
         self._breaker.labels(provider).set(state)

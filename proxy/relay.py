@@ -13,6 +13,7 @@ from starlette.types import Receive, Scope, Send
 from proxy import anthropic, errors
 from proxy.admission import Ticket, UsageScanner
 from proxy.upstream import ProviderRuntime
+from proxy.usage import Tally
 
 log = logging.getLogger("proxy.chat")
 
@@ -60,11 +61,18 @@ class RelayResponse(StreamingResponse):
 
 
 async def relay(
-    resp: aiohttp.ClientResponse, provider: ProviderRuntime, ticket: Ticket | None
+    resp: aiohttp.ClientResponse,
+    provider: ProviderRuntime,
+    ticket: Ticket | None,
+    tally: Tally | None = None,
+    *,
+    strip: bool = False,
 ) -> AsyncGenerator[bytes, None]:
+    """`strip`: the proxy asked for the usage chunk, the client did not: keep it back."""
     translator = anthropic.StreamTranslator() if provider.type == "anthropic" else None
-    # Token limits: read the usage the stream ends with, to correct the estimate.
-    usage = UsageScanner() if ticket is not None and ticket.tokens else None
+    # Token limits and usage: read the usage the stream ends with.
+    tokens = ticket is not None and ticket.tokens
+    usage = UsageScanner(strip=strip) if tokens or tally is not None else None
     try:
         async for chunk in resp.content.iter_any():
             if translator is not None:
@@ -72,8 +80,17 @@ async def relay(
                 if not chunk:
                     continue
             if usage is not None:
-                usage.feed(chunk)  # what the client gets: OpenAI's chunks, usage included
+                if strip:
+                    chunk = usage.filter(chunk)
+                    if not chunk:
+                        continue
+                else:
+                    usage.feed(chunk)  # what the client gets: OpenAI's chunks
             yield chunk
+        if strip and usage is not None:
+            rest = usage.rest()
+            if rest:
+                yield rest
     except (TimeoutError, aiohttp.ClientError, msgspec.DecodeError, AttributeError, TypeError,
             KeyError, ValueError) as exc:  # fmt: skip
         # Too late to retry: the client already has part of the answer. Say so in-band.
@@ -88,5 +105,8 @@ async def relay(
         )
     finally:
         resp.release()
-        if usage is not None and ticket is not None:
-            ticket.settle(usage.used, True)
+        if usage is not None:
+            if tokens and ticket is not None:
+                ticket.settle(usage.used, True)
+            if tally is not None:
+                tally.done(usage.prompt, usage.completion)

@@ -18,15 +18,25 @@ P = TypeVar("P")
 
 
 class Target(Generic[P]):
-    """One deployment: which provider serves it, under which upstream model name, and at
-    which URL (None: the provider's own)."""
+    """One deployment: which provider serves it, under which upstream model name, at which
+    URL (None: the provider's own), and what its tokens cost (integer pico-dollars per
+    prompt and completion token)."""
 
-    __slots__ = ("model", "provider", "url")
+    __slots__ = ("model", "price_in", "price_out", "provider", "url")
 
-    def __init__(self, provider: P, model: str, url: str | None = None) -> None:
+    def __init__(
+        self,
+        provider: P,
+        model: str,
+        url: str | None = None,
+        price_in: int = 0,
+        price_out: int = 0,
+    ) -> None:
         self.provider = provider
         self.model = model
         self.url = url
+        self.price_in = price_in
+        self.price_out = price_out
 
     def __repr__(self) -> str:
         return f"Target({self.provider!r}, {self.model!r})"

@@ -22,8 +22,9 @@ import msgspec
 
 from configbus.breaker import BreakerState
 from configbus.clientkeys import ClientKey
-from configbus.document import Budget, Document, RateLimit
+from configbus.document import Budget, Document, Price, RateLimit
 from configbus.keyset import KeyFollower
+from configbus.usage import pico_per_token
 from proxy.allowance import Allowance
 from proxy.cache import model_cache
 from proxy.iprules import IpPolicy
@@ -90,6 +91,8 @@ class Runtime:
         self.model_limits = model_limits or {}
         self.global_limits = global_limits
         self.ip = ip
+        # Team budgets, by team name (a key's own budget is on its ClientRuntime).
+        self.team_budgets = {t.name: t.budget for t in doc.teams if t.budget is not None}
         self.any_limits = bool(
             global_limits or self.model_limits or ip or any(c.limits for c in clients.values())
             or any(p.limits for p in providers.values())
@@ -152,6 +155,13 @@ class Runtime:
         )
 
 
+def _prices(price: Price | None) -> tuple[int, int]:
+    """A deployment's price as pico-dollars per prompt and completion token."""
+    if price is None:
+        return 0, 0
+    return pico_per_token(price.input_per_million), pico_per_token(price.output_per_million)
+
+
 class Builder:
     """Builds runtime snapshots; the watcher calls `build(doc, previous)`."""
 
@@ -195,7 +205,7 @@ class Builder:
         routes: dict[str, Route[ProviderRuntime]] = {}
         for m in doc.models:
             pairs = [
-                (Target(pr, d.model, pr.url_for(m.purpose, d.model)), d.weight)
+                (Target(pr, d.model, pr.url_for(m.purpose, d.model), *_prices(d.price)), d.weight)
                 for d in m.deployments
                 if (pr := providers.get(d.provider)) is not None
             ]

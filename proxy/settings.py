@@ -32,6 +32,10 @@ class ProxySettings(msgspec.Struct, frozen=True, kw_only=True):
     gc_freeze: bool = True
     # `json`: log lines as JSON objects, with the request id, config version and trace id.
     log_format: str = v.LOG_FORMAT.default
+    # Usage, cost and budgets: counted per key and flushed to Redis this often; `usage`
+    # False counts nothing (budgets are then not enforced).
+    usage_flush_s: float = v.USAGE_FLUSH_S.default
+    usage: bool = True
 
     @classmethod
     def from_env(
@@ -57,4 +61,5 @@ PROXY_FIELDS: Mapping[str, Variable[Any]] = {
     "max_body_bytes": v.PROXY_MAX_BODY_BYTES,
     "graceful_timeout_s": v.PROXY_GRACEFUL_TIMEOUT_S,
     "log_format": v.LOG_FORMAT,
+    "usage_flush_s": v.USAGE_FLUSH_S,
 }

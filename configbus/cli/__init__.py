@@ -16,6 +16,7 @@ from configbus.errors import ConfigBusError
 # Order is the order of `configbus --help`.
 _MODULES = (
     "up", "proxy", "admin", "mock", "client", "providers", "keys", "litellm", "migrate", "keygen",
+    "usage",
 )  # fmt: skip
 
 

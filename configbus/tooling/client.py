@@ -45,6 +45,8 @@ from configbus.api import (
     RolloutView,
     RotateRequest,
     StageRequest,
+    UsageQuery,
+    UsageReport,
     ValidateQuery,
     ValidateResult,
     VersionPage,
@@ -293,6 +295,29 @@ class AdminClient:
     ) -> AuditPage:
         q = AuditQuery(count=count, before=before, actor=actor, action=action, outcome=outcome)
         return self._call(AuditPage, "GET", "audit", params=q)
+
+    def usage(
+        self,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        key: str | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+        team: str | None = None,
+        group_by: list[str] | None = None,
+    ) -> UsageReport:
+        """Usage over [start, end) (unix seconds; default: the last day), filtered, grouped."""
+        q = UsageQuery(
+            from_=start,
+            to=end,
+            key=key,
+            model=model,
+            provider=provider,
+            team=team,
+            group_by=",".join(group_by) if group_by else None,
+        )
+        return self._call(UsageReport, "GET", "usage", params=q)
 
     def export(self) -> Export:
         return self._call(Export, "GET", "export")

@@ -5,8 +5,10 @@ Every answer names the upstream that served it (content ``served by <name>`` and
 ``x-served-by``). Behaviour is settable at run time::
 
     POST /_control {"fail_rate": 1.0, "status": 500, "latency_ms": 0,
-                    "stream_chunks": 3, "chunk_delay_ms": 0, "usage_tokens": 0}
-    GET  /_stats   -> {"name", "requests", "failures", "last_request", "last_headers"}
+                    "stream_chunks": 3, "chunk_delay_ms": 0, "usage_tokens": 0,
+                    "prompt_tokens": 0, "completion_tokens": 0}
+    GET  /_stats   -> {"name", "requests", "failures", "last_request", "last_headers",
+                       "prompt_tokens", "completion_tokens"}
     POST /_reset   -> zero the counters
 
 Azure OpenAI: `POST /openai/deployments/<deployment>/chat/completions?api-version=...` (and
@@ -15,8 +17,10 @@ Azure OpenAI: `POST /openai/deployments/<deployment>/chat/completions?api-versio
 shapes, as do failures set by `/_control` on those paths. `/_stats` has `last_path` and
 `last_query` of the last request.
 
-Answers report usage (4 tokens, or `usage_tokens` when set); a stream ends with a usage
-chunk when the request asks for it (`stream_options.include_usage`), as OpenAI's does.
+Answers report usage (4 tokens, or `usage_tokens` when set; `prompt_tokens` and
+`completion_tokens`, when set, say each part); a stream ends with a usage chunk when the
+request asks for it (`stream_options.include_usage`), as OpenAI's does. `/_stats` sums the
+tokens it reported, so a test can compare what the proxy counted with what was reported.
 
 It is a bare ASGI app (no framework) so that it stays cheap: it is the benchmark's upstream.
 """
@@ -45,6 +49,8 @@ class Control(msgspec.Struct, kw_only=True):
     stream_chunks: int = 3
     chunk_delay_ms: float = 0.0
     usage_tokens: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 class _ControlPatch(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -54,6 +60,8 @@ class _ControlPatch(msgspec.Struct, kw_only=True, omit_defaults=True):
     stream_chunks: int | None = None
     chunk_delay_ms: float | None = None
     usage_tokens: int | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 _encode = msgspec.json.Encoder().encode
@@ -69,6 +77,7 @@ class MockUpstream:
         self.control = Control()
         self.requests = 0
         self.failures = 0
+        self.prompt_tokens = self.completion_tokens = 0  # reported in answers, summed
         self.last_request: Any = None
         self.last_headers: dict[str, str] = {}
         self.last_path = ""
@@ -148,11 +157,14 @@ class MockUpstream:
                         "last_path": self.last_path,
                         "last_query": self.last_query,
                         "control": self.control,
+                        "prompt_tokens": self.prompt_tokens,
+                        "completion_tokens": self.completion_tokens,
                     }
                 ),
             )
         elif path == "/_reset" and method == "POST":
             self.requests = self.failures = 0
+            self.prompt_tokens = self.completion_tokens = 0
             self.last_request = None
             await self._send(send, 200, b"{}")
         else:
@@ -312,12 +324,20 @@ class MockUpstream:
         return [text[i : i + size] for i in range(0, len(text), size)]
 
     def _usage(self) -> dict[str, int]:
-        total = self.control.usage_tokens or 4
-        prompt = min(1, total - 1) if total > 1 else 0
+        """The usage of one answer, counted as reported."""
+        c = self.control
+        if c.prompt_tokens or c.completion_tokens:
+            prompt, completion = c.prompt_tokens, c.completion_tokens
+        else:
+            total = c.usage_tokens or 4
+            prompt = min(1, total - 1) if total > 1 else 0
+            completion = total - prompt
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
         return {
             "prompt_tokens": prompt,
-            "completion_tokens": total - prompt,
-            "total_tokens": total,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
         }
 
     def _openai_completion(self, n: int, model: str) -> dict[str, Any]:
@@ -383,7 +403,10 @@ class MockUpstream:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
-    def _anthropic_message(self, n: int, model: str) -> dict[str, Any]:
+    def _anthropic_message(
+        self, n: int, model: str, usage: dict[str, int] | None = None
+    ) -> dict[str, Any]:
+        u = usage or self._usage()
         return {
             "id": f"msg_mock_{n}",
             "type": "message",
@@ -392,15 +415,16 @@ class MockUpstream:
             "content": [{"type": "text", "text": self._content}],
             "stop_reason": "end_turn",
             "stop_sequence": None,
-            "usage": {"input_tokens": 1, "output_tokens": 3},
+            "usage": {"input_tokens": u["prompt_tokens"], "output_tokens": u["completion_tokens"]},
         }
 
     def _anthropic_events(self, n: int, model: str) -> list[bytes]:
+        u = self._usage()
         msg = {
-            **self._anthropic_message(n, model),
+            **self._anthropic_message(n, model, u),
             "content": [],
             "stop_reason": None,
-            "usage": {"input_tokens": 1, "output_tokens": 0},
+            "usage": {"input_tokens": u["prompt_tokens"], "output_tokens": 0},
         }
         events: list[tuple[str, Any]] = [
             ("message_start", {"type": "message_start", "message": msg}),
@@ -432,7 +456,7 @@ class MockUpstream:
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                    "usage": {"output_tokens": 3},
+                    "usage": {"output_tokens": u["completion_tokens"]},
                 },
             ),
             ("message_stop", {"type": "message_stop"}),

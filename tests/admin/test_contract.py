@@ -150,6 +150,10 @@ async def test_every_answer_is_the_documented_one(
         assert (await call("GET", f"{base}/audit?count=2")).status_code == 200
         assert (await call("GET", f"{base}/audit?before=0-0")).status_code == 200
         assert (await call("GET", f"{base}/audit?before=x")).status_code == 400
+        r = await call("GET", f"{base}/usage?group_by=key,model", headers=auth("viewer"))
+        assert r.status_code == 200 and r.json()["total"]["requests"] == 0
+        assert (await call("GET", f"{base}/usage?group_by=colour")).status_code == 400
+        assert (await call("GET", f"{base}/usage?from=20&to=10")).status_code == 400
         export = await call("GET", f"{base}/export")
         assert (await call("POST", f"{base}/rotate-secrets")).status_code == 201
         other = f"/v1/namespaces/{namespace}-copy"
