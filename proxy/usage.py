@@ -10,12 +10,18 @@ counters over their limit; so every replica refuses a key over budget (429
 `budget_exceeded`) from its next flush on. A replica also stops a key by itself once the
 total it last heard plus what it spent since crosses the limit.
 
+Near a limit the replicas that spend on it flush `NEAR_SPEEDUP` times as often: once a
+flush answers a total within two flush-steps of the fleet's spend below a limit, until it
+is crossed. So the crossing reaches Redis, and every replica spending on that key or team,
+within a tenth of the interval each (a replica not spending on it hears at its next
+regular flush, and has nothing to refuse meanwhile).
+
 Overshoot: spend beyond a budget is at most the cost of the requests in flight when it
 was crossed (admitted before, answered after: their spend is always counted) plus what the
 fleet admits while the crossing travels: up to one flush interval for the spend to reach
 Redis (none when this replica sees the crossing itself: it flushes at once) and one more
-for every other replica to hear of it. So: cost per request x (in flight + fleet rate x 2
-x `flush_s`).
+for every other replica to hear of it, each a tenth of that when the approach was seen.
+So at most: cost per request x (in flight + fleet rate x 2 x `flush_s`).
 
 Redis down: counts stay in memory (at most `MAX_PENDING` minute-series cells; past that,
 older minutes fold into the newest, totals kept) and go out with the first flush that
@@ -58,6 +64,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("proxy.usage")
 
 DEFAULT_FLUSH_S = 1.0
+NEAR_SPEEDUP = 10  # near a budget's limit, flush this many times as often
 MAX_PENDING = 100_000  # minute x series cells kept while Redis is unreachable
 
 Cell = list[int]  # requests, prompt tokens, completion tokens, pico-USD
@@ -106,6 +113,8 @@ class Meter:
         self._failing = False
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._near_until = 0.0  # flushing faster until then: a budget is about to be crossed
+        self._known_at: dict[tuple[str, str], float] = {}  # when each `_known` total came
 
     # -- the request path ------------------------------------------------------------------
 
@@ -163,6 +172,8 @@ class Meter:
         # Stop the key here once what the fleet had plus what we spent since crosses it.
         pid = self._periods[budget.period]
         known = self._known.get(scope)
+        if known is None and scope not in self._known_at:
+            self._wake.set()  # a budget not heard of yet: learn where the fleet stands now
         total = (known[1] if known is not None and known[0] == pid else 0) * MICRO + s[0]
         total += self._spend_carry.get(scope, 0) + self._inflight.get(scope, 0) * MICRO
         if total >= usd_to_micro(budget.limit_usd) * MICRO:
@@ -201,8 +212,10 @@ class Meter:
     async def _run(self) -> None:
         while True:
             now = self.clock()
-            # Wake at the flush interval, and at each minute's start (cells go by minute).
-            delay = min(self.flush_s, (self._minute + 1) * 60 - now + 0.001)
+            # Wake at the flush interval (faster near a budget), and at each minute's start
+            # (cells go by minute).
+            every = self.flush_s / NEAR_SPEEDUP if now < self._near_until else self.flush_s
+            delay = min(every, (self._minute + 1) * 60 - now + 0.001)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, delay)):
                     await self._wake.wait()
@@ -310,7 +323,22 @@ class Meter:
         self, res: FlushResult, scopes: list[tuple[str, str]], charges: list[Charge], now: float
     ) -> None:
         for scope, c, total in zip(scopes, charges, res.totals, strict=True):
-            self._known[scope] = (period_id(c.period, now), total)
+            pid = period_id(c.period, now)
+            before, at = self._known.get(scope), self._known_at.get(scope, now)
+            if total < c.limit_micro_usd:
+                # The fleet's spend rate on it, from the last two totals we heard: when the
+                # budget left would go within two intervals, flush faster until it is
+                # crossed, so the crossing reaches Redis, and the others, well within one
+                # interval of it. A budget we just met gets fast flushes until the rate is
+                # known (a tiny one may be spent in under an interval).
+                if before is None or before[0] != pid or now - at < 1e-3:
+                    self._near_until = max(self._near_until, now + self.flush_s)
+                else:
+                    per_s = (total - before[1]) / (now - at)
+                    if c.limit_micro_usd - total <= per_s * 2 * self.flush_s:
+                        self._near_until = now + 2 * self.flush_s
+            self._known[scope] = (pid, total)
+            self._known_at[scope] = now
         if res.over is not None:
             self._rev = res.rev
             self._fleet_over = _parse_over(res.over, now)

@@ -4,15 +4,13 @@ Redis, and the fleet overshoots by no more than the stated bound (`proxy.usage`)
 requests in flight at the crossing plus what the fleet admits while the crossing travels
 (at most two flush intervals: to Redis, then to the others).
 
-The budgeted key is a document client given a budget by `tests.proxy.usage_shim` (the
-proxy does not authenticate collection keys yet).
+The budgeted key is a key of the collection (`configbus.keystore`), as an admin makes one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,11 +19,14 @@ from typing import Any
 import httpx
 import pytest
 import redis as syncredis
+import redis.asyncio as aioredis
 
+from configbus.document import Budget
+from configbus.keystore import KeyStore
 from configbus.testing import key_sha256
 from configbus.usage import UsageLayout
-from tests.proxy.helpers import SECRET_KEY, Mock, data_for, publish, running
-from tests.support import RedisServer, Service, free_port, wait_for
+from tests.proxy.helpers import Mock, Replica, data_for, publish, running
+from tests.support import RedisServer, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -37,30 +38,23 @@ PROMPT = COMPLETION = 10
 PRICE = 100.0  # USD per million tokens, both ways: 2000 micro-dollars a request
 COST = (PROMPT + COMPLETION) * PRICE  # micro-dollars
 LIMIT_USD = 0.5  # 250 requests
-KEY = "sk-budgeted"
 
 
-class ShimReplica:
-    def __init__(self, redis_url: str, replica_id: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.service = Service(
-            [sys.executable, "-m", "tests.proxy.usage_shim", "proxy", "--port", str(self.port)],
-            env={
-                "CONFIGBUS_REDIS_URL": redis_url,
-                "CONFIGBUS_NAMESPACE": NS,
-                "CONFIGBUS_SECRET_KEYS": SECRET_KEY,
-                "CONFIGBUS_REPLICA_ID": replica_id,
-                "CONFIGBUS_RECONCILE_INTERVAL_S": "1",
-                "CONFIGBUS_USAGE_FLUSH_S": str(FLUSH_S),
-                "UPSTREAM_B_KEY": "sk-upstream-b",
-            },
-            name=replica_id,
-        )
+def budgeted_key(redis_url: str) -> tuple[str, str]:
+    """A collection key with the budget: (its id, the key)."""
 
-    def version(self) -> int | None:
-        v = httpx.get(self.url + "/status", timeout=2).json()["version"]
-        return None if v is None else int(v)
+    async def go() -> tuple[str, str]:
+        r = aioredis.from_url(redis_url)
+        try:
+            entry, key = await KeyStore(r, NS).create(
+                name="budgeted", budget=Budget(limit_usd=LIMIT_USD, period="total")
+            )
+        finally:
+            await r.aclose()
+        assert key is not None
+        return entry.id, key
+
+    return asyncio.run(go())
 
 
 @pytest.fixture(scope="module")
@@ -72,19 +66,17 @@ def redis() -> Iterator[RedisServer]:
 
 def test_a_key_over_budget_is_refused_by_every_replica_within_a_flush(redis: RedisServer) -> None:
     a = Mock("A")
-    replicas = [ShimReplica(redis.url, f"budget-{i}") for i in range(REPLICAS)]
-    with running(a, *replicas):  # type: ignore[arg-type]
+    env = {"CONFIGBUS_USAGE_FLUSH_S": str(FLUSH_S)}
+    replicas = [Replica(redis.url, NS, replica_id=f"budget-{i}", env=env) for i in range(REPLICAS)]
+    with running(a, *replicas):
         a.control(prompt_tokens=PROMPT, completion_tokens=COMPLETION, latency_ms=5)
         data = data_for(a, a)
         data["models"][0]["deployments"][0]["price"] = {
             "input_per_million": PRICE,
             "output_per_million": PRICE,
         }
-        data["clients"] += [
-            {"name": "budgeted", "key_sha256": key_sha256(KEY)},
-            {"name": "free", "key_sha256": key_sha256("sk-free")},
-        ]
-        data["metadata"] = {"budget.budgeted": f"{LIMIT_USD}/total"}
+        data["clients"] += [{"name": "free", "key_sha256": key_sha256("sk-free")}]
+        key_id, key = budgeted_key(redis.url)
         v = publish(redis.url, NS, data)
         for r in replicas:
             wait_for(lambda r=r: r.version() == v, timeout=10, what=f"{r.url} on {v}")
@@ -105,7 +97,7 @@ def test_a_key_over_budget_is_refused_by_every_replica_within_a_flush(redis: Red
         watcher = threading.Thread(target=watch)
         watcher.start()
         log: list[tuple[int, float, float, int, str | None]] = []
-        asyncio.run(load(replicas, log))
+        asyncio.run(load(replicas, key, log))
         stop.set()
         watcher.join()
         free = httpx.post(
@@ -116,7 +108,7 @@ def test_a_key_over_budget_is_refused_by_every_replica_within_a_flush(redis: Red
         )
         assert free.status_code == 200  # another key is not touched
         # Every answered request's spend reaches Redis (the replicas' last ticks).
-        spend_key = UsageLayout(NS).spend("key|budgeted|t")
+        spend_key = UsageLayout(NS).spend(f"key|{key_id}|t")
         r = syncredis.Redis.from_url(redis.url)
         answered = sum(1 for *_, status, _ in log if status == 200)
         wait_for(
@@ -159,14 +151,23 @@ def test_a_key_over_budget_is_refused_by_every_replica_within_a_flush(redis: Red
         f"{ok[-1] - in_redis:+.3f} s after Redis knew"
     )
     assert overshoot <= bound
+    # Near the limit the replicas flush ten times as often: every replica stops the key
+    # within one flush interval of the answer that crossed it (not only of Redis knowing).
+    for i in range(REPLICAS):
+        late = [
+            t0
+            for ri, t0, _, status, _ in log
+            if ri == i and status == 200 and t0 > crossed + FLUSH_S
+        ]
+        assert not late, f"replica {i}: {len(late)} answered after one interval of the crossing"
 
 
 async def load(
-    replicas: list[ShimReplica], log: list[tuple[int, float, float, int, str | None]]
+    replicas: list[Replica], key: str, log: list[tuple[int, float, float, int, str | None]]
 ) -> None:
     """WORKERS loops per replica until every replica has refused for a second (or 30 s)."""
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-    headers = {"authorization": f"Bearer {KEY}"}
+    headers = {"authorization": f"Bearer {key}"}
     first_refusal: dict[int, float] = {}
     deadline = time.monotonic() + 30
 
