@@ -42,6 +42,8 @@ class Keys:
         self.rollout, self.rollout_lease = p + "rollout", p + "rollout:lease"
         self.rollout_baseline = p + "rollout:baseline"
         self.rev = p + "rev"  # counts publishes and rollout steps: how far a reader is
+        # The server last published on, and the replicas to hear from after a failover.
+        self.server, self.fence = p + "server", p + "fence"
 
     def record(self, version: int) -> str:
         return f"{self.record_prefix}{version}"

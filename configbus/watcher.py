@@ -113,8 +113,7 @@ class Watcher(Generic[T, R]):
         self._channel = ChannelListener(
             lambda: self.reads.channel_redis,
             {store.keys.changes: self._on_hint},
-            # (Re)subscribed, perhaps after missing messages: look at head now.
-            on_subscribed=self.trigger,
+            on_subscribed=self._on_subscribed,
             running=lambda: self._state is WatcherState.RUNNING,
             max_backoff_s=max_backoff_s,
         )
@@ -437,6 +436,13 @@ class Watcher(Generic[T, R]):
             await asyncio.sleep(interval * random.uniform(0.8, 1.0))
             self._probe = True
             self.trigger()
+
+    def _on_subscribed(self) -> None:
+        # (Re)subscribed, perhaps after missing messages: look at head now. Perhaps to a new
+        # server after a failover: report there at once, so the admin's first publish on it
+        # numbers above what we run (configbus.durability.FENCE).
+        self.trigger()
+        self.reporter.wake()
 
     def _on_hint(self, data: bytes) -> None:
         try:

@@ -267,9 +267,20 @@ class ThreadedFaultProxy:
     soak driving load) adds no delay of its own to the link. Setting `faults` and `cut()`
     are safe from any thread."""
 
-    def __init__(self, target_host: str, target_port: int, **options: Any) -> None:
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        listen_host: str = "127.0.0.1",
+        listen_port: int = 0,
+        seed: int | None = None,
+    ) -> None:
         self._args = (target_host, target_port)
-        self._options = options
+        self._options: dict[str, Any] = {
+            "listen_host": listen_host, "listen_port": listen_port, "seed": seed
+        }  # fmt: skip
+        self.listen_host = listen_host
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.proxy: FaultProxy | None = None
@@ -317,12 +328,16 @@ class ThreadedFaultProxy:
 
     @property
     def port(self) -> int:
-        assert self.proxy is not None
-        return self.proxy.port
+        """The listening port (known before `start` when one was given)."""
+        if self.proxy is not None:
+            return self.proxy.port
+        port = int(self._options["listen_port"])
+        if not port:
+            raise RuntimeError("the port is picked at start: give listen_port to know it now")
+        return port
 
     def url(self, scheme: str = "redis", path: str = "/0") -> str:
-        assert self.proxy is not None
-        return self.proxy.url(scheme, path)
+        return f"{scheme}://{self.listen_host}:{self.port}{path}"
 
     @property
     def faults(self) -> NetFaults:
