@@ -21,7 +21,8 @@ resets):
   doubling it for each further loss of the same segment, and the receiver holds everything
   behind the hole meanwhile (head-of-line blocking). So a lost segment is modelled as a
   stall of that length for its chunk and every chunk behind it on that direction of that
-  connection. (Fast retransmit, which can repair a loss in one RTT when enough data
+  connection (holes in one chunk are repaired in the same rounds, as with SACK: the chunk
+  waits for its unluckiest segment). (Fast retransmit, which can repair a loss in one RTT when enough data
   follows, is not modelled: request/response traffic such as Redis's mostly has too
   little in flight for it; the stalls here are the common case, not the worst.)
 - `partition`: nothing gets through either way; what is sent is held (TCP retransmits it)
@@ -43,7 +44,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 SEGMENT_BYTES = 1448  # one Ethernet-sized TCP segment's payload
@@ -78,7 +79,6 @@ class ProxyStats:
     segments_lost: int = 0
     stall_s: float = 0.0  # total retransmission stalls added
     cut: int = 0  # connections reset by cut()
-    errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -115,13 +115,18 @@ class _Pipe:
         due = time.monotonic() + faults.latency_s
         if faults.loss:
             rto = max(RTO_MIN_S, 4 * faults.latency_s)  # 2 * RTT, RTT = 2 * latency
+            # The chunk's segments travel together and their holes are repaired in the same
+            # retransmission rounds (SACK): the chunk waits for its unluckiest segment.
+            stall = 0.0
             for _ in range(-(-len(chunk) // SEGMENT_BYTES)):
-                backoff = rto
+                backoff, waited = rto, 0.0
                 while self.proxy.rng.random() < faults.loss:
                     stats.segments_lost += 1
-                    stats.stall_s += backoff
-                    due += backoff
+                    waited += backoff
                     backoff = min(backoff * 2, RTO_MAX_S)
+                stall = max(stall, waited)
+            stats.stall_s += stall
+            due += stall
         # In order: nothing overtakes a chunk held behind a hole.
         self.last_due = max(due, self.last_due)
         return self.last_due
