@@ -1,6 +1,12 @@
 """The fleet the soak runs: Redis (AOF), two mock upstreams, two admins, three replicas (the
 first labelled `tier=canary`).
 
+Every replica reaches Redis and the read replica through a `ThreadedFaultProxy` (healthy
+until a network fault sets it; the admins connect directly). As root, `IN_NETNS` runs in a
+network namespace: its way to Redis is the namespace's `redis` link to a proxy listening on
+the link's host address, its clients and upstreams use the `service` link (the mocks listen
+on that link's host address, which the host's own processes reach as well).
+
 Every process is a `configbus.tooling.procs.Child`: its own process group, stopped by PID,
 and it dies with the soak even if the soak is SIGKILLed. Children are started from the event
 loop's thread (the main one, which outlives them); waits and stops run in worker threads so
