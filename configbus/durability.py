@@ -20,7 +20,8 @@ Sentinel promotes a replica that never saw them. Two things follow.
   checksums). So the first time a publish runs on a server the namespace was not last
   published on (its `run_id`, new after a restart too, which can lose writes as well), the
   live replicas' statuses are fenced (for a restart only those reported before the server's
-  process started; for a promotion, which Redis does not date, all of them), and
+  process started; for a promoted replica, whose copy got the old primary's writes until a
+  promotion Redis does not date, all of them), and
   publishes wait, at most `DEFAULT_FAILOVER_WAIT_S`, until each fenced replica has
   reported to this server again or stopped being alive. Replicas report as soon as they
   reach a new server (a failed report is retried soon; a resubscribe reports at once), so
@@ -86,8 +87,15 @@ local function times(raw)
   if not seen or not ttl or now - seen > ttl then return nil end
   return seen, seen + ttl
 end
--- Reports since this process started reached it (a restarted server: no wait for those).
-local started = now - (tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0)
+-- A server that was not promoted since it started (no second replication id) has had no
+-- writes but its own since then: reports since its start reached it, no wait for those
+-- (a restart). A promoted one got the old primary's writes until the promotion, which
+-- Redis does not date: every live replica is waited for.
+local started = now
+local ok3, repl = pcall(redis.call, 'INFO', 'replication')
+if ok3 and type(repl) == 'string' and string.match(repl, 'second_repl_offset:%-1') then
+  started = now - (tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0)
+end
 local server = redis.call('GET', KEYS[3])
 if server ~= me then
   redis.call('SET', KEYS[3], me)
