@@ -5,6 +5,8 @@
     cb:{ns}:epoch      lineage id                 cb:{ns}:audit     audit stream
     cb:{ns}:replicas   replica status (HASH)      cb:{ns}:idem:<k>  idempotency results
     cb:{ns}:rev        changes so far (publishes and rollout steps)
+    cb:{ns}:server     run_id of the server last published on   cb:{ns}:fence   replicas to
+                       hear from on a new one (see configbus.durability)
     channel cb:{ns}:changes   {version, sha256, epoch, rev}: a hint, the store is the truth;
                               a small plain publish's hint carries its whole record
 
