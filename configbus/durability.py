@@ -13,16 +13,38 @@ Sentinel promotes a replica that never saw them. Two things follow.
   the current epoch reports, before the publish script runs: the next version is numbered
   above anything a replica has seen, so those replicas follow it instead of thinking they
   already hold something newer.
+- `FENCE`: FLOOR alone is not enough right after a failover. The reports of a lost version
+  went to the old primary and were lost with it; the new primary holds the replicas'
+  statuses as they were when it last synced, so the first publishes there took numbers
+  replicas had already run (the failover test found it in every run once it compared
+  checksums). So the first time a publish runs on a server the namespace was not last
+  published on (its `run_id`, new after a restart too, which can lose writes as well), the
+  live replicas' statuses are fenced (for a restart only those reported before the server's
+  process started; for a promoted replica, whose copy got the old primary's writes until a
+  promotion Redis does not date, all of them), and
+  publishes wait, at most `DEFAULT_FAILOVER_WAIT_S`, until each fenced replica has
+  reported to this server again or stopped being alive. Replicas report as soon as they
+  reach a new server (a failed report is retried soon; a resubscribe reports at once), so
+  the wait is short, except that a replica that reached the new primary before the first
+  publish there must report once more (up to a heartbeat). A replica that cannot reach it
+  within the wait may keep a number that is then reused: the admin logs a warning.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
+log = logging.getLogger("configbus.store")
+
 DEFAULT_ACK_TIMEOUT_MS = 500
+DEFAULT_FAILOVER_WAIT_S = 3.0
+FENCE_POLL_S = 0.02
 
 # KEYS: seq, epoch, replicas. Raises seq to the highest version a replica of the current
 # epoch reports; returns that version (0 when none). A status that does not decode is
@@ -42,6 +64,94 @@ local seq = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if top > seq then redis.call('SET', KEYS[1], string.format('%d', top)) end
 return top
 """
+
+
+# KEYS: epoch, replicas, server (the run_id of the server the namespace was last published
+# on), fence (replica id -> sha1 of the status it had when this server took over).
+# Returns {replicas still to report to this server, ms until the last of them is dead}.
+# No epoch (nothing to protect) or no INFO (an ACL without +info, a fake Redis): {0, 0}.
+FENCE = """
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then return {0, 0} end
+local ok, info = pcall(redis.call, 'INFO', 'server')
+if not ok or type(info) ~= 'string' then return {0, 0} end
+local me = string.match(info, 'run_id:(%x+)')
+if not me then return {0, 0} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+-- A status's last report and the time it stays alive until; nil when unreadable or dead.
+local function times(raw)
+  local ok2, st = pcall(cjson.decode, raw)
+  if not ok2 or type(st) ~= 'table' then return nil end
+  local seen, ttl = tonumber(st['last_seen']), tonumber(st['ttl_s'] or 15)
+  if not seen or not ttl or now - seen > ttl then return nil end
+  return seen, seen + ttl
+end
+-- A server that was not promoted since it started (no second replication id) has had no
+-- writes but its own since then: reports since its start reached it, no wait for those
+-- (a restart). A promoted one got the old primary's writes until the promotion, which
+-- Redis does not date: every live replica is waited for.
+local started = now
+local ok3, repl = pcall(redis.call, 'INFO', 'replication')
+if ok3 and type(repl) == 'string' and string.match(repl, 'second_repl_offset:%-1') then
+  started = now - (tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0)
+end
+local server = redis.call('GET', KEYS[3])
+if server ~= me then
+  redis.call('SET', KEYS[3], me)
+  redis.call('DEL', KEYS[4])
+  if server then
+    -- Published on another server before: every live replica must report here again.
+    local all = redis.call('HGETALL', KEYS[2])
+    for i = 1, #all, 2 do
+      local seen = times(all[i + 1])
+      if seen and seen < started then
+        redis.call('HSET', KEYS[4], all[i], redis.sha1hex(all[i + 1]))
+      end
+    end
+  end
+end
+local pending, last = 0, now
+local fenced = redis.call('HGETALL', KEYS[4])
+for i = 1, #fenced, 2 do
+  local raw = redis.call('HGET', KEYS[2], fenced[i])
+  local seen, untl = nil, nil
+  if raw and redis.sha1hex(raw) == fenced[i + 1] then seen, untl = times(raw) end
+  if untl then
+    pending = pending + 1
+    if untl > last then last = untl end
+  else
+    redis.call('HDEL', KEYS[4], fenced[i])
+  end
+end
+return {pending, math.floor((last - now) * 1000)}
+"""
+
+
+async def await_reports(
+    fence: AsyncScript, keys: list[str], client: aioredis.Redis, wait_s: float
+) -> None:
+    """Before a publish: wait (at most `wait_s`) until every live replica has reported to
+    this server since the namespace was first published on it (see FENCE)."""
+    pending, left_ms = await fence(keys=keys, client=client)
+    if not pending:
+        return
+    started = time.monotonic()
+    deadline = started + min(wait_s, left_ms / 1000)
+    while pending and time.monotonic() < deadline:
+        await asyncio.sleep(FENCE_POLL_S)
+        pending, _ = await fence(keys=keys, client=client)
+    took = time.monotonic() - started
+    if pending:
+        log.warning(
+            "publish on a new server (a failover or a restart): %d replica(s) alive before it did "
+            "not report to it again within %.1fs; if one of them ran a version the old server "
+            "lost, its number may be reused",
+            pending,
+            took,
+        )
+    else:
+        log.info("publish after a failover waited %.3fs for the replicas' reports", took)
 
 
 async def run_publish(

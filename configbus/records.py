@@ -5,6 +5,8 @@
     cb:{ns}:epoch      lineage id                 cb:{ns}:audit     audit stream
     cb:{ns}:replicas   replica status (HASH)      cb:{ns}:idem:<k>  idempotency results
     cb:{ns}:rev        changes so far (publishes and rollout steps)
+    cb:{ns}:server     run_id of the server last published on   cb:{ns}:fence   replicas to
+                       hear from on a new one (see configbus.durability)
     channel cb:{ns}:changes   {version, sha256, epoch, rev}: a hint, the store is the truth;
                               a small plain publish's hint carries its whole record
 
@@ -42,6 +44,8 @@ class Keys:
         self.rollout, self.rollout_lease = p + "rollout", p + "rollout:lease"
         self.rollout_baseline = p + "rollout:baseline"
         self.rev = p + "rev"  # counts publishes and rollout steps: how far a reader is
+        # The server last published on, and the replicas to hear from after a failover.
+        self.server, self.fence = p + "server", p + "fence"
 
     def record(self, version: int) -> str:
         return f"{self.record_prefix}{version}"

@@ -25,6 +25,9 @@ log = logging.getLogger("configbus.watcher")
 ROLLOUT_HEARTBEAT_S = 0.5  # a rollout's guard judges from these reports: keep them fresh
 REPORT_MIN_GAP_S = 0.2  # under a burst, changes closer than this share one report
 REPORT_BURST = 3.0
+# A report that failed is tried again soon (doubling up to the heartbeat): after a failover
+# the admin's first publish waits for the replicas' reports (configbus.durability.FENCE).
+RETRY_FIRST_S = 0.1
 CLOCK_REFRESH_S = 60.0
 
 
@@ -47,6 +50,7 @@ class Reporter:
         self._clock: tuple[float, float] | None = None  # (server time, monotonic) read together
         self._credit = REPORT_BURST
         self._credit_at = time.monotonic()
+        self._retry_s: float | None = None  # after a failed report: how soon to try again
         self.sent = 0
 
     def wake(self) -> None:
@@ -58,6 +62,8 @@ class Reporter:
             interval = self._interval_s
             if self._rollout_running():
                 interval = min(interval, ROLLOUT_HEARTBEAT_S)
+            if self._retry_s is not None:
+                interval = min(interval, self._retry_s)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await self._wake.wait()
@@ -78,12 +84,15 @@ class Reporter:
         try:
             await self._store.report_at(self._status(), await self._server_now())
             self.sent += 1
+            self._retry_s = None
+            return
         except StoreError as exc:
             self._clock = None  # Redis may have come back as another server
             log.warning("cannot report status: %s", exc)
         except Exception:
             # The reporter must outlive any surprise: a replica that stops reporting looks dead.
             log.exception("cannot report status")
+        self._retry_s = min(self._interval_s, 2 * (self._retry_s or RETRY_FIRST_S / 2))
 
     async def _server_now(self) -> float:
         mono = time.monotonic()

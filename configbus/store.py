@@ -101,6 +101,7 @@ class Store:
         inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
         min_replicas_to_ack: int = 0,
         ack_timeout_ms: int = durability.DEFAULT_ACK_TIMEOUT_MS,
+        failover_wait_s: float = durability.DEFAULT_FAILOVER_WAIT_S,
     ) -> None:
         if retention < 1:
             raise ValueError("retention must be at least 1 (head is never trimmed)")
@@ -108,6 +109,7 @@ class Store:
             raise ValueError("min_replicas_to_ack needs a single primary (not ?cluster=true)")
         self.min_replicas_to_ack = min_replicas_to_ack
         self.ack_timeout_ms = ack_timeout_ms
+        self.failover_wait_s = failover_wait_s
         self.redis = redis
         self.keys = Keys(namespace)
         self.retention = retention
@@ -120,6 +122,7 @@ class Store:
         self._replicas = redis.register_script(lua.REPLICAS)
         self._sync_read = redis.register_script(lua.SYNC_READ)
         self._floor = redis.register_script(durability.FLOOR)
+        self._fence = redis.register_script(durability.FENCE)
         self._ro_scripts = True
 
     @property
@@ -204,6 +207,9 @@ class Store:
 
     async def _run_publish(self, keys: list[str], args: list[Any]) -> tuple[Any, int | None]:
         k = self.keys
+        await durability.await_reports(
+            self._fence, [k.epoch, k.replicas, k.server, k.fence], self.redis, self.failover_wait_s
+        )
         return await durability.run_publish(
             self.redis,
             floor=self._floor,

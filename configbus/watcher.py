@@ -127,7 +127,6 @@ class Watcher(Generic[T, R]):
         self._channel = ChannelListener(
             lambda: self.reads.channel_redis,
             channels,
-            # (Re)subscribed, perhaps after missing messages: look at head now.
             on_subscribed=self._on_subscribed,
             running=lambda: self._state is WatcherState.RUNNING,
             max_backoff_s=max_backoff_s,
@@ -157,11 +156,6 @@ class Watcher(Generic[T, R]):
     def add_listener(self, fn: Callable[[Applied[R], Applied[R] | None], None]) -> None:
         """Call fn(new, old) after each swap (in the watcher's task; keep it quick)."""
         self._listeners.append(fn)
-
-    def _on_subscribed(self) -> None:
-        self.trigger()
-        if self.keys is not None:
-            self.keys.on_subscribed()
 
     def status(self) -> ReplicaStatus:
         cur, rej = self._current, self._rejected
@@ -467,6 +461,15 @@ class Watcher(Generic[T, R]):
             await asyncio.sleep(interval * random.uniform(0.8, 1.0))
             self._probe = True
             self.trigger()
+
+    def _on_subscribed(self) -> None:
+        # (Re)subscribed, perhaps after missing messages: look at head now. Perhaps to a new
+        # server after a failover: report there at once, so the admin's first publish on it
+        # numbers above what we run (configbus.durability.FENCE).
+        self.trigger()
+        self.reporter.wake()
+        if self.keys is not None:
+            self.keys.on_subscribed()
 
     def _on_hint(self, data: bytes) -> None:
         try:

@@ -24,6 +24,13 @@ a schedule of faults cycles:
     rollout_aborted         a rollout to the canary (replica-1, tier=canary) of a valid but
                             broken version (provider on a dead port): the guard must abort it
     rollout_promoted        a rollout of a good version: promoted after its bake
+    net_latency             200 ms each way between every replica and Redis (a fault proxy)
+    net_loss                10 % TCP segment loss there (retransmission stalls, see
+                            configbus.tooling.faultproxy): a publish must still arrive
+    net_cut                 every replica's Redis connection reset at once
+    netns_link_down         replica-3 runs in a network namespace (as root; skipped with the
+                            reason otherwise): its veth link to Redis goes down, a publish,
+                            the link comes back (its clients' link stays up)
 
 Invariants are checked all along (replicas' /status polled ~10x/s, every answer classified,
 history read every second; no replica outside a rollout's stage may run its version before
@@ -35,5 +42,5 @@ runs a broken rollout are the guard's evidence, counted apart.
 
 The package, one concern per module: `processes` (the fleet it runs), `documents` (what it
 publishes), `publisher` and `load` (the traffic), `invariants` (what it watches),
-`inject` and `faults` (what it breaks), `report` (the summary), `soak` (the run).
+`inject`, `faults` and `network` (what it breaks), `report` (the summary), `soak` (the run).
 """

@@ -29,11 +29,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", help="logs and files here (kept); default a temp dir")
     p.add_argument("--json-out", help="also write the summary here")
     p.add_argument("--keep", action="store_true", help="keep the temp run dir on success")
+    p.add_argument(
+        "--no-netns",
+        action="store_true",
+        help="no network namespace fault even as root (it is skipped anyway when not root)",
+    )
     args = p.parse_args(argv)
     run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="configbus-chaos-")).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        summary = asyncio.run(soak(args.minutes, run_dir, args.seed, args.concurrency))
+        summary = asyncio.run(
+            soak(args.minutes, run_dir, args.seed, args.concurrency, netns=not args.no_netns)
+        )
     except asyncio.CancelledError:
         print(f"interrupted; everything it started is stopped. logs: {run_dir}", file=sys.stderr)
         return 130

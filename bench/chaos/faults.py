@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from bench.chaos import network
 from bench.chaos.inject import inject
 from bench.chaos.invariants import BACK_ON_HEAD_S, CONVERGE_TIMEOUT_S, Ledger, Watch
 from bench.chaos.processes import NAMESPACE, Fleet
@@ -31,15 +32,19 @@ FAULTS = (
     "redis_kill_with_data",
     "pubsub_kill",
     "invalid_document",
+    "net_latency",
     "upstream_fail",
     "redis_pause",
     "two_admins",
+    "netns_link_down",
     "rollout_aborted",
     "corrupt_record",
     "replica_restart",
     "redis_restart_empty",
+    "net_loss",
     "read_replica_kill",
     "clients_kill",
+    "net_cut",
     "rollout_promoted",
 )
 
@@ -52,9 +57,12 @@ class Faults:
         publisher: Publisher,
         watch: Watch,
         rng: random.Random,
+        *,
+        hold_s: float = 2.0,
     ) -> None:
         self.fleet, self.ledger, self.publisher, self.watch = fleet, ledger, publisher, watch
         self.rng = rng
+        self.hold_s = hold_s  # how long a network fault lasts
 
     def _count(self, kind: str) -> int:
         return sum(1 for f in self.ledger.faults if f["kind"] == kind)
@@ -149,6 +157,20 @@ class Faults:
             "version": ev[1],
             "back_on_head_s": await self.watch.converge(now()),
         }
+
+    # -- the network between replicas and Redis (see bench.chaos.network) ------------------
+
+    async def net_latency(self) -> dict[str, Any]:
+        return await network.net_latency(self, self.hold_s)
+
+    async def net_loss(self) -> dict[str, Any]:
+        return await network.net_loss(self, self.hold_s)
+
+    async def net_cut(self) -> dict[str, Any]:
+        return await network.net_cut(self)
+
+    async def netns_link_down(self) -> dict[str, Any]:
+        return await network.netns_link_down(self, max(network.NETNS_DOWN_S, self.hold_s))
 
     # -- bad documents -------------------------------------------------------------------
 

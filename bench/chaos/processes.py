@@ -1,6 +1,12 @@
 """The fleet the soak runs: Redis (AOF), two mock upstreams, two admins, three replicas (the
 first labelled `tier=canary`).
 
+Every replica reaches Redis and the read replica through a `ThreadedFaultProxy` (healthy
+until a network fault sets it; the admins connect directly). As root, `IN_NETNS` runs in a
+network namespace: its way to Redis is the namespace's `redis` link to a proxy listening on
+the link's host address, its clients and upstreams use the `service` link (the mocks listen
+on that link's host address, which the host's own processes reach as well).
+
 Every process is a `configbus.tooling.procs.Child`: its own process group, stopped by PID,
 and it dies with the soak even if the soak is SIGKILLed. Children are started from the event
 loop's thread (the main one, which outlives them); waits and stops run in worker threads so
@@ -16,13 +22,16 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
 
 from bench.chaos.read_replica import ReadReplica
 from configbus.crypto import generate_key
+from configbus.tooling.faultproxy import NetFaults, ThreadedFaultProxy
 from configbus.tooling.localredis import LocalRedis
+from configbus.tooling.netns import NetNamespace, unavailable
 from configbus.tooling.procs import Child, free_port, stop_all
 
 NAMESPACE = "chaos"
@@ -33,16 +42,28 @@ HEARTBEAT_S = 0.5
 STOP_GRACE_S = 15.0
 CANARY = "replica-1"  # labelled tier=canary: the first stage of the soak's rollouts
 CANARY_LABELS = "tier=canary"
+IN_NETNS = "replica-3"  # runs in a network namespace (when root), cut from Redis by a fault
 
 
 class Service:
     """A `python -m configbus ...` child on a free port, logging to `<run_dir>/<name>.log`."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], run_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        run_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        netns: NetNamespace | None = None,
+    ) -> None:
         self.name = name
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        argv = [sys.executable, "-m", "configbus", *args, "--port", str(self.port)]
+        self.url = f"http://{host}:{self.port}"
+        argv = [sys.executable, "-m", "configbus", *args, "--host", host, "--port", str(self.port)]
+        if netns is not None:
+            argv = netns.exec_argv(argv)
         self.child = Child(argv, name=name, env=env, log=run_dir / f"{name}.log")
 
     def start(self) -> None:
@@ -71,7 +92,7 @@ class Replica:
 
 
 class Fleet:
-    def __init__(self, run_dir: Path, concurrency: int) -> None:
+    def __init__(self, run_dir: Path, concurrency: int, *, netns: bool = True) -> None:
         try:
             self.redis = LocalRedis(dir=run_dir / "redis", appendonly=True)
         except FileNotFoundError:
@@ -85,8 +106,29 @@ class Fleet:
         self.r = aioredis.Redis(
             port=self.redis.port, socket_timeout=1.0, socket_connect_timeout=0.5
         )
-        self.mock_a = Service("mock-a", ["mock-upstream", "--name", "a"], self.env(), run_dir)
-        self.mock_b = Service("mock-b", ["mock-upstream", "--name", "b"], self.env(), run_dir)
+        # Every replica reaches Redis (and the read replica) through a fault proxy, healthy
+        # until a network fault sets it; `IN_NETNS` through its namespace's link first.
+        self.netns_skipped = unavailable() if netns else "not asked for (--no-netns)"
+        self.netns = NetNamespace.create("configbus-chaos") if self.netns_skipped is None else None
+        self.proxies = {
+            "primary": ThreadedFaultProxy("127.0.0.1", self.redis.port, listen_port=free_port()),
+            "read": ThreadedFaultProxy(
+                "127.0.0.1", self.read_replica.redis.port, listen_port=free_port()
+            ),
+        }
+        if self.netns is not None:
+            self.proxies["netns"] = ThreadedFaultProxy(
+                "127.0.0.1", self.redis.port, listen_host=self.netns.redis.host_ip,
+                listen_port=free_port(),
+            )  # fmt: skip
+        # The upstreams listen where both the host and the namespace reach them.
+        mock_host = self.netns.service.host_ip if self.netns else "127.0.0.1"
+        self.mock_a = Service(
+            "mock-a", ["mock-upstream", "--name", "a"], self.env(), run_dir, host=mock_host
+        )
+        self.mock_b = Service(
+            "mock-b", ["mock-upstream", "--name", "b"], self.env(), run_dir, host=mock_host
+        )
         admin_env = self.env(
             CONFIGBUS_ADMIN_TOKENS=f"chaos:admin:{ADMIN_TOKEN}",
             CONFIGBUS_ADMIN_PUBLISH_LIMIT="1000000",
@@ -99,17 +141,24 @@ class Fleet:
         self.replicas: list[Replica] = []
         for i in (1, 2, 3):
             rid = f"replica-{i}"
+            in_netns = self.netns is not None and rid == IN_NETNS
+            proxy = self.proxies["netns" if in_netns else "primary"]
             env = self.env(
+                CONFIGBUS_REDIS_URL=proxy.url(),
                 CONFIGBUS_REPLICA_ID=rid,
                 CONFIGBUS_SNAPSHOT_PATH=str(run_dir / f"{rid}.lkg.json"),
                 CONFIGBUS_RECONCILE_INTERVAL_S=str(RECONCILE_S),
                 CONFIGBUS_HEARTBEAT_INTERVAL_S=str(HEARTBEAT_S),
                 UPSTREAM_B_KEY="sk-upstream-b",
-                **self.read_replica.env(rid),
             )
+            if self.read_replica.env(rid):
+                env["CONFIGBUS_REDIS_READ_URL"] = self.proxies["read"].url()
             if rid == CANARY:
                 env["CONFIGBUS_REPLICA_LABELS"] = CANARY_LABELS
-            self.replicas.append(Replica(Service(rid, ["proxy"], env, run_dir), rid))
+            where: dict[str, Any] = {}
+            if in_netns and self.netns is not None:
+                where = {"host": self.netns.service.ns_ip, "netns": self.netns}
+            self.replicas.append(Replica(Service(rid, ["proxy"], env, run_dir, **where), rid))
         self.admin_http: list[httpx.AsyncClient] = []
         self.dead_port = free_port()  # nothing listens there: the broken rollouts' provider
 
@@ -123,6 +172,17 @@ class Fleet:
         )
         env.update(extra)
         return env
+
+    def set_net_faults(self, faults: NetFaults) -> None:
+        """The same link faults on every replica's way to Redis."""
+        for proxy in self.proxies.values():
+            proxy.faults = faults
+
+    def cut_connections(self) -> int:
+        return sum(proxy.cut() for proxy in self.proxies.values())
+
+    def net_stats(self) -> dict[str, dict[str, Any]]:
+        return {name: proxy.stats() for name, proxy in self.proxies.items()}
 
     # -- Redis ---------------------------------------------------------------------------
 
@@ -146,6 +206,8 @@ class Fleet:
 
     async def start_services(self) -> None:
         """Redis, the mocks (answering in 5 ms) and the admins; replicas come later."""
+        for proxy in self.proxies.values():
+            proxy.start()
         await self.start_redis()
         await self.read_replica.start()
         for s in (self.mock_a, self.mock_b, *self.admins):
@@ -189,3 +251,7 @@ class Fleet:
         await self.r.aclose()
         await self.read_replica.stop()
         await self.kill_redis()  # its directory stays in the run dir with the logs
+        for proxy in self.proxies.values():
+            proxy.stop()
+        if self.netns is not None:
+            self.netns.destroy()

@@ -74,6 +74,7 @@ def summary(
     minutes: float,
     seed: int,
     run_dir: str,
+    network: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     pubs = _publishes(ledger, run_id)
     outside = ledger.outside_stage()
@@ -160,5 +161,6 @@ def summary(
             "slow_or_never": slow,
             "log": faults,
         },
+        "network": network or {},
         "run_dir": run_dir,
     }

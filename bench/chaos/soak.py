@@ -21,18 +21,24 @@ from bench.chaos.report import summary
 
 
 class Soak:
-    def __init__(self, minutes: float, run_dir: Path, seed: int, concurrency: int) -> None:
+    def __init__(
+        self, minutes: float, run_dir: Path, seed: int, concurrency: int, *, netns: bool = True
+    ) -> None:
         self.minutes, self.seed, self.concurrency = minutes, seed, concurrency
         self.run_dir = run_dir
         self.run_id = secrets.token_hex(3)
         rng = random.Random(seed)
         self.stopping = asyncio.Event()
-        self.fleet = Fleet(run_dir, concurrency)
+        self.fleet = Fleet(run_dir, concurrency, netns=netns)
         self.ledger = Ledger()
         self.publisher = Publisher(self.fleet, self.ledger, rng, self.run_id)
         self.watch = Watch(self.fleet, self.ledger, self.publisher.lock)
         self.load = Load(self.ledger, rng)
-        self.faults = Faults(self.fleet, self.ledger, self.publisher, self.watch, rng)
+        # Short runs (make test) keep network faults short; long ones hold them longer.
+        hold_s = 2.0 if minutes < 5 else 5.0
+        self.faults = Faults(
+            self.fleet, self.ledger, self.publisher, self.watch, rng, hold_s=hold_s
+        )
 
     async def start(self) -> None:
         await self.fleet.start_services()
@@ -75,6 +81,11 @@ class Soak:
                 minutes=self.minutes,
                 seed=self.seed,
                 run_dir=str(self.run_dir),
+                network={
+                    "netns": self.fleet.netns.name if self.fleet.netns else None,
+                    "netns_skipped": self.fleet.netns_skipped,
+                    "proxies": self.fleet.net_stats(),
+                },
             )
         finally:
             self.stopping.set()
@@ -97,9 +108,11 @@ class Soak:
         await self.fleet.stop()
 
 
-async def soak(minutes: float, run_dir: Path, seed: int, concurrency: int) -> dict[str, Any]:
+async def soak(
+    minutes: float, run_dir: Path, seed: int, concurrency: int, *, netns: bool = True
+) -> dict[str, Any]:
     """Run a soak and always stop what it started; a crash becomes an `error` summary."""
-    runner = Soak(minutes, run_dir, seed, concurrency)
+    runner = Soak(minutes, run_dir, seed, concurrency, netns=netns)
     task = asyncio.current_task()
     assert task is not None
     for sig in (signal.SIGTERM, signal.SIGINT):
