@@ -75,6 +75,7 @@ def summary(
     seed: int,
     run_dir: str,
     network: dict[str, Any] | None = None,
+    keys: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     pubs = _publishes(ledger, run_id)
     outside = ledger.outside_stage()
@@ -108,6 +109,13 @@ def summary(
         "every_fault_kind_ran": {f["kind"] for f in faults} >= set(FAULTS),
         "no_replica_outside_a_stage_ran_its_version": not outside,
     }
+    if keys is not None:
+        checks["no_key_change_lost"] = not keys["lost"] and not keys["resurrected"]
+        checks["no_revoked_key_accepted_after_its_ack"] = keys["violation_count"] == 0
+        checks["every_replica_holds_the_final_key_revision"] = all(
+            rev == keys["collection_rev"] for rev in keys["replica_revs"].values()
+        )
+        checks["keys_churned_and_probed"] = keys["revoked"] > 0 and keys["revoked_refused"] > 0
     recovery: dict[str, list[float | None]] = defaultdict(list)
     for f in faults:
         recovery[f["kind"]].append(f.get("back_on_head_s"))
@@ -162,5 +170,6 @@ def summary(
             "log": faults,
         },
         "network": network or {},
+        "keys": keys or {},
         "run_dir": run_dir,
     }

@@ -14,6 +14,7 @@ import httpx
 
 from bench.chaos.faults import Faults
 from bench.chaos.invariants import Ledger, Watch
+from bench.chaos.keys import KeyChurn
 from bench.chaos.load import Load
 from bench.chaos.processes import Fleet
 from bench.chaos.publisher import Publisher
@@ -34,6 +35,7 @@ class Soak:
         self.publisher = Publisher(self.fleet, self.ledger, rng, self.run_id)
         self.watch = Watch(self.fleet, self.ledger, self.publisher.lock)
         self.load = Load(self.ledger, rng)
+        self.keys = KeyChurn(self.fleet, self.ledger, rng)
         # Short runs (make test) keep network faults short; long ones hold them longer.
         hold_s = 2.0 if minutes < 5 else 5.0
         self.faults = Faults(
@@ -54,6 +56,8 @@ class Soak:
         tasks = [
             asyncio.create_task(self.publisher.loop(self.stopping)),
             asyncio.create_task(self.watch.auditor(self.stopping)),
+            asyncio.create_task(self.keys.churn(self.stopping)),
+            asyncio.create_task(self.keys.probe(self.stopping)),
         ]
         for rep in self.fleet.replicas:
             tasks.append(asyncio.create_task(self.watch.poll_status(rep, self.stopping)))
@@ -72,6 +76,12 @@ class Soak:
             final = await self.watch.converge(now())
             await self._final_look()
             await self.watch.read_history()
+            wipes = [
+                self.ledger.t0 + f["at_s"] + f["duration_s"]
+                for f in self.ledger.faults
+                if f["kind"] == "redis_restart_empty"
+            ]
+            keys = await self.keys.final(wipes)
             return summary(
                 self.ledger,
                 run_id=self.run_id,
@@ -81,6 +91,7 @@ class Soak:
                 minutes=self.minutes,
                 seed=self.seed,
                 run_dir=str(self.run_dir),
+                keys=keys,
                 network={
                     "netns": self.fleet.netns.name if self.fleet.netns else None,
                     "netns_skipped": self.fleet.netns_skipped,
