@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from configbus.errors import StoreUnavailable
 from configbus.redis_calls import REDIS_ERRORS, store_error
 
 log = logging.getLogger("configbus.counters")
@@ -196,12 +197,20 @@ class FleetCounter:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def count(self, key: str) -> Tally:
-        """Count one hit on `key`."""
+        """Count one hit on `key`; StoreUnavailable after `timeout_s` without an answer, from
+        the hit's arrival (queued behind a call already out, it would else wait for that
+        call and then its own: twice the time a caller was promised)."""
         fut: asyncio.Future[Tally | None] = asyncio.get_running_loop().create_future()
         self._pending.append((key, fut))
-        if not self._sending:
-            await self._pump()
-        tally = await fut
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                if not self._sending:
+                    await self._pump()
+                tally = await fut
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"fleet counter: no answer from Redis in {self.timeout_s}s"
+            ) from None
         if tally is None:
             raise store_error(self._failure, "fleet counter") from None
         return tally

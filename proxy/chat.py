@@ -248,6 +248,8 @@ class ChatHandler:
                         return
                 ex.cache = MISS
                 headers.append((CACHE_HEADER, MISS))
+                if tr is not None:
+                    tr.cache("miss")
             result = await self._forward(rt, client, model, req, headers, ticket, ex, tr, parent)
             if isinstance(result, RelayResponse):
                 if key is not None:
@@ -310,6 +312,8 @@ class ChatHandler:
             return False
         provider, body = found
         ex.cache = HIT
+        if tr is not None:
+            tr.cache("hit")
         self._metrics.request(mc.model, "cache", 200)
         if ticket is not None:
             ticket.settle(0, True)  # no upstream tokens were spent

@@ -57,6 +57,10 @@ class RequestTrace:
         )
         return {"traceparent": traceparent_of(span)}
 
+    def cache(self, outcome: str) -> None:
+        """The response cache's answer for this request: `hit` or `miss`."""
+        self.root.set_attribute("configbus.cache", outcome)
+
     def attempt_end(self, outcome: str, provider: str = "") -> None:
         """End the open attempt; `provider`: it served the answer."""
         span, self._attempt = self._attempt, None

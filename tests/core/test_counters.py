@@ -110,3 +110,24 @@ async def test_a_paused_redis_fails_a_new_connection_within_the_timeout(
     assert (await counter.count("k"))[0] >= 1
     await counter.aclose()
     await redis.aclose()
+
+
+async def test_a_hit_queued_behind_a_stalled_call_waits_one_timeout_not_two(
+    own_redis: RedisServer,
+) -> None:
+    r = connect(own_redis.url)
+    counter = FleetCounter(r, window_s=60, timeout_s=0.3)
+    try:
+        await counter.count("warm")  # connected, script loaded
+        own_redis.pause()
+        first = asyncio.create_task(counter.count("a"))
+        await asyncio.sleep(0.15)  # `first`'s call is out; this hit queues behind it
+        t0 = asyncio.get_running_loop().time()
+        with pytest.raises(StoreUnavailable):
+            await counter.count("b")
+        assert asyncio.get_running_loop().time() - t0 < 0.4  # one timeout (0.3 s), not 0.45
+        with pytest.raises(StoreUnavailable):
+            await first
+    finally:
+        own_redis.resume()
+        await r.aclose()

@@ -342,3 +342,33 @@ async def test_a_rollout_step_and_the_applies_it_causes_share_one_trace(
     ]
     assert apply.context is not None and apply.context.trace_id == step.context.trace_id
     assert apply.parent is not None and apply.parent.span_id == step.context.span_id
+
+
+async def test_a_request_span_says_whether_the_cache_answered(
+    redis_server: RedisServer, namespace: str, mocks: tuple[Mock, Mock], tmp_path: Path
+) -> None:
+    a, b = mocks
+    provider, exporter = _exporter()
+    data = data_for(a, b)
+    data["models"][0]["cache"] = {"ttl_s": 60}
+    redis = connect(redis_server.url)
+    try:
+        v = (await Store(redis, namespace).publish(encode(data), author="t")).version
+    finally:
+        await redis.aclose()
+    app = proxy_app(_bus(redis_server.url, namespace, "cache-r1", tmp_path), tracing=provider)
+    async with app.router.lifespan_context(app) as state, _client(app, state) as c:
+        assert state is not None
+        async with asyncio.timeout(10):
+            await state["watcher"].wait_for(lambda cur: cur is not None and cur.version == v)
+        body = {**CHAT, "messages": [{"role": "user", "content": f"cache {namespace}"}]}
+        seen = []
+        for _ in range(40):  # the miss's answer is stored in the background: poll for a hit
+            r = await c.post("/v1/chat/completions", json=body, headers=AUTH)
+            seen.append(r.headers["x-configbus-cache"])
+            if seen[-1] == "hit":
+                break
+            await asyncio.sleep(0.05)
+    assert seen[0] == "miss" and seen[-1] == "hit"
+    roots = [s for s in exporter.get_finished_spans() if s.name == "chat.completions"]
+    assert [_attrs(s)["configbus.cache"] for s in roots] == seen
