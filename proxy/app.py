@@ -326,6 +326,7 @@ def create_app(
     async def metrics(request: Request) -> Response:
         st = request.state
         st.metrics.limits_state(st.limits)
+        st.metrics.keys_state(st.watcher.keys)
         if st.meter is not None:
             st.metrics.usage_state(st.meter)
         return Response(generate_latest(st.registry), media_type=CONTENT_TYPE_LATEST)

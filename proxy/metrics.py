@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
+    from configbus.keyset import KeyFollower
     from proxy.limits import FleetLimits
     from proxy.usage import Meter
 
@@ -117,6 +118,19 @@ class ProxyMetrics:
             "Usage cells (minute x key x model x provider) counted but not yet in Redis",
             registry=registry,
         )
+        self._keys_rev = Gauge(
+            "configbus_keys_revision",
+            "Revision of the client key collection this replica holds (its ACK)",
+            registry=registry,
+        )
+        self._keys_count = Gauge(
+            "configbus_keys_count", "Client keys this replica holds", registry=registry
+        )
+        self._keys_stale = Gauge(
+            "configbus_keys_stale",
+            "1 while the key collection could not be confirmed with Redis (file or last read)",
+            registry=registry,
+        )
         # Label children cached: `labels()` does a lock and a dict build on every call.
         self._req_children: dict[tuple[str, str, int], Counter] = {}
         self._lat_children: dict[str, Histogram] = {}
@@ -157,6 +171,12 @@ class ProxyMetrics:
         self._live.set(limits.live_replicas)
         self._lease_calls.labels("ok").set(limits.lease_calls - limits.lease_failures)
         self._lease_calls.labels("failed").set(limits.lease_failures)
+
+    def keys_state(self, keys: KeyFollower | None) -> None:
+        if keys is not None:
+            self._keys_rev.set(keys.table.rev)
+            self._keys_count.set(len(keys.table))
+            self._keys_stale.set(1 if keys.stale or not keys.loaded else 0)
 
     def usage(self, cells: dict[tuple[str, str, str, str], list[int]]) -> None:
         """Counts of one flush window: series (key, team, model, provider) → [requests,
