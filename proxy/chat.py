@@ -36,6 +36,7 @@ from proxy.admission import (
     usage_of,
 )
 from proxy.allowance import Allowance
+from proxy.body import model_request
 from proxy.cache import CACHE_HEADER, HIT, MISS, ModelCache, ResponseCache, bypass, replay
 from proxy.cache import request_key as cache_key
 from proxy.embeddings import parse_embeddings
@@ -102,16 +103,7 @@ async def read_body(receive: Receive, length: bytes | None, limit: int) -> bytes
 
 
 def parse_request(body: bytes) -> dict[str, Any]:
-    try:
-        req = _decode(body)
-    except msgspec.DecodeError as exc:
-        raise errors.bad_request(f"body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise errors.bad_request("body is nested too deeply") from None
-    if not isinstance(req, dict):
-        raise errors.bad_request("body must be a JSON object")
-    if not isinstance(req.get("model"), str):
-        raise errors.bad_request("'model' is required and must be a string", "missing_model")
+    req = model_request(body)
     messages = req.get("messages")
     if not isinstance(messages, list) or not messages:
         raise errors.bad_request("'messages' must be a non-empty list", "missing_messages")

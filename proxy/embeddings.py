@@ -6,26 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from proxy import errors
-
-_decode = msgspec.json.Decoder().decode
+from proxy.body import model_request
 
 
 def parse_embeddings(body: bytes) -> dict[str, Any]:
     """An OpenAI embeddings request: `model` and a non-empty `input` (a string, a list of
     strings, a list of token ids or a list of token-id lists)."""
-    try:
-        req = _decode(body)
-    except msgspec.DecodeError as exc:
-        raise errors.bad_request(f"body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise errors.bad_request("body is nested too deeply") from None
-    if not isinstance(req, dict):
-        raise errors.bad_request("body must be a JSON object")
-    if not isinstance(req.get("model"), str):
-        raise errors.bad_request("'model' is required and must be a string", "missing_model")
+    req = model_request(body)
     given = req.get("input")
     if isinstance(given, str):
         if not given:

@@ -107,6 +107,7 @@ async def test_promote_moves_head_once_whoever_asks(
     await pub.publish(body(0))
     canary = await watcher(stack, url, namespace, "c1", tier="canary")
     stable = await watcher(stack, url, namespace, "s1")
+    await until(lambda: on(canary, 1) and on(stable, 1), 5, "both on v1")  # first syncs done
     rollout = await started(pub, CANARY)
     await until(lambda: on(canary, 2), 5, "canary on v2")
     assert on(stable, 1)
