@@ -280,6 +280,9 @@ class Watcher(Generic[T, R]):
         except StoreUnavailable as exc:
             self.metrics.redis_connected.set(0)
             log.warning("sync: %s", exc)
+            # Cut from Redis, a replica cannot tell whether what it serves is still head:
+            # say so (status, readiness) until a read confirms it again.
+            self._set_stale(True)
             return SyncOutcome.UNAVAILABLE
         except CorruptRecord as exc:
             self.metrics.redis_connected.set(1)

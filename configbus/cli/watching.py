@@ -65,7 +65,7 @@ def format_status(res: Replicas) -> str:
             elif r.state == "rejected":
                 notes.append(f"rejected: {r.reason or '?'}")
             if r.stale:
-                notes.append("stale (serving a local copy)")
+                notes.append("stale (serving a copy Redis has not confirmed)")
             if not r.staged and r.epoch == s.epoch and r.version > s.head:
                 # Its version was lost by a failover; the next publish numbers above it.
                 notes.append(f"AHEAD of head: version {r.version} is not in the store")

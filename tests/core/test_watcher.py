@@ -326,3 +326,22 @@ async def test_a_transient_bad_head_does_not_wedge_the_replica(
     assert w.status().rejected_version is None
     await pub.publish(body(2))
     await until(lambda: w.current and w.current.version == 2, 5, "v2 followed, no restart")
+
+
+async def test_a_watcher_cut_from_redis_says_stale_until_a_read_confirms_it(
+    own_redis: RedisServer, namespace: str, stack: AsyncExitStack
+) -> None:
+    pub = await publisher(stack, own_redis.url, namespace)
+    await pub.publish(body(1))
+    w = await start_watcher(stack, own_redis.url, namespace)
+    await until(lambda: w.current and w.current.version == 1, 5, "v1 applied")
+    assert w.current is not None and not w.current.stale
+    own_redis.pause()  # no answers (a partition), the data kept
+    try:
+        w.trigger()
+        await until(lambda: w.current is not None and w.current.stale, 10, "stale while cut off")
+        assert w.status().stale and w.current.version == 1  # still serving what it had
+    finally:
+        own_redis.resume()
+    w.trigger()
+    await until(lambda: w.current is not None and not w.current.stale, 10, "confirmed again")
