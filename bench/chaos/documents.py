@@ -15,7 +15,12 @@ from configbus.validation import to_document
 def document(n: int, mock_a: str, mock_b: str) -> dict[str, Any]:
     """Version n of the soak's document: valid, distinct from every other n."""
     data = sample_data(upstream_a=mock_a + "/v1", upstream_b=mock_b + "/v1")
-    data["clients"][0]["rate_limit"] = {"rpm": 10_000_000}  # the soak measures config, not limits
+    # Every kind of limit, far above the load: each request goes through all of them (fleet
+    # leases, token estimates and corrections), Redis faults send them local, none refuses.
+    huge = {"rpm": 10_000_000, "tpm": 10_000_000_000}
+    data["clients"][0]["rate_limit"] = huge
+    data["rate_limits"] = {"global": huge, "model_default": huge, "provider_default": huge}
+    data["ip_rules"] = {"allow": ["127.0.0.0/8", "10.0.0.0/8", "::1/128"], "rate_limit": huge}
     data["models"][0]["params"] = {"temperature": (n % 10) / 10}
     data["metadata"] = {"owner": "chaos", "change": str(n)}
     return data

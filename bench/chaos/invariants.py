@@ -58,6 +58,8 @@ class Ledger:
     rollouts: dict[Version, Staged] = field(default_factory=dict)
     # Each version a replica was seen to apply: (replica, version, its applied_at, wall clock).
     moves: list[tuple[str, Version, float | None]] = field(default_factory=list)
+    # Replicas seen limiting locally (Redis out of reach), and the most at once.
+    limits_local: set[str] = field(default_factory=set)
     # Answers on a rollout's version from a replica outside its stage: (replica, version, when).
     outside_answers: list[tuple[str, Version, float]] = field(default_factory=list)
     # Replicas running a rollout meant to fail (a canary on a broken provider): their upstream
@@ -86,6 +88,8 @@ class Ledger:
             self.violations.append({"what": "no_config", "replica": rep.rid})
             return
         self.polls += 1
+        if st.get("rate_limits_local"):
+            self.limits_local.add(rep.rid)
         ev = (st["epoch"], int(st["version"]))
         t = self.t()
         if ev in self.injected:

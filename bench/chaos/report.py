@@ -109,6 +109,11 @@ def summary(
         "every_fault_kind_ran": {f["kind"] for f in faults} >= set(FAULTS),
         "no_replica_outside_a_stage_ran_its_version": not outside,
     }
+    # Limits on (every kind, far above the load): Redis faults must send them local and
+    # refuse nothing (a 429 is a failure of its own cause).
+    checks["limits_went_local_and_refused_nothing"] = (
+        bool(ledger.limits_local) and failed["rate_limit"] == 0
+    ) or not any(f["kind"].startswith("redis_") for f in faults)
     if keys is not None:
         checks["no_key_change_lost"] = not keys["lost"] and not keys["resurrected"]
         checks["no_revoked_key_accepted_after_its_ack"] = keys["violation_count"] == 0
@@ -169,6 +174,7 @@ def summary(
             "slow_or_never": slow,
             "log": faults,
         },
+        "limits_local_seen_on": sorted(ledger.limits_local),
         "network": network or {},
         "keys": keys or {},
         "run_dir": run_dir,
