@@ -124,7 +124,19 @@ def parse_sentinel_url(url: str) -> SentinelURL:
 FOLLOW_INTERVAL_S = 0.5
 
 
-class SentinelRedis(aioredis.Redis):
+class SentinelReadRedis(aioredis.Redis):
+    """A client of a sentinel-managed service's replicas (one picked per connection, the
+    primary when none is up); it closes its sentinel clients with itself."""
+
+    sentinels: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.sentinels is not None:
+            await self.sentinels.aclose()
+
+
+class SentinelRedis(SentinelReadRedis):
     """A client of a sentinel-managed primary: it closes its sentinel clients with itself,
     and asks the sentinels where the primary is at most every `FOLLOW_INTERVAL_S` while in
     use. redis-py asks only when it opens a connection, and Sentinel demotes the old primary
@@ -132,7 +144,6 @@ class SentinelRedis(aioredis.Redis):
     writing to the old primary, and those writes are lost. When the answer changes, the pool
     drops its idle connections at once and the busy ones when they come back."""
 
-    sentinels: Sentinel | None = None
     _asked_at = 0.0
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
@@ -145,13 +156,10 @@ class SentinelRedis(aioredis.Redis):
                 pass  # no sentinel answers: the command goes where the pool already points
         return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
 
-    async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        await super().aclose(close_connection_pool)
-        if self.sentinels is not None:
-            await self.sentinels.aclose()
 
-
-def _sentinel_client(parsed: SentinelURL, **options: Any) -> aioredis.Redis:
+def _sentinel_client(
+    parsed: SentinelURL, *, replicas: bool = False, **options: Any
+) -> aioredis.Redis:
     ssl = {k: v for k, v in parsed.options.items() if k.startswith("ssl")}
     sentinel_options = {
         "socket_timeout": options["socket_timeout"],
@@ -162,11 +170,12 @@ def _sentinel_client(parsed: SentinelURL, **options: Any) -> aioredis.Redis:
         **({"ssl": True, **ssl} if parsed.tls else {}),
     }
     sentinel = Sentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
-    client: SentinelRedis = sentinel.master_for(
-        parsed.service,
-        redis_class=SentinelRedis,
-        **{**parsed.options, **({"ssl": True} if parsed.tls else {}), **options},
-    )
+    kwargs = {**parsed.options, **({"ssl": True} if parsed.tls else {}), **options}
+    client: SentinelReadRedis
+    if replicas:
+        client = sentinel.slave_for(parsed.service, redis_class=SentinelReadRedis, **kwargs)
+    else:
+        client = sentinel.master_for(parsed.service, redis_class=SentinelRedis, **kwargs)
     client.sentinels = sentinel
     return client
 
@@ -191,11 +200,39 @@ def pick_read_url(urls: str, replica_id: str) -> str | None:
     return choices[int.from_bytes(digest[:8], "big") % len(choices)]
 
 
-def connect_read(urls: str, replica_id: str) -> aioredis.Redis | None:
-    """A client for this replica's read replica, None when there is none."""
+# `CONFIGBUS_REDIS_READ_URL=replicas`: the primary's own replicas, as Sentinel or the
+# Cluster knows them, instead of a list of URLs.
+DISCOVER_REPLICAS = "replicas"
+
+
+def connect_read(urls: str, replica_id: str, primary_url: str = "") -> aioredis.Redis | None:
+    """A client for this replica's read replica, None when there is none. `urls` is a
+    comma-separated list (one is picked by `replica_id`), or `replicas`: those of
+    `primary_url`'s primary, asked of its sentinels (a `redis+sentinel://` URL: a replica
+    per connection, the primary when none is up) or its cluster (`?cluster=true`: reads
+    routed to the slots' replicas)."""
+    if urls.strip() == DISCOVER_REPLICAS:
+        return _discovered(primary_url)
     url = pick_read_url(urls, replica_id)
     if url is None:
         return None
     return connect(
         url, socket_timeout_s=READ_REPLICA_TIMEOUT_S, connect_timeout_s=READ_REPLICA_TIMEOUT_S
+    )
+
+
+def _discovered(primary_url: str) -> aioredis.Redis:
+    url, cluster = _split_cluster_flag(primary_url)
+    options: dict[str, Any] = {
+        "socket_timeout": READ_REPLICA_TIMEOUT_S,
+        "socket_connect_timeout": READ_REPLICA_TIMEOUT_S,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if url.startswith(SENTINEL_SCHEMES):
+        return _sentinel_client(parse_sentinel_url(url), replicas=True, **options)
+    if cluster:
+        return RedisCluster.from_url(url, read_from_replicas=True, **options)  # type: ignore[return-value]
+    raise ValueError(
+        f"CONFIGBUS_REDIS_READ_URL={DISCOVER_REPLICAS} needs a CONFIGBUS_REDIS_URL that can "
+        "name its replicas: redis+sentinel://... or ?cluster=true"
     )

@@ -126,6 +126,8 @@ def _plain_redis_url(value: str) -> None:
 
 
 def redis_urls(value: str) -> None:
+    if value.strip() == "replicas":  # the primary's own, found through Sentinel or Cluster
+        return
     for url in value.split(","):
         if url.strip():
             _plain_redis_url(url.strip())

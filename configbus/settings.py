@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from configbus import variables as v
+from configbus.errors import SettingsError
 from configbus.variables import Command, Variable
 
 __all__ = [
@@ -66,6 +67,14 @@ class BusSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     def check(self) -> None:
         check_fields(BUS_FIELDS, self)
+        if self.redis_read_url.strip() == "replicas" and not (
+            self.redis_url.startswith(("redis+sentinel://", "rediss+sentinel://"))
+            or "cluster=true" in self.redis_url
+        ):
+            raise SettingsError(
+                "CONFIGBUS_REDIS_READ_URL=replicas: CONFIGBUS_REDIS_URL must name its "
+                "replicas' source: a redis+sentinel:// URL or one with ?cluster=true"
+            )
 
 
 # Field of BusSettings → the variable that fills it.

@@ -105,8 +105,12 @@ REDIS_READ_URL = Variable[str](
     meaning="Read replicas of the bus's Redis (`redis://replica-a:6379/0,redis://...`): a "
     "replica reads and listens through one of them (picked by its id, so a fleet spreads "
     "evenly) and writes to `CONFIGBUS_REDIS_URL`; a lagging or dead one is bypassed for the "
-    "primary. Unset: everything goes to the primary. See docs/scale.md.",
-    reader=Reader[str](kind="`redis://` URLs, comma-separated", parse=str, check=redis_urls),
+    "primary. `replicas`: the primary's own replicas, as the sentinels of a `redis+sentinel://` "
+    "`CONFIGBUS_REDIS_URL` name them (a replica per connection, the primary when none is up) "
+    "or a `?cluster=true` cluster's. Unset: everything goes to the primary. See docs/scale.md.",
+    reader=Reader[str](
+        kind="`redis://` URLs, comma-separated, or `replicas`", parse=str, check=redis_urls
+    ),
     commands=frozenset({"proxy"}),
 )
 SECRET_KEYS = Variable[tuple[str, ...]](

@@ -165,7 +165,7 @@ def create_app(
         tracer = None if provider is None else provider.get_tracer("configbus.proxy")
         traffic = TrafficCounter()
         redis = connect(bus.redis_url)
-        read_redis = connect_read(bus.redis_read_url, bus.replica_id)
+        read_redis = connect_read(bus.redis_read_url, bus.replica_id, bus.redis_url)
         limiter_redis = connect(
             bus.redis_url,
             socket_timeout_s=LIMITER_SOCKET_TIMEOUT_S,
