@@ -130,7 +130,9 @@ class KeyFollower:
         self._running = True
         try:
             await self._reload()
-        except StoreError as exc:
+        except Exception as exc:  # a replica must start whatever Redis does: retried below
+            # (StoreError, and what redis-py lets through when a connection breaks during
+            # its handshake, such as uvloop's RuntimeError on a closed transport.)
             log.warning("cannot load the key collection: %s", exc)
             await self._load_file()
             self._full = True

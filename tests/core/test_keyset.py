@@ -144,3 +144,28 @@ async def test_the_last_known_good_file_serves_while_redis_is_down(
     finally:
         await g.stop()
         await r.aclose()
+
+
+async def test_a_replica_starts_whatever_breaks_in_the_first_load(
+    keys: KeyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, key = await keys.create(name="a")
+    f = KeyFollower(keys)
+    real = keys.state
+    calls = 0
+
+    async def broken() -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # what uvloop raises when a connection breaks mid-handshake
+            raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+        return await real()
+
+    monkeypatch.setattr(keys, "state", broken)
+    await f.start()  # no exception: it serves (nothing yet) and retries in the background
+    try:
+        assert key is not None
+        await eventually(lambda: f.table.find(hash_key(key), 0) is not None, timeout=5)
+        assert f.loaded and not f.stale
+    finally:
+        await f.stop()
