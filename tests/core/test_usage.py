@@ -151,9 +151,7 @@ async def test_usage_over_time_sums_minutes_into_buckets(
     assert [(x.t, x.requests) for x in days.rows] == [(NOV30 // 86_400 * 86_400, 4)]
     assert days.total.prompt_tokens == 16 == sum(x.prompt_tokens for x in days.rows)
     # Filtered: only key_a's hours.
-    only = await r.query(
-        start=NOV30, end=NOV30 + 7200, filters={"key": "key_a"}, bucket="hour"
-    )
+    only = await r.query(start=NOV30, end=NOV30 + 7200, filters={"key": "key_a"}, bucket="hour")
     assert [x.requests for x in only.rows] == [2, 1]
     # Too many buckets for one answer: refused, naming the parameter.
     with pytest.raises(ValueError, match=r"^bucket: 2880 minutes .* more than 2000"):
