@@ -536,6 +536,13 @@ def test_usage_page_charts_a_keys_requests_and_cost_and_the_keys_page_shows_them
     # Tokens: prompt and completion stacked (1 and 3 a request).
     prompt = page.locator("#chart-tokens rect[data-series='prompt']")
     assert sum(int(b.get_attribute("data-value")) for b in prompt.all()) == answered
+    page.select_option("#usage-range", "7d")  # per UTC day: a bar a day, 8 of them
+    page.click("#usage-form button[type='submit']")
+    page.get_by_text("per UTC day").wait_for()
+    days = page.locator("#chart-requests rect").all()
+    assert sum(int(b.get_attribute("data-value")) for b in days) == answered
+    assert page.get_attribute("#chart-requests", "data-total") == str(answered)
+    assert page.get_attribute("#chart-cost", "data-total") == str(micro)
     page.set_viewport_size({"width": 400, "height": 800})
     try:
         assert page.evaluate("document.documentElement.scrollWidth") <= 400

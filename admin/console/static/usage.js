@@ -8,7 +8,8 @@ import { stackedBars, COLOURS } from './chart.js';
 export const RANGES = {
   '1h': { label: 'last hour', seconds: 3600, bucket: 'minute' },
   '24h': { label: 'last 24 h', seconds: 86_400, bucket: 'hour' },
-  '7d': { label: 'last 7 days', seconds: 7 * 86_400, bucket: 'hour' },
+  // Per day: the day counts, 8 reads (per hour would sum 10,080 minute buckets).
+  '7d': { label: 'last 7 days', seconds: 7 * 86_400, bucket: 'day' },
 };
 const STEP = { minute: 60, hour: 3600, day: 86_400 };
 const DIMENSIONS = ['key', 'team', 'model', 'provider'];
