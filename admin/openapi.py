@@ -276,7 +276,8 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("get", f"{NS}/usage"): Op(
         "requests, tokens and cost per key, model, provider and team over a time range, "
         "as the replicas counted them from the upstreams' reported usage (flushed every "
-        "second); filters and `group_by`",
+        "second); filters, `group_by`, and `bucket` for usage over time (a row per minute, "
+        "hour or day; 400 past the cap on buckets)",
         "read",
         {200: ("the sums, per group and in total", UsageReport)},
         query=UsageQuery,

@@ -491,6 +491,9 @@ UsageFilter = Annotated[
     str, Meta(min_length=1, max_length=128, title="a name of at most 128 characters")
 ]
 UnixSeconds = Annotated[int, Meta(ge=0, le=UNIX_MAX, examples=[1764547200])]
+UsageBucket = Literal["minute", "hour", "day"]
+USAGE_BUCKETS: tuple[UsageBucket, ...] = ("minute", "hour", "day")
+MAX_USAGE_BUCKETS = 2000  # time buckets in one answer (a day and a half of minutes)
 
 
 class UsageQuery(_Request, frozen=True, kw_only=True):
@@ -519,12 +522,30 @@ class UsageQuery(_Request, frozen=True, kw_only=True):
         ]
         | None
     ) = None
+    bucket: (
+        Annotated[
+            UsageBucket,
+            Meta(
+                title="one of minute, hour, day",
+                description="one row per UTC minute, hour or day (and per group), its start "
+                "in `t`; the range widens to whole buckets; buckets without usage are left "
+                "out; at most "
+                f"{MAX_USAGE_BUCKETS} buckets. minute and hour sum the minute counts (kept 8 "
+                "days), day the day counts (kept 400 days)",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class UsageRow(_Response, frozen=True, kw_only=True):
     """Counts of one group (a dimension not grouped by is null). Cost is in integer
     micro-dollars (exact) and, rounded, in dollars."""
 
+    t: (
+        Annotated[int, Meta(description="the start of the row's time bucket, unix seconds "
+                            "(when the query asks for `bucket`)")] | None
+    ) = None  # fmt: skip
     key: str | None = None
     model: str | None = None
     provider: str | None = None
@@ -546,3 +567,4 @@ class UsageReport(_Response, frozen=True, kw_only=True):
     group_by: list[str]
     rows: list[UsageRow]
     total: UsageRow
+    bucket: UsageBucket | None = None

@@ -18,7 +18,9 @@ Fields: `r` requests, `p` prompt tokens, `c` completion tokens, `u` cost in inte
 micro-dollars (no float drift: replicas count pico-dollars and carry the remainder). `team`
 is empty for a key without one. Names never contain `|` (see `document.NAME_PATTERN`).
 Minute buckets live `MINUTE_TTL_S`, day buckets `DAY_TTL_S`; a query sums the day buckets of
-the whole UTC days in its range and the minute buckets of the rest.
+the whole UTC days in its range and the minute buckets of the rest. A query over time (a
+`bucket` of minute or hour) sums minute buckets per UTC minute or hour, one of day sums the
+day buckets; its range widens to whole buckets.
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ from typing import Any, NamedTuple
 import redis.asyncio as aioredis
 
 from configbus import lua
-from configbus.api import USAGE_DIMENSIONS, UsageReport, UsageRow
+from configbus.api import (
+    MAX_USAGE_BUCKETS,
+    USAGE_BUCKETS,
+    USAGE_DIMENSIONS,
+    UsageBucket,
+    UsageReport,
+    UsageRow,
+)
 from configbus.counters import ScriptCaller
 from configbus.names import check_namespace
 from configbus.redis_calls import REDIS_ERRORS, store_error
@@ -46,6 +55,7 @@ BATCH_TTL_S = 86_400  # how long Redis remembers a writer's last batch number
 MAX_RANGE_S = DAY_TTL_S
 MICRO = 1_000_000  # pico-dollars per micro-dollar, and micro-dollars per dollar
 METRICS = ("r", "p", "c", "u")  # requests, prompt tokens, completion tokens, micro-USD
+BUCKET_S = {"minute": 60, "hour": 3600, "day": 86_400}
 
 Series = tuple[str, str, str, str]
 """(key, team or '', public model, provider)"""
@@ -247,7 +257,15 @@ def bucket_keys(layout: UsageLayout, start: int, end: int) -> list[str]:
     return out
 
 
-def check_query(start: int, end: int, group_by: Iterable[str]) -> list[str]:
+def widen(start: int, end: int, bucket: str) -> tuple[int, int]:
+    """[start, end) widened to whole UTC buckets of `bucket` (minute, hour, day)."""
+    size = BUCKET_S[bucket]
+    return start // size * size, -(-end // size) * size
+
+
+def check_query(
+    start: int, end: int, group_by: Iterable[str], bucket: UsageBucket | None = None
+) -> list[str]:
     """The dimensions to group by, each once; ValueError naming what is wrong."""
     groups = list(dict.fromkeys(group_by))
     for dim in groups:
@@ -257,6 +275,17 @@ def check_query(start: int, end: int, group_by: Iterable[str]) -> list[str]:
         raise ValueError(f"the range is empty: from {start} is not before to {end}")
     if end - start > MAX_RANGE_S:
         raise ValueError(f"the range is longer than {MAX_RANGE_S // 86_400} days")
+    if bucket is not None:
+        if bucket not in BUCKET_S:
+            raise ValueError(f"bucket: {bucket!r} is not one of {', '.join(USAGE_BUCKETS)}")
+        lo, hi = widen(start, end, bucket)
+        n = (hi - lo) // BUCKET_S[bucket]
+        if n > MAX_USAGE_BUCKETS:
+            raise ValueError(
+                f"bucket: {n} {bucket}s from {utc(lo)} to {utc(hi)} is more than "
+                f"{MAX_USAGE_BUCKETS} buckets an answer; ask for a larger bucket or a "
+                "shorter range"
+            )
     return groups
 
 
@@ -275,30 +304,40 @@ class UsageReader:
         end: int,
         filters: Mapping[str, str | None] | None = None,
         group_by: Iterable[str] = (),
+        bucket: UsageBucket | None = None,
     ) -> UsageReport:
         """Usage over [start, end); `filters` by dimension (key, model, provider, team; a
-        team filter of '' matches keys without a team), rows per distinct `group_by`."""
-        groups = check_query(start, end, group_by)
+        team filter of '' matches keys without a team), rows per distinct `group_by`, and
+        per UTC `bucket` (minute, hour, day) when given, over the range widened to whole
+        buckets (rows of buckets without usage are left out)."""
+        groups = check_query(start, end, group_by, bucket)
         # Where each dimension sits in a field: "<key>|<team>|<model>|<provider>|<metric>".
         pos = {"key": 0, "team": 1, "model": 2, "provider": 3}
         want = [(pos[dim], v) for dim, v in (filters or {}).items() if v is not None]
         gpos = [pos[dim] for dim in groups]
-        keys = bucket_keys(self.layout, start, end)
-        sums: dict[tuple[str, ...], list[int]] = {}
+        if bucket is None:
+            keys: list[tuple[str, int | None]] = [
+                (k, None) for k in bucket_keys(self.layout, start, end)
+            ]
+        else:
+            start, end = widen(start, end, bucket)
+            keys = self._time_keys(start, end, BUCKET_S[bucket])
+        sums: dict[tuple[int | None, tuple[str, ...]], list[int]] = {}
         try:
             for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for k in keys[i : i + 500]:
+                    for k, _ in chunk:
                         pipe.hgetall(k)
                     found = await pipe.execute()
-                for bucket in found:
-                    for field, value in bucket.items():
+                for (_, t), cells in zip(chunk, found, strict=True):
+                    for field, value in cells.items():
                         parts = _text(field).split(SEP)
                         if len(parts) != 5 or parts[4] not in METRICS:
                             continue  # not ours: ignore rather than fail the whole answer
                         if any(parts[p] != v for p, v in want):
                             continue
-                        g = tuple(parts[p] for p in gpos)
+                        g = (t, tuple(parts[p] for p in gpos))
                         acc = sums.get(g)
                         if acc is None:
                             acc = sums[g] = [0, 0, 0, 0]
@@ -306,9 +345,9 @@ class UsageReader:
         except REDIS_ERRORS as exc:
             raise store_error(exc, "usage query") from None
         rows = [
-            _row(dict(zip(groups, g, strict=True)), acc)
-            for g, acc in sorted(sums.items())
-            if groups
+            _row(dict(zip(groups, g, strict=True)), acc, t)
+            for (t, g), acc in sorted(sums.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1]))
+            if groups or bucket
         ]
         total = [sum(acc[i] for acc in sums.values()) for i in range(4)]
         return UsageReport(
@@ -318,12 +357,22 @@ class UsageReader:
             group_by=groups,
             rows=rows,
             total=_row({}, total),
+            bucket=bucket,
         )
 
+    def _time_keys(self, start: int, end: int, size: int) -> list[tuple[str, int | None]]:
+        """The buckets of [start, end) (whole buckets of `size` seconds), each with the
+        start of the time bucket it counts towards: day buckets for days, minutes else."""
+        lay = self.layout
+        if size == 86_400:
+            return [(lay.day(d), d * 86_400) for d in range(start // 86_400, end // 86_400)]
+        return [(lay.minute(m), m * 60 // size * size) for m in range(start // 60, end // 60)]
 
-def _row(names: Mapping[str, str], acc: list[int]) -> UsageRow:
+
+def _row(names: Mapping[str, str], acc: list[int], t: int | None = None) -> UsageRow:
     requests, prompt, completion, micro = acc
     return UsageRow(
+        t=t,
         key=names.get("key"),
         model=names.get("model"),
         provider=names.get("provider"),

@@ -8,7 +8,7 @@ import calendar
 import re
 import time
 
-from configbus.api import USAGE_DIMENSIONS, UsageRow
+from configbus.api import USAGE_BUCKETS, USAGE_DIMENSIONS, UsageRow
 from configbus.cli.common import EXIT_OK, admin_client, admin_flags, print_json
 from configbus.cli.text import table
 
@@ -65,6 +65,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=["key"],
         help="comma-separated: key, model, provider, team (default: key)",
     )
+    p.add_argument(
+        "--bucket",
+        choices=USAGE_BUCKETS,
+        help="a row per UTC minute, hour or day (and group), over whole buckets",
+    )
     admin_flags(p, cmd_usage)
 
 
@@ -78,15 +83,18 @@ def cmd_usage(args: argparse.Namespace) -> int:
             provider=args.provider,
             team=args.team,
             group_by=args.group_by,
+            bucket=args.bucket,
         )
     if args.json:
         print_json(res)
         return EXIT_OK
-    dims = res.group_by or [""]  # no grouping: one column for the TOTAL label
-    rows = [[d.upper() for d in dims] + ["REQUESTS", "PROMPT", "COMPLETION", "COST USD"]]
+    times = ["TIME"] if res.bucket else []
+    dims = res.group_by or ([] if times else [""])  # a column for the TOTAL label
+    rows = [times + [d.upper() for d in dims] + ["REQUESTS", "PROMPT", "COMPLETION", "COST USD"]]
     for r in res.rows:
-        rows.append([getattr(r, d) or "-" for d in dims] + _counts(r))
-    rows.append(["TOTAL"] + [""] * (len(dims) - 1) + _counts(res.total))
+        when_ = [_utc(r.t or 0, res.bucket)] if times else []
+        rows.append(when_ + [getattr(r, d) or "-" for d in dims] + _counts(r))
+    rows.append(["TOTAL"] + [""] * (len(times) + len(dims) - 1) + _counts(res.total))
     span = f"{_utc(res.from_)} to {_utc(res.to)}"
     print(f"usage of namespace {res.namespace}, {span}")
     print(table(rows))
@@ -102,5 +110,6 @@ def _counts(r: UsageRow) -> list[str]:
     ]
 
 
-def _utc(ts: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts))
+def _utc(ts: int, bucket: str | None = None) -> str:
+    fmt = {"day": "%Y-%m-%d", "hour": "%Y-%m-%d %H:00Z", "minute": "%Y-%m-%d %H:%MZ"}
+    return time.strftime(fmt.get(bucket or "", "%Y-%m-%d %H:%M:%SZ"), time.gmtime(ts))

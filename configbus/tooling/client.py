@@ -45,6 +45,7 @@ from configbus.api import (
     RolloutView,
     RotateRequest,
     StageRequest,
+    UsageBucket,
     UsageQuery,
     UsageReport,
     ValidateQuery,
@@ -306,8 +307,10 @@ class AdminClient:
         provider: str | None = None,
         team: str | None = None,
         group_by: list[str] | None = None,
+        bucket: UsageBucket | None = None,
     ) -> UsageReport:
-        """Usage over [start, end) (unix seconds; default: the last day), filtered, grouped."""
+        """Usage over [start, end) (unix seconds; default: the last day), filtered, grouped,
+        and per UTC minute, hour or day with `bucket`."""
         q = UsageQuery(
             from_=start,
             to=end,
@@ -316,6 +319,7 @@ class AdminClient:
             provider=provider,
             team=team,
             group_by=",".join(group_by) if group_by else None,
+            bucket=bucket,
         )
         return self._call(UsageReport, "GET", "usage", params=q)
 

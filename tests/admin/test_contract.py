@@ -154,6 +154,10 @@ async def test_every_answer_is_the_documented_one(
         assert r.status_code == 200 and r.json()["total"]["requests"] == 0
         assert (await call("GET", f"{base}/usage?group_by=colour")).status_code == 400
         assert (await call("GET", f"{base}/usage?from=20&to=10")).status_code == 400
+        r = await call("GET", f"{base}/usage?bucket=hour&group_by=model&from=0&to=7200")
+        assert r.status_code == 200 and r.json()["bucket"] == "hour"
+        r = await call("GET", f"{base}/usage?bucket=minute&from=0&to=864000")
+        assert r.status_code == 400 and "bucket" in r.json()["error"]["message"]
         export = await call("GET", f"{base}/export")
         assert (await call("POST", f"{base}/rotate-secrets")).status_code == 201
         other = f"/v1/namespaces/{namespace}-copy"

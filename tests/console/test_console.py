@@ -4,16 +4,18 @@ admin, three replicas and the mock upstreams, as `configbus up` starts them.
 The tests run in order on one fleet, like a person's session: log in, a typo refused at its
 path, the fix converging, a diff, a canary aborted by its guard, an SRE's rollback, a
 viewer refused. Each page is screenshotted under the pytest tmp dir;
-CONFIGBUS_UPDATE_DOCS=1 also refreshes the two PNGs of docs/.
+CONFIGBUS_UPDATE_DOCS=1 also refreshes the PNGs of docs/.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -411,6 +413,142 @@ def test_keys_page_creates_a_key_shown_once_rotates_and_revokes(
     )
     assert r.status_code == 404
     page.screenshot(path=shots / "keys.png", full_page=True)
+
+
+PRICE = {"input_per_million": 1000.0, "output_per_million": 2000.0}
+MICRO_PER_REQUEST = 1 * 1000 + 3 * 2000  # the mock reports 1 prompt, 3 completion tokens
+
+
+def _admin(fleet: Fleet, method: str, path: str, **kw: Any) -> Any:
+    r = httpx.request(
+        method,
+        f"{admin_url(fleet)}/v1/namespaces/{fleet.namespace}{path}",
+        headers={"Authorization": f"Bearer {fleet.admin_token}", **kw.pop("headers", {})},
+        **kw,
+    )
+    assert r.status_code < 300, r.text
+    return r.json()
+
+
+def _priced_usage(fleet: Fleet) -> tuple[str, int, int]:
+    """A new key's requests through two replicas, with a price on `chat`'s deployment:
+    (the key's id, requests answered, micro-dollars they cost), once flushed."""
+    models = api(fleet, "/config")["document"]["models"]
+    for m in models:
+        if m["name"] == "chat":
+            m["deployments"] = [{**d, "price": PRICE} for d in m["deployments"]]
+    head = _admin(
+        fleet,
+        "PATCH",
+        "/config?message=price+chat",
+        content=json.dumps({"models": models}),
+        headers={"Content-Type": "application/merge-patch+json"},
+    )["version"]
+
+    def on_head() -> bool:
+        rows = api(fleet, "/replicas")["replicas"]
+        return len(rows) == 3 and all(r["version"] == head and r["alive"] for r in rows)
+
+    wait_for(on_head, timeout=20, what=f"3 replicas on version {head}")
+    issued = _admin(fleet, "POST", "/keys", json={"name": "usage-key", "team": "usage"})
+    key, key_id = issued["key"], issued["entry"]["id"]
+    answered, micro = 0, 0
+
+    def chat(url: str) -> bool:
+        nonlocal answered, micro
+        r = httpx.post(
+            url + "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=10,
+        )
+        if r.status_code != 200:
+            return False
+        answered += 1
+        micro += MICRO_PER_REQUEST if "mock-a" in r.text else 0  # chat-backup is unpriced
+        return True
+
+    for name in ("replica-2", "replica-3"):
+        url = fleet.child(name).url
+        wait_for(lambda u=url: chat(u), timeout=20, what=f"{name} knows the new key")
+        for _ in range(2):
+            assert chat(url)
+    assert answered == 6 and micro > 0
+    # The document's client (`demo`) too: a second series in the charts.
+    _chat(fleet.child("replica-3").url, fleet.client_key, 3, threading.Event())
+
+    def flushed() -> bool:
+        since = int(time.time()) - 3600
+        total = api(fleet, f"/usage?key={key_id}&from={since}")["total"]
+        demo = api(fleet, f"/usage?key=demo&from={since}")["total"]
+        return bool(total["requests"] == answered and demo["requests"] >= 3)
+
+    wait_for(flushed, timeout=10, what="the replicas' usage flushed")
+    return key_id, answered, micro
+
+
+def test_usage_page_charts_a_keys_requests_and_cost_and_the_keys_page_shows_them(
+    admin_page: Any, fleet: Fleet, shots: Path
+) -> None:
+    page = admin_page
+    key_id, answered, micro = _priced_usage(fleet)
+    cost = f"${micro / 1e6:.6f}"
+    page.click("#nav a[href='#/usage']")
+    page.wait_for_selector("#chart-requests")
+    page.select_option("#usage-range", "1h")
+    page.select_option("#usage-group", "key")
+    page.click("#usage-form button[type='submit']")
+    row = page.locator(f"#usage-totals tr[data-group='{key_id}']")
+    row.wait_for()
+    assert row.locator("[data-requests]").get_attribute("data-requests") == str(answered)
+    assert row.locator("[data-micro-usd]").inner_text() == cost
+    assert "minute" in page.inner_text("main")
+    # Its bars: per minute, stacked by key; the key's own bars sum to its requests.
+    bars = page.locator(f"#chart-requests rect[data-series='{key_id}']")
+    assert bars.count() >= 1
+    assert sum(int(b.get_attribute("data-value")) for b in bars.all()) == answered
+    cost_bars = page.locator(f"#chart-cost rect[data-series='{key_id}']")
+    assert sum(int(b.get_attribute("data-value")) for b in cost_bars.all()) == micro
+    legend = page.inner_text("#chart-requests .legend")
+    assert key_id in legend and "demo" in legend
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    page.screenshot(path=shots / "usage.png", full_page=True)
+    _docs(shots / "usage.png", "console-usage.png")
+
+    # The Keys page: the key's last 24 h, and a link to its usage over time.
+    page.click("#nav a[href='#/keys']")
+    page.fill("#keys-team", "usage")
+    page.press("#keys-team", "Enter")
+    cell = page.locator(f"#keys-table tr[data-key='{key_id}'] td.key-usage")
+    cell.wait_for()
+    assert cell.get_attribute("data-requests") == str(answered)
+    assert cell.get_attribute("data-micro-usd") == str(micro)
+    assert f"{answered} req · {answered * 4} tok" in cell.inner_text() and cost in cell.inner_text()
+    page.screenshot(path=shots / "keys-usage.png", full_page=True)
+    cell.locator("a").click()
+    page.wait_for_selector("#usage-total")
+    assert page.input_value("#usage-key") == key_id
+    total = page.locator("#usage-total [data-requests]")
+    assert total.get_attribute("data-requests") == str(answered)
+    assert page.get_attribute("#chart-requests", "data-total") == str(answered)
+    assert page.get_attribute("#chart-cost", "data-total") == str(micro)
+    assert page.inner_text("#usage-total [data-micro-usd]") == cost
+    # Tokens: prompt and completion stacked (1 and 3 a request).
+    prompt = page.locator("#chart-tokens rect[data-series='prompt']")
+    assert sum(int(b.get_attribute("data-value")) for b in prompt.all()) == answered
+    page.select_option("#usage-range", "7d")  # per UTC day: a bar a day, 8 of them
+    page.click("#usage-form button[type='submit']")
+    page.get_by_text("per UTC day").wait_for()
+    days = page.locator("#chart-requests rect").all()
+    assert sum(int(b.get_attribute("data-value")) for b in days) == answered
+    assert page.get_attribute("#chart-requests", "data-total") == str(answered)
+    assert page.get_attribute("#chart-cost", "data-total") == str(micro)
+    page.set_viewport_size({"width": 400, "height": 800})
+    try:
+        assert page.evaluate("document.documentElement.scrollWidth") <= 400
+        page.screenshot(path=shots / "usage-key-400px.png", full_page=True)
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 800})
 
 
 def test_audit_page(admin_page: Any, shots: Path) -> None:

@@ -112,3 +112,49 @@ async def test_spend_over_a_limit_is_listed_for_every_replica(
     assert spend == b"1100" and 0 < await redis.ttl(UsageLayout(namespace).spend(m))
     await a.aclose()
     await b.aclose()
+
+
+async def test_usage_over_time_sums_minutes_into_buckets(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    w = UsageWriter(redis, namespace, timeout_s=2)
+    m = NOV30 // 60  # 22:15
+    await w.flush(
+        {
+            m: {("key_a", "ml", "chat", "p1"): [2, 10, 20, 300]},
+            m + 1: {("key_b", "", "chat", "p2"): [1, 1, 2, 0]},
+            m + 60: {("key_a", "ml", "chat", "p1"): [1, 5, 5, 7]},  # 23:15
+        },
+        [],
+        "",
+        NOV30,
+    )
+    r = UsageReader(redis, namespace)
+    minutes = await r.query(start=NOV30, end=NOV30 + 3600 + 60, bucket="minute")
+    assert [(x.t, x.requests) for x in minutes.rows] == [
+        (NOV30, 2),
+        (NOV30 + 60, 1),
+        (NOV30 + 3600, 1),
+    ]
+    assert minutes.total.requests == 4 and minutes.bucket == "minute"
+    # Hours: the range widens to whole UTC hours; rows per hour and group.
+    hours = await r.query(start=NOV30, end=NOV30 + 3600, group_by=["key"], bucket="hour")
+    hour = NOV30 // 3600 * 3600
+    assert (hours.from_, hours.to) == (hour, hour + 7200)
+    assert [(x.t, x.key, x.requests, x.cost_micro_usd) for x in hours.rows] == [
+        (hour, "key_a", 2, 300),
+        (hour, "key_b", 1, 0),
+        (hour + 3600, "key_a", 1, 7),
+    ]
+    # Days: the day buckets; the total equals the sum of the rows.
+    days = await r.query(start=NOV30 - 3 * 86_400, end=NOV30, bucket="day")
+    assert [(x.t, x.requests) for x in days.rows] == [(NOV30 // 86_400 * 86_400, 4)]
+    assert days.total.prompt_tokens == 16 == sum(x.prompt_tokens for x in days.rows)
+    # Filtered: only key_a's hours.
+    only = await r.query(start=NOV30, end=NOV30 + 7200, filters={"key": "key_a"}, bucket="hour")
+    assert [x.requests for x in only.rows] == [2, 1]
+    # Too many buckets for one answer: refused, naming the parameter.
+    with pytest.raises(ValueError, match=r"^bucket: 2880 minutes .* more than 2000"):
+        await r.query(start=NOV30 - 2 * 86_400, end=NOV30, bucket="minute")
+    assert len((await r.query(start=NOV30 - 7 * 86_400, end=NOV30, bucket="hour")).rows) == 1
+    await w.aclose()

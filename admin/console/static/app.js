@@ -8,9 +8,9 @@ import { edit } from './edit.js';
 import { rollouts } from './rollouts.js';
 import { audit } from './audit.js';
 import { keys } from './keys.js';
-import { later } from './later.js';
+import { usage } from './usage.js';
 
-const PAGES = { overview, versions, edit, rollouts, audit, keys, usage: later('usage') };
+const PAGES = { overview, versions, edit, rollouts, audit, keys, usage };
 const view = document.getElementById('view');
 let current = null;
 let live = null;

@@ -1,7 +1,9 @@
 // Client keys: list (by team or tag, a page at a time), create (the key shown once),
-// rotate (the new key shown once), revoke. Usage per key comes with the usage feature.
+// rotate (the new key shown once), revoke; each key's usage over the last 24 h, linked to
+// its usage over time.
 import { call, get, ns, can, ApiError } from './api.js';
 import { h, replace, notice, when, table } from './dom.js';
+import { usd, count } from './usage.js';
 
 const PAGE = 50;
 
@@ -35,6 +37,29 @@ function shownOnce(out, what, data) {
   input.select();
 }
 
+// The last 24 h of every key, in one usage query grouped by key (a query per key would read
+// every minute bucket of the day once per key). Keys without usage: zero. null: no answer.
+async function usageByKey(team) {
+  const q = new URLSearchParams({ from: String(Math.floor(Date.now() / 1000) - 86_400), group_by: 'key' });
+  if (team) q.set('team', team);
+  try {
+    const report = await get(`/usage?${q}`);
+    return new Map(report.rows.map((r) => [r.key, r]));
+  } catch (err) {
+    if (err instanceof ApiError) return null;
+    throw err;
+  }
+}
+
+const ZERO = { requests: 0, total_tokens: 0, cost_micro_usd: 0 };
+
+function usageCell(k, u) {
+  const link = h('a', { href: `#/usage?${new URLSearchParams({ range: '24h', key: k.id })}`, 'aria-label': `usage of ${k.name} over time` }, 'over time');
+  if (!u) return h('td', { class: 'key-usage muted' }, '—');
+  return h('td', { class: 'key-usage', 'data-requests': u.requests, 'data-tokens': u.total_tokens, 'data-micro-usd': u.cost_micro_usd },
+    h('div', {}, `${count(u.requests)} req · ${count(u.total_tokens)} tok`), h('div', {}, usd(u.cost_micro_usd), ' · ', link));
+}
+
 function csv(text) {
   return text.split(',').map((s) => s.trim()).filter(Boolean);
 }
@@ -47,10 +72,10 @@ export async function keys(el) {
   const tag = h('input', { type: 'text', id: 'keys-tag', placeholder: 'any tag' });
   const more = h('button', { type: 'button', id: 'keys-next' }, 'Next page');
   const first = h('button', { type: 'button', id: 'keys-first' }, 'First page');
-  const count = h('span', { class: 'muted', id: 'keys-count' });
+  const shown = h('span', { class: 'muted', id: 'keys-count' });
   const filters = h('form', { class: 'bar filters', id: 'keys-filters', 'aria-label': 'filters' },
     h('label', { for: 'keys-team' }, 'team'), team, h('label', { for: 'keys-tag' }, 'tag'), tag,
-    h('button', { type: 'submit' }, 'Filter'), count);
+    h('button', { type: 'submit' }, 'Filter'), shown);
 
   const f = {
     name: h('input', { type: 'text', id: 'key-name', required: true, disabled: !writable }),
@@ -134,7 +159,8 @@ export async function keys(el) {
     }
     cursor = from;
     next = page.next_cursor;
-    count.textContent = `${page.keys.length} key${page.keys.length === 1 ? '' : 's'} on this page`;
+    shown.textContent = `${page.keys.length} key${page.keys.length === 1 ? '' : 's'} on this page`;
+    const used = await usageByKey(team.value.trim());
     const rows = page.keys.map((k) => {
       const [word, badge] = state(k);
       return h('tr', { 'data-key': k.id, 'data-name': k.name },
@@ -144,10 +170,11 @@ export async function keys(el) {
         h('td', {}, h('code', {}, k.key_prefix ? `${k.key_prefix}…` : `sha256 ${k.key_sha256.slice(0, 12)}…`)),
         h('td', {}, h('span', { class: `badge ${badge}` }, word)),
         h('td', {}, when(k.created_at)),
+        usageCell(k, used && (used.get(k.id) || ZERO)),
         h('td', {}, actions(k)));
     });
     replace(list, rows.length
-      ? table(['id', 'name', 'team', 'tags', 'models', 'key', 'state', 'created', ''], rows, { id: 'keys-table' })
+      ? table(['id', 'name', 'team', 'tags', 'models', 'key', 'state', 'created', 'last 24 h', ''], rows, { id: 'keys-table' })
       : notice('info', 'No keys here.'));
     more.hidden = !next;
     first.hidden = !from;
