@@ -538,7 +538,7 @@ def test_usage_page_charts_a_keys_requests_and_cost_and_the_keys_page_shows_them
     assert sum(int(b.get_attribute("data-value")) for b in prompt.all()) == answered
     page.select_option("#usage-range", "7d")  # per UTC day: a bar a day, 8 of them
     page.click("#usage-form button[type='submit']")
-    page.get_by_text("per UTC day").wait_for()
+    page.wait_for_selector("#usage-out[data-bucket='day'] #chart-requests")  # drawn
     days = page.locator("#chart-requests rect").all()
     assert sum(int(b.get_attribute("data-value")) for b in days) == answered
     assert page.get_attribute("#chart-requests", "data-total") == str(answered)

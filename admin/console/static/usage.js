@@ -149,6 +149,7 @@ export async function usage(el, params) {
     replace(out,
       report.total.requests ? null : notice('info', 'No usage counted in this range.'),
       charts, h('h2', {}, `Totals, ${RANGES[range].label}`), totals);
+    out.dataset.bucket = report.bucket; // what is drawn now (scripts and tests wait for it)
   }
 
   el.querySelector('#usage-refresh').addEventListener('click', load);
