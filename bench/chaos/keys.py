@@ -3,10 +3,10 @@ every replica.
 
 Two promises are judged:
 
-- no key change is lost: every key the admin answered 201 for is in the collection at the
-  end unless it was revoked, every key answered revoked (200) is not, and every replica
-  holds the collection's final revision, unless Redis was wiped (a restart without its
-  data) after the change: then the change went with everything else;
+- no key change is lost: every tenth step (and at the end) the collection is listed; every
+  key the admins answered 201 for since Redis last came back empty (a wipe takes every
+  change with it) is there unless it was revoked, and none answered revoked (200) is; at
+  the end every replica holds the collection's final revision;
 - no replica accepts a revoked key once it has ACKed the revision that revoked it: before
   each probe the prober reads the replica's /status (the revision it holds, and its
   lineage); a 200 for a key revoked at or below that revision, in that lineage, is a
@@ -30,6 +30,7 @@ PATH = f"/v1/namespaces/{NAMESPACE}/keys"
 CHURN_GAP_S = 0.3
 PROBE_GAP_S = 0.2
 LIVE_KEYS = 8  # revoke the oldest once more than this many live
+CHECK_EVERY = 10  # churn steps between listings of the collection
 
 
 @dataclass
@@ -40,7 +41,8 @@ class Issued:
     revision: int
     revoked_rev: int | None = None
     revoked_at: float | None = None
-    epoch: str | None = None  # the collection's lineage as the replicas reported it
+    # A revoke whose answer was lost (503, a broken connection): it may have happened.
+    uncertain: bool = False
 
 
 @dataclass
@@ -50,6 +52,10 @@ class KeyLedger:
     probes: int = 0
     revoked_refused: int = 0
     violations: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: int = 0  # listings of the collection compared with what was answered
+    checked_keys: int = 0
+    lost: list[dict[str, Any]] = field(default_factory=list)
+    resurrected: list[dict[str, Any]] = field(default_factory=list)
 
     def count(self, what: str) -> None:
         self.outcomes[what] = self.outcomes.get(what, 0) + 1
@@ -71,6 +77,8 @@ class KeyChurn:
                     await self._revoke(admin, live[0])
                 else:
                     await self._create(admin, n)
+                if n % CHECK_EVERY == 0:
+                    await self.checkpoint(admin)
             except httpx.HTTPError as exc:
                 self.keys.count(f"transport:{type(exc).__name__}")
             await asyncio.sleep(self.rng.uniform(0.5, 1.5) * CHURN_GAP_S)
@@ -84,14 +92,63 @@ class KeyChurn:
             self.keys.issued[e["id"]] = Issued(e["id"], body["key"], now(), e["revision"])
 
     async def _revoke(self, admin: httpx.AsyncClient, issued: Issued) -> None:
-        resp = await admin.delete(f"{PATH}/{issued.id}")
+        try:
+            resp = await admin.delete(f"{PATH}/{issued.id}")
+        except httpx.HTTPError:
+            issued.uncertain = True
+            raise
         self.keys.count(f"revoke:{resp.status_code}")
+        if resp.status_code >= 500:
+            issued.uncertain = True
+        if resp.status_code in (200, 404):
+            issued.uncertain = False
         if resp.status_code == 200:
             issued.revoked_rev = int(resp.json()["revision"])
             issued.revoked_at = now()
         elif resp.status_code == 404:
             # Gone already: a revoke whose answer was lost, or Redis wiped since.
             issued.revoked_rev, issued.revoked_at = -1, now()
+
+    async def _listing(self, admin: httpx.AsyncClient) -> set[str] | None:
+        """Every chaos key's id in the collection now (None: Redis could not answer)."""
+        present: set[str] = set()
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"count": 500, "tag": "chaos"}
+            if cursor:
+                params["cursor"] = cursor
+            resp = await admin.get(PATH, params=params)
+            if resp.status_code != 200:
+                return None
+            page = resp.json()
+            present |= {e["id"] for e in page["keys"]}
+            cursor = page["next_cursor"]
+            if not cursor:
+                return present
+
+    async def checkpoint(self, admin: httpx.AsyncClient) -> None:
+        """The collection against what the admins answered: every key created (201) since
+        Redis last came back empty and not revoked is there; none revoked (200) is."""
+        wipes = len(self.fleet.wiped_at)
+        since = max(self.fleet.wiped_at, default=float("-inf"))
+        started = now()
+        present = await self._listing(admin)
+        if present is None or len(self.fleet.wiped_at) != wipes:
+            return  # Redis down, or wiped meanwhile: no verdict
+        self.keys.checkpoints += 1
+        for i in self.keys.issued.values():
+            if i.created_at < since or i.created_at > started:
+                continue
+            if i.revoked_at is None:
+                if i.uncertain:
+                    continue  # perhaps revoked: no verdict either way
+                self.keys.checked_keys += 1
+                if i.id not in present:
+                    self.keys.lost.append({"key_id": i.id, "t": self.ledger.t()})
+            elif i.revoked_at < started:
+                self.keys.checked_keys += 1
+                if i.id in present:
+                    self.keys.resurrected.append({"key_id": i.id, "t": self.ledger.t()})
 
     async def probe(self, stopping: asyncio.Event) -> None:
         """Revoked keys (and live ones) against each replica, its ACK read first."""
@@ -126,31 +183,11 @@ class KeyChurn:
                              "held_rev": held, "t": self.ledger.t()}
                         )  # fmt: skip
 
-    async def final(self, wipes: list[float]) -> dict[str, Any]:
-        """What the collection and the replicas hold at the end, against what was answered.
-        `wipes`: when (monotonic) Redis came back empty."""
-        last_wipe = max(wipes, default=float("-inf"))
-        admin = self.fleet.admin_http[0]
-        present: set[str] = set()
-        cursor: str | None = None
-        while True:
-            params: dict[str, Any] = {"count": 500, "tag": "chaos"}
-            if cursor:
-                params["cursor"] = cursor
-            page = (await admin.get(PATH, params=params)).json()
-            present |= {e["id"] for e in page["keys"]}
-            cursor = page["next_cursor"]
-            if not cursor:
-                break
-        lost, resurrected, lost_to_wipe = [], [], 0
-        for i in self.keys.issued.values():
-            if i.created_at < last_wipe:
-                lost_to_wipe += 1
-                continue
-            if i.revoked_rev is None and i.id not in present:
-                lost.append(i.id)
-            if i.revoked_rev is not None and i.revoked_rev > 0 and i.id in present:
-                resurrected.append(i.id)
+    async def final(self) -> dict[str, Any]:
+        """A last checkpoint, and what the collection and the replicas hold at the end."""
+        await self.checkpoint(self.fleet.admin_http[0])
+        lost = sorted({x["key_id"] for x in self.keys.lost})
+        resurrected = sorted({x["key_id"] for x in self.keys.resurrected})
         revs = {}
         async with httpx.AsyncClient(timeout=5) as http:
             for rep in self.fleet.replicas:
@@ -164,9 +201,10 @@ class KeyChurn:
             "revoked": sum(1 for i in self.keys.issued.values() if i.revoked_rev),
             "probes": self.keys.probes,
             "revoked_refused": self.keys.revoked_refused,
+            "checkpoints": self.keys.checkpoints,
+            "keys_checked": self.keys.checked_keys,
             "lost": lost,
             "resurrected": resurrected,
-            "lost_to_wipe": lost_to_wipe,
             "collection_rev": collection_rev,
             "replica_revs": revs,
             "violations": self.keys.violations[:20],

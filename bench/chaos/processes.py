@@ -20,6 +20,7 @@ import os
 import secrets
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,7 @@ class Fleet:
                 where = {"host": self.netns.service.ns_ip, "netns": self.netns}
             self.replicas.append(Replica(Service(rid, ["proxy"], env, run_dir, **where), rid))
         self.admin_http: list[httpx.AsyncClient] = []
+        self.wiped_at: list[float] = []  # monotonic: each time Redis came back empty
         self.dead_port = free_port()  # nothing listens there: the broken rollouts' provider
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -188,6 +190,7 @@ class Fleet:
 
     async def start_redis(self, *, wipe: bool = False) -> None:
         if wipe:
+            self.wiped_at.append(time.monotonic())  # what was written before is gone
             self.redis.wipe()
         self.redis.spawn()
         await asyncio.to_thread(self.redis.wait_ready)

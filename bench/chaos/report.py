@@ -120,7 +120,9 @@ def summary(
         checks["every_replica_holds_the_final_key_revision"] = all(
             rev == keys["collection_rev"] for rev in keys["replica_revs"].values()
         )
-        checks["keys_churned_and_probed"] = keys["revoked"] > 0 and keys["revoked_refused"] > 0
+        checks["keys_churned_probed_and_checked"] = (
+            keys["revoked"] > 0 and keys["revoked_refused"] > 0 and keys["checkpoints"] > 0
+        )
     recovery: dict[str, list[float | None]] = defaultdict(list)
     for f in faults:
         recovery[f["kind"]].append(f.get("back_on_head_s"))

@@ -76,12 +76,7 @@ class Soak:
             final = await self.watch.converge(now())
             await self._final_look()
             await self.watch.read_history()
-            wipes = [
-                self.ledger.t0 + f["at_s"] + f["duration_s"]
-                for f in self.ledger.faults
-                if f["kind"] == "redis_restart_empty"
-            ]
-            keys = await self.keys.final(wipes)
+            keys = await self.keys.final()
             return summary(
                 self.ledger,
                 run_id=self.run_id,
