@@ -415,6 +415,8 @@ async def replicas(ctx: Ctx) -> Response:
                 labels=dict(st.labels),
                 staged=st.staged,
                 propagation_s=st.propagation_s,
+                keys_rev=st.keys_rev,
+                keys_epoch=st.keys_epoch,
             )
         )
     alive = [r for r in rows if r.alive]

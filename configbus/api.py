@@ -195,6 +195,9 @@ class ReplicaRow(_Response, frozen=True, kw_only=True):
     labels: dict[str, str] = {}  # what rollout stages select it by
     propagation_s: float | None = None  # its version's publish → its swap
     staged: bool = False  # runs a rollout's version, not head
+    # The client key collection it holds: the revision (its ACK of key changes) and lineage.
+    keys_rev: int = 0
+    keys_epoch: str | None = None
 
 
 class ReplicaSummary(_Response, frozen=True, kw_only=True):

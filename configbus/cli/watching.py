@@ -55,7 +55,8 @@ def format_status(res: Replicas) -> str:
             rows.append([v + mark, str(n)])
         lines += ["", table(rows)]
     if res.replicas:
-        rows = [["REPLICA", "STATE", "VERSION", "LABELS", "LAST SEEN", "NOTE"]]
+        rows = [["REPLICA", "STATE", "VERSION", "KEYS REV", "LABELS", "LAST SEEN", "NOTE"]]
+        newest_keys = max((r.keys_rev for r in res.replicas if r.alive), default=0)
         for r in res.replicas:
             notes = ["staged (a rollout's version)"] if r.staged else []
             if not r.alive:
@@ -66,6 +67,8 @@ def format_status(res: Replicas) -> str:
                 notes.append(f"rejected: {r.reason or '?'}")
             if r.stale:
                 notes.append("stale (serving a copy Redis has not confirmed)")
+            if r.alive and r.keys_rev < newest_keys:
+                notes.append(f"behind on client keys (revision {r.keys_rev} < {newest_keys})")
             if not r.staged and r.epoch == s.epoch and r.version > s.head:
                 # Its version was lost by a failover; the next publish numbers above it.
                 notes.append(f"AHEAD of head: version {r.version} is not in the store")
@@ -75,6 +78,7 @@ def format_status(res: Replicas) -> str:
                     r.replica_id,
                     r.state,
                     str(r.version),
+                    str(r.keys_rev),
                     labels,
                     ago(r.last_seen),
                     "; ".join(notes),

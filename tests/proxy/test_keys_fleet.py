@@ -8,11 +8,14 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
+from configbus.api import Replicas
 from configbus.keystore import KeyStore
 from configbus.store import Store
+from tests.admin import helpers as admin_helpers
 from tests.proxy.helpers import CHAT, Mock, Replica, data_for, publish, running
 from tests.support import RedisServer, eventually, wait_for
 
@@ -33,6 +36,18 @@ def fleet(redis_server: RedisServer) -> Iterator[list[Replica]]:
 
 def keys_rev(r: Replica) -> int:
     return int(httpx.get(r.url + "/status", timeout=2).json()["keys"]["rev"])
+
+
+def admin_replicas(redis_url: str) -> Replicas:
+    """`GET /v1/namespaces/{ns}/replicas` of an admin on this Redis."""
+
+    async def go() -> Replicas:
+        async with admin_helpers.client(admin_helpers.app_for(redis_url)) as c:
+            r = await c.get(f"/v1/namespaces/{NS}/replicas", headers=admin_helpers.auth("viewer"))
+            assert r.status_code == 200, r.text
+            return msgspec.json.decode(r.content, type=Replicas)
+
+    return asyncio.run(go())
 
 
 def acked(redis_url: str) -> dict[str, int]:
@@ -114,6 +129,9 @@ def test_a_revoked_key_answers_401_on_every_replica_within_100_ms_under_load(
         timeout=5,
         what=f"every replica's status ACKs revision {rev}",
     )
+    # The admin's replica view shows the same ACKs.
+    rows = admin_replicas(redis_server.url)
+    assert sorted(r.keys_rev >= rev for r in rows.replicas) == [True] * 3
 
 
 def test_a_rotated_key_works_beside_the_new_one_for_its_grace_only(
