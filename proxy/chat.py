@@ -236,7 +236,10 @@ class ChatHandler:
                     key = cache_key(mc, self._purpose, req)
                 if not skip_lookup:
                     assert key is not None
-                    if await self._from_cache(mc, key, req, headers, ticket, ex, tr, send):
+                    hit = await self._from_cache(mc, key, req, headers, ticket, ex, tr, send)
+                    if hit is not None:
+                        if self._meter is not None:
+                            self._meter.count_cache_hit(client, model, *hit)
                         return
                 ex.cache = MISS
                 headers.append((CACHE_HEADER, MISS))
@@ -296,14 +299,16 @@ class ChatHandler:
         ex: Exchange,
         tr: RequestTrace | None,
         send: Send,
-    ) -> bool:
-        """Answer from the cache if it holds the answer (True), a stream replayed as one."""
+    ) -> tuple[int, int] | None:
+        """Answer from the cache if it holds the answer, a stream replayed as one: the
+        tokens the stored answer reports, or None (not in the cache: nothing was sent)."""
         assert self._cache is not None
         found = await self._cache.get(mc, key)
         if found is None:
-            return False
+            return None
         provider, body = found
         ex.cache = HIT
+        tokens = tokens_of(body)
         if tr is not None:
             tr.cache("hit")
         self._metrics.request(mc.model, "cache", 200)
@@ -321,7 +326,7 @@ class ChatHandler:
             tr.end(200)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        return True
+        return tokens
 
     async def _forward(
         self,

@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("proxy.usage")
 
 DEFAULT_FLUSH_S = 1.0
+CACHE_PROVIDER = "cache"  # the `provider` of requests the response cache answered
 NEAR_SPEEDUP = 10  # near a budget's limit, flush this many times as often
 MAX_PENDING = 100_000  # minute x series cells kept while Redis is unreachable
 
@@ -162,6 +163,20 @@ class Meter:
                 budget = rt.team_budgets.get(client.team)
                 if budget is not None:
                     self._charge(("team", client.team), budget, cost)
+
+    def count_cache_hit(
+        self, client: ClientRuntime, model: str, prompt: int, completion: int
+    ) -> None:
+        """One request the response cache answered: counted under the provider `cache`,
+        with the tokens the stored answer reports and no cost (no upstream was paid)."""
+        who = client.key_id or client.name
+        series = (who, client.team or "", model, CACHE_PROVIDER)
+        cell = self._cells.get(series)
+        if cell is None:
+            cell = self._cells[series] = [0, 0, 0, 0]
+        cell[0] += 1
+        cell[1] += prompt
+        cell[2] += completion
 
     def _charge(self, scope: tuple[str, str], budget: Budget, pico: int) -> None:
         s = self._spend.get(scope)

@@ -404,3 +404,65 @@ def test_a_streamed_miss_is_stored_when_it_carries_its_usage(env: Solo, http: ht
     assert answer["choices"][0]["message"] == {"role": "assistant", "content": "served by A"}
     assert answer["usage"]["total_tokens"] == 4
     assert upstream_calls(env) == before
+
+
+@pytest.mark.slow
+def test_a_hit_is_counted_in_usage_as_the_cache_s_with_no_cost(
+    env: Solo, http: httpx.Client
+) -> None:
+    import asyncio
+    import time
+
+    import redis.asyncio as aioredis
+
+    from configbus.usage import UsageReader
+
+    async def by_provider() -> dict[str, tuple[int, int, int]]:
+        r = aioredis.from_url(env.redis_url)
+        try:
+            now = int(time.time())
+            report = await UsageReader(r, env.namespace).query(
+                start=now - 3600, end=now + 60, filters={"model": "m"}, group_by=["provider"]
+            )
+        finally:
+            await r.aclose()
+        return {
+            str(row.provider): (row.requests, row.prompt_tokens + row.completion_tokens,
+                                row.cost_micro_usd)
+            for row in report.rows
+        }  # fmt: skip
+
+    def delta(now: dict[str, tuple[int, int, int]], provider: str) -> tuple[int, ...]:
+        b = before.get(provider, (0, 0, 0))
+        return tuple(x - y for x, y in zip(now.get(provider, (0, 0, 0)), b, strict=True))
+
+    data = publish_cached(env)
+    data["models"][0]["deployments"][0]["price"] = {
+        "input_per_million": 1000.0,
+        "output_per_million": 1000.0,
+    }
+    data["metadata"] = {"run": "usage-of-hits"}
+    env.publish(data)
+    env.a.control(usage_tokens=10)
+
+    def usage() -> dict[str, Any]:
+        return http.get(env.url + "/status").json()["usage"]  # type: ignore[no-any-return]
+
+    # Earlier tests' counts are all in Redis before the baseline is read: nothing pending,
+    # then one more flush done (a batch may have been on its way).
+    idle = wait_for(lambda: (u := usage())["pending_cells"] == 0 and u, timeout=5, what="idle")
+    wait_for(lambda: usage()["flushes"] > idle["flushes"], timeout=5, what="one more flush")
+    before = asyncio.run(by_provider())
+    body = {**HI, "messages": [{"role": "user", "content": f"usage of hits {time.time()}"}]}
+    assert ask(env, http, body).headers["x-configbus-cache"] == "miss"
+    until_hit(env, http, body)
+    ask(env, http, body)  # a second hit
+
+    def counted() -> dict[str, tuple[int, int, int]] | None:
+        got = asyncio.run(by_provider())
+        return got if delta(got, "cache")[0] >= 2 else None
+
+    got = wait_for(counted, timeout=5, what="the hits flushed to usage")
+    requests, tokens, cost = delta(got, "cache")
+    assert tokens == requests * 10 and cost == 0  # the stored answer's tokens, nothing paid
+    assert delta(got, "upstream-a")[2] > 0  # the miss was paid for
