@@ -75,8 +75,10 @@ async def test_a_watcher_reads_through_the_replica_sentinel_names(
     for n in range(2, 6):
         await pub.publish(body(n))
         await until(lambda n=n: w.current is not None and w.current.version == n, 5, f"v{n}")
-    assert ro_reads(b) - before_b >= 4  # read on the replica the sentinel named
-    assert ro_reads(a) - before_a == 0
+    on_replica, on_primary = ro_reads(b) - before_b, ro_reads(a) - before_a
+    # Read on the replica the sentinel named; the primary answers only when that replica
+    # lags behind a hint (replication is asynchronous: rare, not never).
+    assert on_replica >= 4 and on_primary < on_replica, (on_replica, on_primary)
     assert subscribers(b) >= 1  # and listened there
 
     # The replica stops answering: the watcher reaches head through the primary.
