@@ -34,6 +34,7 @@ from configbus.connection import connect
 from configbus.crypto import SecretBox
 from configbus.errors import StoreError
 from configbus.redis_calls import REDIS_ERRORS, store_error
+from configbus.signing import RecordSigner
 from configbus.tracing import tracer_provider
 
 
@@ -109,6 +110,7 @@ def create_app(settings: AdminSettings, *, tracing: TracerProvider | None = None
             ),
             box=box,
             metrics=AdminMetrics(),
+            signer=None if box is None else RecordSigner(box.keys),
         )
         provider = tracing if tracing is not None else tracer_provider("configbus-admin")
         svc.tracer = None if provider is None else provider.get_tracer("configbus.admin")

@@ -85,16 +85,13 @@ class Services:
     sessions: Authenticator | None = None  # set by the console: cookie sessions, same roles
     tracer: Tracer | None = None  # OpenTelemetry, when OTEL_TRACES_EXPORTER names an exporter
 
+    # Signs what this admin validated (None without secret keys): `configbus.signing`.
+    signer: RecordSigner | None = None
+
     def sign(self, body: bytes) -> str:
         """The signature of a body this admin validated ("" without secret keys): replicas
-        that verify it skip their own semantic checks (`configbus.signing`)."""
-        if self.box is None:
-            return ""
-        if self._signer is None:
-            self._signer = RecordSigner(self.box.keys)
-        return self._signer.sign(sha256_hex(body))
-
-    _signer: RecordSigner | None = field(default=None, init=False, repr=False)
+        that verify it skip their own semantic checks."""
+        return "" if self.signer is None else self.signer.sign(sha256_hex(body))
 
     def store(self, namespace: str) -> Store:
         store = self.stores.get(namespace)

@@ -79,7 +79,6 @@ async def fill(keys: KeyStore, n: int) -> None:
     """N keys through the change script, pipelined (each still one atomic change)."""
     from configbus.clientkeys import ClientKey, entry_json
 
-    L = keys.layout
     now = time.time()
     script = keys._change
     done = 0
@@ -91,12 +90,10 @@ async def fill(keys: KeyStore, n: int) -> None:
                 team=f"team-{i % 50}", tags=("bench",), metadata={"owner": f"u{i}"},
                 rate_limit=None, created_at=now, updated_at=now,
             )  # fmt: skip
-            await script(
-                keys=[L.entries, L.by_hash, L.rev, L.epoch, L.log, L.audit],
-                args=[e.id, "", entry_json(e), e.key_sha256, "", "benchepoch", keys.log_cap,
-                      "key.create", "bench", 100, L.changes, keys.inline_max_bytes, ""],
-                client=pipe,
-            )  # fmt: skip
+            k, a = keys.change_call(
+                e.id, "", entry_json(e), (e.key_sha256,), (), "bench", "key.create"
+            )
+            await script(keys=k, args=a, client=pipe)
         await pipe.execute()
         done = min(n, done + 2000)
 

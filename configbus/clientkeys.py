@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from msgspec import Meta
@@ -143,8 +143,3 @@ def entry_json(entry: ClientKey) -> bytes:
     if not body.startswith(b'{"id":'):
         raise AssertionError("an entry encodes with its id first")
     return body
-
-
-def to_builtins(entry: ClientKey) -> dict[str, Any]:
-    out: dict[str, Any] = msgspec.to_builtins(entry)
-    return out

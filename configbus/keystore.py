@@ -136,9 +136,7 @@ class KeyStore:
         **changes: Any,
     ) -> ClientKey:
         """The entry with `changes` applied (`expected`: the revision the caller saw)."""
-        cur = await self.get(key_id)
-        if expected is not None and cur.revision != expected:
-            raise _refused("conflict", str(cur.revision), key_id)
+        cur = await self._current(key_id, expected)
         for f in ("id", "key_sha256", "revision", "created_at", "key_prefix"):
             if f in changes:
                 raise ValueError(f"{f} cannot be changed")
@@ -157,9 +155,7 @@ class KeyStore:
         """A new key for the entry; the old one keeps working for `grace_s` seconds."""
         if not 0 <= grace_s <= 90 * 86400:
             raise ValueError("grace_s must be between 0 and 90 days")
-        cur = await self.get(key_id)
-        if expected is not None and cur.revision != expected:
-            raise _refused("conflict", str(cur.revision), key_id)
+        cur = await self._current(key_id, expected)
         key = new_key()
         now = time.time()
         entry = msgspec.structs.replace(
@@ -176,15 +172,19 @@ class KeyStore:
         self, key_id: str, *, expected: int | None = None, actor: str = "", detail: str = ""
     ) -> int:
         """Remove the entry (its keys answer 401 everywhere); returns the revision."""
-        check_key_id(key_id)
-        cur = await self.get(key_id)
-        if expected is not None and cur.revision != expected:
-            raise _refused("conflict", str(cur.revision), key_id)
+        cur = await self._current(key_id, expected)
         reply = await self._call(
             key_id, str(cur.revision), b"", (), (cur.key_sha256, cur.previous_sha256 or ""),
             actor, "key.revoke", detail,
         )  # fmt: skip
         return int(reply[1])
+
+    async def _current(self, key_id: str, expected: int | None) -> ClientKey:
+        """The entry as stored, if it is still at the revision the caller saw (`expected`)."""
+        cur = await self.get(key_id)
+        if expected is not None and cur.revision != expected:
+            raise _refused("conflict", str(cur.revision), key_id)
+        return cur
 
     async def _put(
         self, cur: ClientKey, entry: ClientKey, actor: str, action: str, detail: str
@@ -221,22 +221,33 @@ class KeyStore:
         action: str,
         detail: str = "",
     ) -> list[Any]:
-        L = self.layout
-        reply = await guarded(
-            self._change(
-                keys=[L.entries, L.by_hash, L.rev, L.epoch, L.log, L.audit],
-                args=[
-                    key_id, expected, body, " ".join(own), " ".join(h for h in drop if h),
-                    secrets.token_hex(8), self.log_cap, action, actor, self.audit_maxlen,
-                    L.changes, self.inline_max_bytes, detail,
-                ],
-            ),
-            f"{action} {key_id}",
-        )  # fmt: skip
+        keys, args = self.change_call(key_id, expected, body, own, drop, actor, action, detail)
+        reply = await guarded(self._change(keys=keys, args=args), f"{action} {key_id}")
         outcome = text_of(reply[0])
         if outcome != "ok":
             raise _refused(outcome, text_of(reply[1]), key_id, audited=True)
         return list(reply)
+
+    def change_call(
+        self,
+        key_id: str,
+        expected: str,
+        body: bytes,
+        own: Collection[str],
+        drop: Collection[str],
+        actor: str,
+        action: str,
+        detail: str = "",
+    ) -> tuple[list[str], list[Any]]:
+        """The KEYS and ARGV of one `lua.KEY_CHANGE` call (a bulk loader pipelines these)."""
+        L = self.layout
+        keys = [L.entries, L.by_hash, L.rev, L.epoch, L.log, L.audit]
+        args: list[Any] = [
+            key_id, expected, body, " ".join(own), " ".join(h for h in drop if h),
+            secrets.token_hex(8), self.log_cap, action, actor, self.audit_maxlen,
+            L.changes, self.inline_max_bytes, detail,
+        ]  # fmt: skip
+        return keys, args
 
     # -- reads -------------------------------------------------------------------------
 

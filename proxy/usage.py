@@ -147,10 +147,7 @@ class Meter:
     ) -> None:
         """One answered request and the tokens its upstream reported."""
         who = client.key_id or client.name
-        series = (who, client.team or "", model, target.provider.name)
-        cell = self._cells.get(series)
-        if cell is None:
-            cell = self._cells[series] = [0, 0, 0, 0]
+        cell = self._cell((who, client.team or "", model, target.provider.name))
         cost = prompt * target.price_in + completion * target.price_out
         cell[0] += 1
         cell[1] += prompt
@@ -169,14 +166,16 @@ class Meter:
     ) -> None:
         """One request the response cache answered: counted under the provider `cache`,
         with the tokens the stored answer reports and no cost (no upstream was paid)."""
-        who = client.key_id or client.name
-        series = (who, client.team or "", model, CACHE_PROVIDER)
-        cell = self._cells.get(series)
-        if cell is None:
-            cell = self._cells[series] = [0, 0, 0, 0]
+        cell = self._cell((client.key_id or client.name, client.team or "", model, CACHE_PROVIDER))
         cell[0] += 1
         cell[1] += prompt
         cell[2] += completion
+
+    def _cell(self, series: Series) -> Cell:
+        cell = self._cells.get(series)
+        if cell is None:
+            cell = self._cells[series] = [0, 0, 0, 0]
+        return cell
 
     def _charge(self, scope: tuple[str, str], budget: Budget, pico: int) -> None:
         s = self._spend.get(scope)

@@ -4,7 +4,6 @@ primary when that replica stops answering."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 
 import pytest
@@ -18,23 +17,12 @@ from configbus.settings import BusSettings
 from configbus.store import Store
 from configbus.watcher import Watcher
 from tests.core.helpers import body
-from tests.core.test_watcher import RECONCILE_S, settings, until
+from tests.core.test_watcher import RECONCILE_S, settings, stack, until
 from tests.failover.sentinels import SentinelSet
 
+__all__ = ["stack"]  # a fixture: imported for pytest
+
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def sentinels() -> Iterator[SentinelSet]:
-    ss = SentinelSet().start()
-    yield ss
-    ss.cleanup()
-
-
-@pytest.fixture
-async def stack() -> AsyncIterator[AsyncExitStack]:
-    async with AsyncExitStack() as s:
-        yield s
 
 
 def ro_reads(port: int) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -28,13 +27,6 @@ from tests.failover.sentinels import SentinelSet
 pytestmark = pytest.mark.slow
 
 FOLLOW_WITHIN_S = 5.0
-
-
-@pytest.fixture
-def sentinels() -> Iterator[SentinelSet]:
-    ss = SentinelSet().start()
-    yield ss
-    ss.cleanup()
 
 
 def report(what: str, **figures: Any) -> None:

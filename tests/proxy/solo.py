@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 
 from configbus.testing import SAMPLE_CLIENT_KEY
 from tests.proxy.helpers import Mock, Replica, publish, running
@@ -45,3 +46,11 @@ def solo(redis: RedisServer, namespace: str, **env: str) -> Iterator[Solo]:
     s = Solo(redis, namespace, **env)
     with running(s.a, s.b, s.replica):
         yield s
+
+
+@pytest.fixture
+def http(env: Solo) -> Iterator[httpx.Client]:
+    """A client for a module's `env` (a Solo fixture), its mocks reset first."""
+    env.reset()
+    with httpx.Client(timeout=10) as c:
+        yield c

@@ -14,8 +14,10 @@ from configbus.document import CircuitBreaker, Provider
 from proxy.azure import error_to_openai
 from proxy.upstream import ProviderRuntime
 from tests.proxy.helpers import data_for
-from tests.proxy.solo import Solo, solo
+from tests.proxy.solo import Solo, http, solo
 from tests.support import RedisServer
+
+__all__ = ["http"]  # a fixture: imported for pytest
 
 AZURE = {"type": "azure", "api_version": "2024-10-21"}
 
@@ -88,13 +90,6 @@ def test_error_shapes(status: int, body: Any, expected: dict[str, Any]) -> None:
 def env(redis_server: RedisServer) -> Iterator[Solo]:
     with solo(redis_server, "azure", AZURE_KEY="az-env-key") as s:
         yield s
-
-
-@pytest.fixture
-def http(env: Solo) -> Iterator[httpx.Client]:
-    env.reset()
-    with httpx.Client(timeout=10) as c:
-        yield c
 
 
 def azure_doc(env: Solo, **provider: Any) -> dict[str, Any]:

@@ -24,8 +24,10 @@ from proxy.cache import (
     request_key,
 )
 from tests.proxy.helpers import data_for
-from tests.proxy.solo import Solo, solo
+from tests.proxy.solo import Solo, http, solo
 from tests.support import RedisServer, wait_for
+
+__all__ = ["http"]  # a fixture: imported for pytest
 
 HI = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -212,13 +214,6 @@ def test_redis_trouble_is_a_miss_and_skips_lookups_for_a_while() -> None:
 def env(redis_server: RedisServer) -> Iterator[Solo]:
     with solo(redis_server, "cache") as s:
         yield s
-
-
-@pytest.fixture
-def http(env: Solo) -> Iterator[httpx.Client]:
-    env.reset()
-    with httpx.Client(timeout=10) as c:
-        yield c
 
 
 def publish_cached(env: Solo, **cache: Any) -> dict[str, Any]:

@@ -13,8 +13,10 @@ import pytest
 from proxy.embeddings import parse_embeddings
 from proxy.errors import ProxyError
 from tests.proxy.helpers import data_for, with_client
-from tests.proxy.solo import Solo, solo
+from tests.proxy.solo import Solo, http, solo
 from tests.support import RedisServer
+
+__all__ = ["http"]  # a fixture: imported for pytest
 
 EMB = {"model": "emb", "input": ["hello", "world"]}
 
@@ -46,13 +48,6 @@ def test_input_forms(given: Any) -> None:
 def env(redis_server: RedisServer) -> Iterator[Solo]:
     with solo(redis_server, "embeddings") as s:
         yield s
-
-
-@pytest.fixture
-def http(env: Solo) -> Iterator[httpx.Client]:
-    env.reset()
-    with httpx.Client(timeout=10) as c:
-        yield c
 
 
 def emb_doc(env: Solo, **model: Any) -> dict[str, Any]:
