@@ -151,6 +151,11 @@ class GuardedProtocol(HttpToolsProtocol):
             self._refusal = (431, f"more than {self.limits.max_headers} request headers")
             raise _Refused
         self._expect("body", self.limits.body_timeout_s)
+        self._start_request()
+
+    def _start_request(self) -> None:
+        """Make the request's cycle and start the app on it (a subclass may serve some
+        requests itself)."""
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -158,6 +163,8 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
 
-def guarded_protocol(limits: HttpLimits) -> type[GuardedProtocol]:
-    """The protocol class for uvicorn's `http=`, with `limits`."""
-    return type("GuardedProtocol", (GuardedProtocol,), {"limits": limits})
+def guarded_protocol(
+    limits: HttpLimits, base: type[GuardedProtocol] = GuardedProtocol
+) -> type[GuardedProtocol]:
+    """The protocol class for uvicorn's `http=`: `base` with `limits`."""
+    return type(base.__name__, (base,), {"limits": limits})

@@ -47,6 +47,7 @@ CREDENTIAL_PARAMS = frozenset(
      "x-amz-credential", "x-amz-security-token", "x-goog-signature", "x-goog-credential"}
 )  # fmt: skip
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
+_HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 
 
@@ -206,9 +207,13 @@ def semantic_issues(doc: Document) -> list[Issue]:
         issues += url_credential_issues(p.base_url, f"providers[{i}].base_url")
         if p.type == "azure" or p.api_version is not None:
             issues += _azure_issues(p, f"providers[{i}]")
-        for h in p.headers:
+        for h, v in p.headers.items():
             if not _HEADER_NAME.fullmatch(h):
                 issues.append(Issue(f"providers[{i}].headers", f"invalid header name {h!r}"))
+            elif _HEADER_VALUE_BAD.search(v):
+                issues.append(
+                    Issue(f"providers[{i}].headers.{h}", "a control character (CR, LF, NUL)")
+                )
             elif h.lower() in CREDENTIAL_HEADERS:
                 # Header values are stored and shown in plaintext; keys belong in api_key.
                 issues.append(

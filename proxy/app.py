@@ -38,11 +38,10 @@ from configbus.usage import UsageWriter
 from configbus.watcher import Applied, Watcher
 from proxy import errors
 from proxy.cache import ResponseCache
-from proxy.chat import ChatHandler, authenticate
+from proxy.chat import CHAT_PATH, EMBEDDINGS_PATH, HANDLERS, ChatHandler, authenticate
 from proxy.errors import ProxyError
 from proxy.limits import FleetLimits
 from proxy.metrics import ProxyMetrics
-from proxy.observe import Exchange, new_request_id
 from proxy.runtime import Builder, Runtime
 from proxy.settings import ProxySettings
 from proxy.traffic import TrafficCounter
@@ -50,11 +49,6 @@ from proxy.usage import Meter
 
 log = logging.getLogger("proxy")
 _encode = msgspec.json.Encoder().encode
-_INTERNAL = errors.error_body("internal error", "server_error", "internal_error")
-CHAT_PATH = "/v1/chat/completions"
-EMBEDDINGS_PATH = "/v1/embeddings"
-# The endpoints served by a ChatHandler (bare ASGI, before routing): path → state key.
-HANDLERS = {CHAT_PATH: "chat", EMBEDDINGS_PATH: "embeddings"}
 # Young-generation collections every 20k allocations instead of 700: most request garbage is
 # freed by reference counting anyway, and fewer collections mean fewer latency spikes.
 GC_THRESHOLD0 = 20_000
@@ -121,21 +115,7 @@ class ProxyApp(Starlette):
         name = HANDLERS.get(scope["path"]) if scope["type"] == "http" else None
         if name is not None and scope["method"] == "POST" and "state" in scope:
             handler: ChatHandler = scope["state"][name]
-            try:
-                await handler(scope, receive, send)
-            except Exception:
-                log.exception("unhandled error on %s", scope["path"])
-                ex: Exchange | None = scope.get("configbus.exchange")
-                if ex is None:
-                    ex = Exchange(new_request_id(), time.perf_counter())
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 500,
-                        "headers": [(b"content-type", b"application/json"), *ex.headers()],
-                    }
-                )
-                await send({"type": "http.response.body", "body": _INTERNAL})
+            await handler.serve(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
@@ -256,8 +236,7 @@ def create_app(
                 cur.value.retire()
                 # Requests still running after uvicorn's graceful period lose their pools.
                 for p in list(cur.value.providers.values()):
-                    await p.aclose()
-            await builder.aclose()
+                    p.close()
             await cache.aclose()
             await cache_redis.aclose()
             await limits.aclose()

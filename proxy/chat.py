@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import msgspec
 from opentelemetry.trace import Tracer
 from starlette.requests import Request
@@ -41,9 +40,10 @@ from proxy.cache import CACHE_HEADER, HIT, MISS, ModelCache, ResponseCache, bypa
 from proxy.cache import request_key as cache_key
 from proxy.embeddings import parse_embeddings
 from proxy.errors import ProxyError
+from proxy.h1client import UpstreamError
 from proxy.limits import FleetLimits
 from proxy.metrics import ProxyMetrics
-from proxy.observe import REQUEST_ID, TRACEPARENT, Exchange, request_id
+from proxy.observe import REQUEST_ID, TRACEPARENT, Exchange, new_request_id, request_id
 from proxy.relay import Headers, RelayResponse, relay
 from proxy.routing import plan
 from proxy.runtime import ClientRuntime, Runtime
@@ -57,6 +57,11 @@ log = logging.getLogger("proxy.chat")
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 _NO_CONFIG = errors.unavailable("no configuration applied yet", "no_config")
+_INTERNAL = errors.error_body("internal error", "server_error", "internal_error")
+CHAT_PATH = "/v1/chat/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
+# The endpoints served by a ChatHandler (bare ASGI, before routing): path → state key.
+HANDLERS = {CHAT_PATH: "chat", EMBEDDINGS_PATH: "embeddings"}
 
 
 def client_for(rt: Runtime, auth: bytes | str | None) -> ClientRuntime:
@@ -153,6 +158,24 @@ class ChatHandler:
         self._metrics = metrics
         self._limit = max_body_bytes
         self._backoff = retry_backoff_s
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The request, and a 500 in OpenAI's shape if the handler itself fails."""
+        try:
+            await self(scope, receive, send)
+        except Exception:
+            log.exception("unhandled error on %s", scope["path"])
+            ex: Exchange | None = scope.get("configbus.exchange")
+            if ex is None:
+                ex = Exchange(new_request_id(), time.perf_counter())
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [_JSON, *ex.headers()],
+                }
+            )
+            await send({"type": "http.response.body", "body": _INTERNAL})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -404,10 +427,7 @@ class ChatHandler:
                 try:
                     resp = await p.post(payload, stream=stream, headers=up, url=target.url)
                     status = resp.status
-                    if stream and status == 200:
-                        data = b""
-                    else:
-                        data = await resp.read()
+                    data = b"" if stream and status == 200 else await resp.read()
                 except TimeoutError:
                     p.breaker.failure()
                     metrics.attempt(p.name, "timeout")
@@ -415,7 +435,7 @@ class ChatHandler:
                         tr.attempt_end("timeout")
                     last = errors.timeout(f"provider {p.name} timed out")
                     continue
-                except aiohttp.ClientError as exc:
+                except UpstreamError as exc:
                     p.breaker.failure()
                     metrics.attempt(p.name, "error")
                     if tr is not None:

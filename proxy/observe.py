@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import time
 from collections.abc import Callable
 
@@ -21,6 +22,7 @@ TRACEPARENT = b"traceparent"
 MAX_REQUEST_ID = 128
 _NO_VERSION = b"none"
 
+_SANE_ID = re.compile(rb"[\x21-\x7e]+")
 _prefix = os.urandom(6).hex().encode() + b"-"
 _counter = itertools.count(1)
 
@@ -30,8 +32,9 @@ def new_request_id() -> bytes:
 
 
 def request_id(sent: bytes | None) -> bytes:
-    """The client's id if it sent a sane one (the server already refused CR/LF), else ours."""
-    if sent and len(sent) <= MAX_REQUEST_ID:
+    """The client's id if it sent a sane one (visible ASCII: it is echoed in a header the
+    replica writes unchecked), else ours."""
+    if sent and len(sent) <= MAX_REQUEST_ID and _SANE_ID.fullmatch(sent):
         return sent
     return new_request_id()
 

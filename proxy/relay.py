@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Callable
 
-import aiohttp
 import msgspec
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from proxy import anthropic, errors
 from proxy.admission import Ticket, UsageScanner
+from proxy.h1client import Response, UpstreamError
 from proxy.upstream import ProviderRuntime
 from proxy.usage import Tally
 
@@ -61,7 +61,7 @@ class RelayResponse(StreamingResponse):
 
 
 async def relay(
-    resp: aiohttp.ClientResponse,
+    resp: Response,
     provider: ProviderRuntime,
     ticket: Ticket | None,
     tally: Tally | None = None,
@@ -74,7 +74,7 @@ async def relay(
     tokens = ticket is not None and ticket.tokens
     usage = UsageScanner(strip=strip) if tokens or tally is not None else None
     try:
-        async for chunk in resp.content.iter_any():
+        async for chunk in resp.chunks():
             if translator is not None:
                 chunk = translator.feed(chunk)
                 if not chunk:
@@ -91,7 +91,7 @@ async def relay(
             rest = usage.rest()
             if rest:
                 yield rest
-    except (TimeoutError, aiohttp.ClientError, msgspec.DecodeError, AttributeError, TypeError,
+    except (TimeoutError, UpstreamError, msgspec.DecodeError, AttributeError, TypeError,
             KeyError, ValueError) as exc:  # fmt: skip
         # Too late to retry: the client already has part of the answer. Say so in-band.
         # (Malformed upstream events, like a non-object "delta", end up here too.)

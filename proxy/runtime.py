@@ -13,10 +13,8 @@ closes its pool.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Collection
-from typing import Any
 
 import msgspec
 
@@ -73,7 +71,6 @@ class Runtime:
         providers: dict[str, ProviderRuntime],
         routes: dict[str, Route[ProviderRuntime]],
         clients: dict[str, ClientRuntime],
-        closing: set[asyncio.Task[Any]],
         *,
         model_limits: dict[str, tuple[Allowance, ...]] | None = None,
         global_limits: tuple[Allowance, ...] = (),
@@ -104,7 +101,6 @@ class Runtime:
         self.model_names = tuple(sorted(routes))
         self.inflight = 0
         self.retired = False
-        self._closing = closing
         for p in providers.values():
             p.own()
 
@@ -140,7 +136,7 @@ class Runtime:
     def _drain(self) -> None:
         providers, self.providers = self.providers, {}
         for p in providers.values():
-            p.disown(self._closing)
+            p.disown()
 
     def models_body(self, client: ClientRuntime) -> bytes:
         return _encode(
@@ -177,7 +173,6 @@ class Builder:
         self.on_breaker = on_breaker
         self.env = env
         self.limits = limits  # None: no limit is enforced (tools, tests of routing)
-        self.closing: set[asyncio.Task[Any]] = set()
 
     def build(self, doc: Document, prev: Runtime | None) -> Runtime:
         old = prev.providers if prev is not None else {}
@@ -240,7 +235,6 @@ class Builder:
             providers,
             routes,
             clients,
-            self.closing,
             model_limits=model_limits,
             global_limits=self._allowances("global", "fleet", doc.rate_limits.global_),
             ip=ip,
@@ -264,7 +258,3 @@ class Builder:
         if self.limits is None or limit is None:
             return ()
         return tuple(self.limits.allowances_for(kind, name, limit))
-
-    async def aclose(self) -> None:
-        if self.closing:
-            await asyncio.gather(*list(self.closing), return_exceptions=True)

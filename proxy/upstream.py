@@ -8,18 +8,16 @@ request finished) the pool closes.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import quote
-
-import aiohttp
 
 from configbus.breaker import Breaker, BreakerState
 from configbus.document import CircuitBreaker, Provider, RateLimit
 from proxy.allowance import Allowance
+from proxy.h1client import Origin, Pool, Response, header_block, request_target
 
 log = logging.getLogger("proxy.upstream")
 
@@ -69,17 +67,16 @@ class ProviderRuntime:
                 headers["authorization"] = f"Bearer {api_key}"
         headers.update({k.lower(): v for k, v in provider.headers.items()})
         self.headers = headers
-        self.timeout = aiohttp.ClientTimeout(
-            total=provider.timeout_s, sock_connect=provider.connect_timeout_s
-        )
-        # A stream may last long; bound the wait for each read instead of the whole.
-        self.stream_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=provider.connect_timeout_s, sock_read=provider.timeout_s
-        )
+        # The request head's fixed lines, built once: a control character in a header (an
+        # env key with a newline) refuses this version instead of every request.
+        self._head = header_block(headers)
+        self._origin = Origin(base)
+        self._targets: dict[str, bytes] = {}
+        self.timeout_s = provider.timeout_s
         self._on_breaker = on_breaker
         self.breaker = Breaker(breaker, on_change=self._breaker_changed)
         self.owners = 0
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
         self.closed = False
 
     def url_for(self, purpose: Purpose, model: str) -> str:
@@ -104,32 +101,19 @@ class ProviderRuntime:
         return self.identity == other.identity
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        s = self._session
-        if s is None:
+    def pool(self) -> Pool:
+        p = self._pool
+        if p is None:
             if self.closed:
                 raise RuntimeError(f"provider {self.name}: pool already closed")
-            pool = self.provider.pool
-            connector = aiohttp.TCPConnector(
-                limit=pool.max_connections,
-                limit_per_host=0,
-                keepalive_timeout=pool.keepalive_timeout_s,
-                ttl_dns_cache=300,
+            settings = self.provider.pool
+            p = self._pool = Pool(
+                self._origin,
+                max_connections=settings.max_connections,
+                keepalive_s=settings.keepalive_timeout_s,
+                connect_timeout_s=self.provider.connect_timeout_s,
             )
-            # Headers and the non-stream timeout are session defaults: nothing to merge or
-            # pass per request.
-            s = self._session = aiohttp.ClientSession(
-                connector=connector,
-                headers=self.headers,
-                timeout=self.timeout,
-                auto_decompress=True,
-                # Bodies travel as they are (no gzip round trip on the hot path), and no
-                # upstream cookie is kept: a proxy must not mix its clients' state.
-                skip_auto_headers=("User-Agent", "Accept-Encoding"),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                raise_for_status=False,
-            )
-        return s
+        return p
 
     async def post(
         self,
@@ -138,35 +122,36 @@ class ProviderRuntime:
         stream: bool,
         headers: dict[str, str] | None = None,
         url: str | None = None,
-    ) -> aiohttp.ClientResponse:
-        """`headers`: per request, on top of the session's (a W3C traceparent); `url`: the
-        deployment's (`url_for`), else the provider's chat URL."""
-        if stream:
-            return await self.session.post(
-                url or self.url, data=body, headers=headers, timeout=self.stream_timeout
-            )
-        return await self.session.post(url or self.url, data=body, headers=headers)
+    ) -> Response:
+        """`headers`: per request, on top of the provider's (a W3C traceparent); `url`: the
+        deployment's (`url_for`), else the provider's chat URL. Non-stream: the answer is
+        whole when this returns; a stream: its head, `Response.chunks()` for the rest.
+        Raises UpstreamError or TimeoutError."""
+        url = url or self.url
+        target = self._targets.get(url)
+        if target is None:
+            target = self._targets[url] = request_target(url)
+        head = self._head if not headers else self._head + header_block(headers)
+        return await self.pool.request(target, head, body, timeout=self.timeout_s, stream=stream)
 
     def own(self) -> None:
         self.owners += 1
 
-    def disown(self, closing: set[asyncio.Task[Any]]) -> None:
+    def disown(self) -> None:
         self.owners -= 1
         if self.owners <= 0 and not self.closed:
             self.closed = True
-            s, self._session = self._session, None
-            if s is not None:
+            p, self._pool = self._pool, None
+            if p is not None:
                 log.info("closing pool of provider %s", self.name)
-                t = asyncio.get_running_loop().create_task(s.close())
-                closing.add(t)
-                t.add_done_callback(closing.discard)
+                p.close()
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
         """Close the pool now, whoever still owns it (process shutdown)."""
         self.closed = True
-        s, self._session = self._session, None
-        if s is not None:
-            await s.close()
+        p, self._pool = self._pool, None
+        if p is not None:
+            p.close()
 
     def __repr__(self) -> str:
         return f"ProviderRuntime({self.name!r}, {self.type}, owners={self.owners})"

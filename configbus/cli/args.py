@@ -83,8 +83,9 @@ def add_http_limit_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def http_protocol(args: argparse.Namespace) -> Any:
-    from configbus.httpguard import HttpLimits, guarded_protocol
+def http_protocol(args: argparse.Namespace, base: Any = None) -> Any:
+    """uvicorn's `http=`: the guarded protocol (or `base`, a subclass) with the flags' limits."""
+    from configbus.httpguard import GuardedProtocol, HttpLimits, guarded_protocol
 
     return guarded_protocol(
         HttpLimits(
@@ -92,5 +93,6 @@ def http_protocol(args: argparse.Namespace) -> Any:
             max_header_bytes=args.max_header_bytes,
             header_timeout_s=args.header_timeout,
             body_timeout_s=args.body_timeout,
-        )
+        ),
+        base or GuardedProtocol,
     )

@@ -60,6 +60,7 @@ def _run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from proxy.app import create_app
+    from proxy.fastlane import ReplicaProtocol
     from proxy.settings import ProxySettings
 
     settings = ProxySettings.from_env(
@@ -79,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http=http_protocol(args),
+        http=http_protocol(args, ReplicaProtocol),
         lifespan="on",
         access_log=False,
         log_level=args.log_level,

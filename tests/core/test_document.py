@@ -301,3 +301,8 @@ def test_credentials_in_plaintext_headers_are_refused(header: str) -> None:
         f"providers[1].headers.{header}: credentials go in api_key (encrypted) or "
         "api_key_env, not in headers"
     ]
+
+
+def test_header_values_that_would_split_a_request_are_refused() -> None:
+    found = issues_of(mutated(providers__1__headers={"x-team": "a\r\nx-injected: 1"}))
+    assert found == ["providers[1].headers.x-team: a control character (CR, LF, NUL)"]

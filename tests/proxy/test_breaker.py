@@ -41,4 +41,3 @@ async def test_breaker_state_survives_a_swap_and_restarts_when_its_settings_chan
     assert exported == [("upstream-b", BreakerState.CLOSED)]
     for r in (r1, r2, r3):
         r.retire()
-    await b.aclose()

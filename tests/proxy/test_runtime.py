@@ -40,19 +40,17 @@ async def test_retired_snapshot_closes_replaced_pools_after_last_request() -> No
     doc = sample_document()
     r1 = b.build(doc, None)
     old_a = r1.providers["upstream-a"]
-    session = old_a.session  # opened by a request
+    pool = old_a.pool  # opened by a request
     r1.acquire()  # a request in flight on r1
     r2 = b.build(with_provider_timeout(doc, "upstream-a", 3), r1)
     r1.retire()
     await asyncio.sleep(0)
-    assert not session.closed and not old_a.closed
+    assert not pool.closed and not old_a.closed
     r1.release()  # the last request ends
-    await b.aclose()
-    assert old_a.closed and session.closed
+    assert old_a.closed and pool.closed
     kept = r2.providers["upstream-b"]
     assert not kept.closed and kept.owners == 1
     r2.retire()
-    await b.aclose()
     assert kept.closed
 
 
