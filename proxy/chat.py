@@ -478,6 +478,7 @@ class ChatHandler:
                         relay(resp, p, ticket, tally, strip=not client_asked and asked_usage(req)),
                         headers=headers,
                         on_close=on_close,
+                        upstream=resp,
                     )
                 if p.type == "anthropic":
                     if status >= 400:

@@ -29,12 +29,16 @@ class RelayResponse(StreamingResponse):
         *,
         headers: Headers,
         on_close: Callable[[], None],
+        upstream: Response,
     ) -> None:
         super().__init__(content, 200, media_type="text/event-stream")
         # Our headers, raw, replacing the JSON content type of the non-stream path.
         self.raw_headers = [*self.raw_headers, *headers[1:]]
         self._on_close = on_close
         self._content = content
+        # Released here too: a generator closed before its first step runs no `finally`
+        # (a client gone before the answer started), and the connection must not linger.
+        self._upstream = upstream
 
     def tap(self, feed: Callable[[bytes], None], done: Callable[[], None]) -> None:
         """Show every chunk sent to `feed`, and call `done` once the stream ended whole (not
@@ -57,6 +61,7 @@ class RelayResponse(StreamingResponse):
             try:
                 await self._content.aclose()
             finally:
+                self._upstream.release()
                 self._on_close()
 
 
