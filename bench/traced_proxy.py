@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from proxy.app import create_app
+from proxy.fastlane import ReplicaProtocol
 from proxy.settings import ProxySettings
 
 
@@ -41,10 +42,11 @@ def main() -> None:
         host="127.0.0.1",
         port=int(sys.argv[1]),
         loop="uvloop",
-        http="httptools",
+        http=ReplicaProtocol,  # as `configbus proxy` serves (its default header limits)
         lifespan="on",
         access_log=False,
         log_level="warning",
+        proxy_headers=False,
     )
 
 
