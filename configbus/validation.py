@@ -36,6 +36,11 @@ from configbus.document import (
 from configbus.errors import InvalidDocument, Issue
 from configbus.migrations import migrate
 
+# Headers that frame a request: the proxy writes them itself, and a second copy from a
+# document would make the request ambiguous to the upstream (request smuggling).
+FRAMING_HEADERS = frozenset(
+    ("content-length", "transfer-encoding", "connection", "keep-alive", "te", "upgrade")
+)
 CREDENTIAL_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key"}
 )
@@ -213,6 +218,10 @@ def semantic_issues(doc: Document) -> list[Issue]:
             elif _HEADER_VALUE_BAD.search(v):
                 issues.append(
                     Issue(f"providers[{i}].headers.{h}", "a control character (CR, LF, NUL)")
+                )
+            elif h.lower() in FRAMING_HEADERS:
+                issues.append(
+                    Issue(f"providers[{i}].headers.{h}", "set by the proxy for each request")
                 )
             elif h.lower() in CREDENTIAL_HEADERS:
                 # Header values are stored and shown in plaintext; keys belong in api_key.

@@ -13,6 +13,7 @@ decoded, a cap on the answer's head and on a buffered body, back-pressure on str
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import zlib
 from collections import deque
@@ -53,16 +54,19 @@ class Origin:
 
     __slots__ = ("host", "host_header", "port", "tls")
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, host_header: str | None = None) -> None:
+        """`host_header`: sent instead of the URL's host (a virtual host behind an address)."""
         u = urlsplit(url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
         self.tls = u.scheme == "https"
         self.host = u.hostname
         self.port = u.port or (443 if self.tls else 80)
-        default = self.port == (443 if self.tls else 80)
-        name = f"[{self.host}]" if ":" in self.host else self.host
-        self.host_header = _checked("URL host", name if default else f"{name}:{self.port}")
+        if host_header is None:
+            default = self.port == (443 if self.tls else 80)
+            name = f"[{self.host}]" if ":" in self.host else self.host
+            host_header = name if default else f"{name}:{self.port}"
+        self.host_header = _checked("host header", host_header)
 
 
 def request_target(url: str) -> bytes:
@@ -322,7 +326,7 @@ class Pool:
         self.max_connections = max_connections
         self.keepalive_s = keepalive_s
         self.connect_timeout_s = connect_timeout_s
-        self._ssl = (ssl_context or ssl.create_default_context()) if origin.tls else None
+        self._ssl = (ssl_context or _default_tls()) if origin.tls else None
         self._idle: list[_Conn] = []  # most recently used last: it is the warmest
         self._open = 0  # connected or connecting
         self._waiters: deque[asyncio.Future[_Conn | None]] = deque()
@@ -479,6 +483,12 @@ class Pool:
             if not w.done():
                 w.set_exception(UpstreamError("pool closed"))
                 w.exception()
+
+
+@functools.cache
+def _default_tls() -> ssl.SSLContext:
+    """The system's CAs, loaded once (tens of milliseconds) for every pool that needs them."""
+    return ssl.create_default_context()
 
 
 def _timed_out(resp: Response, timeout: float) -> None:

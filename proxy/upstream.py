@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from configbus.breaker import Breaker, BreakerState
 from configbus.document import CircuitBreaker, Provider, RateLimit
+from configbus.validation import FRAMING_HEADERS
 from proxy.allowance import Allowance
 from proxy.h1client import Origin, Pool, Response, header_block, request_target
 
@@ -68,9 +69,12 @@ class ProviderRuntime:
         headers.update({k.lower(): v for k, v in provider.headers.items()})
         self.headers = headers
         # The request head's fixed lines, built once: a control character in a header (an
-        # env key with a newline) refuses this version instead of every request.
-        self._head = header_block(headers)
-        self._origin = Origin(base)
+        # env key with a newline) refuses this version instead of every request. `host`
+        # names a virtual host; other framing headers are the client's own.
+        self._head = header_block(
+            {k: v for k, v in headers.items() if k != "host" and k not in FRAMING_HEADERS}
+        )
+        self._origin = Origin(base, headers.get("host"))
         self._targets: dict[str, bytes] = {}
         self.timeout_s = provider.timeout_s
         self._on_breaker = on_breaker

@@ -61,7 +61,9 @@ DESCRIPTIONS: dict[str, str] = {
     "Provider.max_retries": "Retries on connect errors, timeouts, 429 and 5xx "
     "(never after a stream started).",
     "Provider.headers": "Extra HTTP headers sent upstream; stored in plaintext, so credential "
-    "headers (Authorization, api-key, x-api-key...) are refused: use `api_key`.",
+    "headers (Authorization, api-key, x-api-key...) are refused: use `api_key`. `Host` names a "
+    "virtual host; framing headers (Content-Length, Transfer-Encoding, Connection, Keep-Alive, "
+    "TE, Upgrade) and values with control characters are refused.",
     "Provider.rate_limit": "What the whole fleet sends to the provider (a deployment whose "
     "provider is at its limit is skipped, as if it were down).",
     "Provider.circuit_breaker": "Overrides the document's `circuit_breaker`.",

@@ -306,3 +306,9 @@ def test_credentials_in_plaintext_headers_are_refused(header: str) -> None:
 def test_header_values_that_would_split_a_request_are_refused() -> None:
     found = issues_of(mutated(providers__1__headers={"x-team": "a\r\nx-injected: 1"}))
     assert found == ["providers[1].headers.x-team: a control character (CR, LF, NUL)"]
+
+
+@pytest.mark.parametrize("header", ["Content-Length", "transfer-encoding", "Connection"])
+def test_framing_headers_are_the_proxys(header: str) -> None:
+    found = issues_of(mutated(providers__1__headers={header: "5"}))
+    assert found == [f"providers[1].headers.{header}: set by the proxy for each request"]

@@ -301,3 +301,23 @@ async def test_tls_upstream_verified_against_its_ca(tmp_path: Path) -> None:
         with pytest.raises(UpstreamError, match="cannot connect"):
             await untrusting.request(b"/", HEAD, b"{}", timeout=5)
         untrusting.close()
+
+
+async def test_a_providers_host_header_names_a_virtual_host_sent_once() -> None:
+    from configbus.document import CircuitBreaker, Provider
+    from proxy.upstream import ProviderRuntime
+
+    async with serve(ok(b"{}")) as s:
+        provider = Provider(
+            name="vhost",
+            base_url=f"http://127.0.0.1:{s.port}/v1",  # type: ignore[attr-defined]
+            headers={"Host": "api.example.com", "Content-Length": "999", "x-team": "t"},
+        )
+        p = ProviderRuntime(provider, CircuitBreaker(), None)
+        r = await p.post(b'{"a":1}', stream=False)
+        assert r.status == 200
+        p.close()
+    head = s.requests[0].split(b"\r\n\r\n")[0].lower().split(b"\r\n")
+    assert [h for h in head if h.startswith(b"host:")] == [b"host: api.example.com"]
+    assert [h for h in head if h.startswith(b"content-length:")] == [b"content-length: 7"]
+    assert b"x-team: t" in head
