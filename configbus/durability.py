@@ -9,11 +9,10 @@ Sentinel promotes a replica that never saw them. Two things follow.
   the primary, but the caller is told it may not survive a failover yet.
 - a version lost that way may already run on proxy replicas, which report it in their
   status (`cb:{ns}:replicas`, rewritten at every heartbeat, so a new primary learns it again
-  within a heartbeat). `FLOOR` moves the version counter above every version a replica of
-  the current epoch reports, before the publish script runs: the next version is numbered
-  above anything a replica has seen, so those replicas follow it instead of thinking they
-  already hold something newer.
-- `FENCE`: FLOOR alone is not enough right after a failover. The reports of a lost version
+  within a heartbeat). The publish script numbers a new version above every version a
+  replica of the current epoch reports (`REPORTED_TOP`): above anything a replica has seen,
+  so those replicas follow it instead of thinking they already hold something newer.
+- `FENCE`: that floor alone is not enough right after a failover. The reports of a lost version
   went to the old primary and were lost with it; the new primary holds the replicas'
   statuses as they were when it last synced, so the first publishes there took numbers
   replicas had already run (the failover test found it in every run once it compared
@@ -46,23 +45,28 @@ DEFAULT_ACK_TIMEOUT_MS = 500
 DEFAULT_FAILOVER_WAIT_S = 3.0
 FENCE_POLL_S = 0.02
 
-# KEYS: seq, epoch, replicas. Raises seq to the highest version a replica of the current
-# epoch reports; returns that version (0 when none). A status that does not decode is
-# skipped: the admin's replica list reports it.
-FLOOR = """
-local epoch = redis.call('GET', KEYS[2])
-if not epoch then return 0 end
-local top = 0
-for _, raw in ipairs(redis.call('HVALS', KEYS[3])) do
-  local ok, st = pcall(cjson.decode, raw)
-  if ok and type(st) == 'table' and st['epoch'] == epoch then
-    local v = tonumber(st['version'])
-    if v and v > top and v < 9007199254740992 then top = v end
+# A Lua function for the publish script (`configbus.lua.PUBLISH`): the highest version a
+# replica of `epoch` reports in the hash `replicas` (0 when none); the new version is
+# numbered above it. It runs on every publish over every status, so it reads the two fields
+# by position instead of decoding each status: a report is `{"last_seen":..,"replica_id":..,
+# "state":..,"version":N,"epoch":"E",...}` (`Store.report_at`, the field order of
+# `ReplicaStatus`), and no `,"version":` can occur inside the JSON strings before it. A
+# status of another shape is skipped: the admin's replica list reports it.
+REPORTED_TOP = """
+local function reported_top(epoch, replicas)
+  local top = 0
+  for _, raw in ipairs(redis.call('HVALS', replicas)) do
+    local at = string.find(raw, ',"version":', 1, true)
+    if at then
+      local v, e = string.match(raw, '^,"version":(%d+),"epoch":"([^"]*)"', at)
+      if e == epoch then
+        v = tonumber(v)
+        if v > top and v < 9007199254740992 then top = v end
+      end
+    end
   end
+  return top
 end
-local seq = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
-if top > seq then redis.call('SET', KEYS[1], string.format('%d', top)) end
-return top
 """
 
 
@@ -87,17 +91,17 @@ local function times(raw)
   if not seen or not ttl or now - seen > ttl then return nil end
   return seen, seen + ttl
 end
--- A server that was not promoted since it started (no second replication id) has had no
--- writes but its own since then: reports since its start reached it, no wait for those
--- (a restart). A promoted one got the old primary's writes until the promotion, which
--- Redis does not date: every live replica is waited for.
-local started = now
-local ok3, repl = pcall(redis.call, 'INFO', 'replication')
-if ok3 and type(repl) == 'string' and string.match(repl, 'second_repl_offset:%-1') then
-  started = now - (tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0)
-end
 local server = redis.call('GET', KEYS[3])
 if server ~= me then
+  -- A server that was not promoted since it started (no second replication id) has had
+  -- no writes but its own since then: reports since its start reached it, no wait for
+  -- those (a restart). A promoted one got the old primary's writes until the promotion,
+  -- which Redis does not date: every live replica is waited for.
+  local started = now
+  local ok3, repl = pcall(redis.call, 'INFO', 'replication')
+  if ok3 and type(repl) == 'string' and string.match(repl, 'second_repl_offset:%-1') then
+    started = now - (tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0)
+  end
   redis.call('SET', KEYS[3], me)
   redis.call('DEL', KEYS[4])
   if server then
@@ -157,27 +161,22 @@ async def await_reports(
 async def run_publish(
     redis: aioredis.Redis,
     *,
-    floor: AsyncScript,
-    floor_keys: list[str],
     publish: AsyncScript,
     keys: list[str],
     args: list[Any],
     min_replicas: int,
     timeout_ms: int,
 ) -> tuple[Any, int | None]:
-    """The publish script's reply, after FLOOR; with `min_replicas`, also how many replicas
-    acknowledged it (WAIT), else None."""
-    if not hasattr(redis, "connection_pool"):
-        # A cluster client routes each script to the namespace's slot on its own.
-        await floor(keys=floor_keys, client=redis)
+    """The publish script's reply; with `min_replicas`, also how many replicas acknowledged
+    it (WAIT), else None."""
+    if not min_replicas or not hasattr(redis, "connection_pool"):
+        # One round trip (a cluster client routes the script to the namespace's slot).
         return await publish(keys=keys, args=args, client=redis), None
     async with redis.pipeline(transaction=False) as pipe:
-        await floor(keys=floor_keys, client=pipe)
         await publish(keys=keys, args=args, client=pipe)
-        if min_replicas:
-            pipe.execute_command("WAIT", min_replicas, timeout_ms)
+        pipe.execute_command("WAIT", min_replicas, timeout_ms)
         replies = await pipe.execute()
-    return replies[1], (int(replies[2]) if min_replicas else None)
+    return replies[0], int(replies[1])
 
 
 async def wait_again(

@@ -5,7 +5,9 @@ Record keys (`<prefix><n>`) are computed inside the scripts; they share the name
 tag with every declared key, so a Redis Cluster keeps them all on one slot.
 """
 
-# KEYS: seq, head, epoch, history, audit, idempotency, rollout, rev
+from configbus.durability import REPORTED_TOP
+
+# KEYS: seq, head, epoch, history, audit, idempotency, rollout, rev, replicas
 # ARGV: expected ('' = any), body, sha256, new epoch, author, message, kind, source ('' = none),
 #       retention, idempotency ttl, audit maxlen, channel, record prefix, use idempotency ('1'/'0'),
 #       request fingerprint ('' = the body's sha256: a retry is the same request, not the same
@@ -94,10 +96,12 @@ if not epoch then
   epoch = ARGV[4]
   redis.call('SET', KEYS[3], epoch)
 end
--- Never reuse a number: above the counter, head and every indexed version, and past any
--- record left where the index does not reach (a counter lost, a head moved back).
+-- Never reuse a number: above the counter, head, every indexed version and every version a
+-- replica reports (a version the server lost: configbus.durability), and past any record
+-- left where the index does not reach (a counter lost, a head moved back).
 local top = redis.call('ZREVRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-local n = math.max(num(redis.call('GET', KEYS[1]) or '0') or 0, head, tonumber(top[2] or '0') or 0) + 1
+local n = math.max(num(redis.call('GET', KEYS[1]) or '0') or 0, head, tonumber(top[2] or '0') or 0,
+  reported_top(epoch, KEYS[9])) + 1
 for _ = 1, 1000 do
   if redis.call('EXISTS', prefix .. str(n)) == 0 then break end
   n = n + 1
@@ -162,6 +166,7 @@ end
 redis.call('PUBLISH', ARGV[12], hint)
 return {'created', version, epoch, sha}
 """
+PUBLISH = REPORTED_TOP + PUBLISH  # the function it calls first
 
 # KEYS: head, epoch
 # ARGV: record prefix, known epoch, known version, known sha256 ('*': any), head only ('1'/'0')

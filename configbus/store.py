@@ -121,7 +121,6 @@ class Store:
         self._import = redis.register_script(lua.IMPORT)
         self._replicas = redis.register_script(lua.REPLICAS)
         self._sync_read = redis.register_script(lua.SYNC_READ)
-        self._floor = redis.register_script(durability.FLOOR)
         self._fence = redis.register_script(durability.FENCE)
         self._ro_scripts = True
 
@@ -177,7 +176,7 @@ class Store:
             traceparent if traceparent and parse_traceparent(traceparent) else "",
             sig,
         ]
-        keys = [k.seq, k.head, k.epoch, k.history, k.audit, idem_key, k.rollout, k.rev]
+        keys = [k.seq, k.head, k.epoch, k.history, k.audit, idem_key, k.rollout, k.rev, k.replicas]
         res, acked = await guarded(self._run_publish(keys, args), "publish")
         outcome, version, epoch, rsha = (text_of(x) for x in res)
         if outcome == "conflict":
@@ -212,8 +211,6 @@ class Store:
         )
         return await durability.run_publish(
             self.redis,
-            floor=self._floor,
-            floor_keys=[k.seq, k.epoch, k.replicas],
             publish=self._publish,
             keys=keys,
             args=args,
