@@ -55,14 +55,15 @@ FENCE_POLL_S = 0.02
 REPORTED_TOP = """
 local function reported_top(epoch, replicas)
   local top = 0
+  local tail = ',"epoch":"' .. epoch .. '"'
   for _, raw in ipairs(redis.call('HVALS', replicas)) do
-    local at = string.find(raw, ',"version":', 1, true)
-    if at then
-      local v, e = string.match(raw, '^,"version":(%d+),"epoch":"([^"]*)"', at)
-      if e == epoch then
-        v = tonumber(v)
-        if v > top and v < 9007199254740992 then top = v end
-      end
+    -- Positions only (no captured strings) until a status is of this epoch.
+    local _, at = string.find(raw, ',"version":', 1, true)
+    local first, last = nil, nil
+    if at then first, last = string.find(raw, '^%d+', at + 1) end
+    if last and string.find(raw, tail, last + 1, true) == last + 1 then
+      local v = tonumber(string.sub(raw, first, last))
+      if v > top and v < 9007199254740992 then top = v end
     end
   end
   return top
