@@ -208,9 +208,11 @@ def costs(
     calls = {n: c - before[0].get(n, (0, 0))[0] for n, (c, _) in after[0].items() if n not in skip}
     usec = {n: u - before[0].get(n, (0, 0))[1] for n, (_, u) in after[0].items() if n not in skip}
     per = {n: round(c / applies, 3) for n, c in sorted(calls.items()) if c}
+    per_usec = {n: round(u / applies, 2) for n, u in sorted(usec.items()) if calls[n]}
     return {
         "applies": applies,
         "redis_calls_per_apply": per,
+        "redis_usec_per_apply": per_usec,
         "redis_cmd_usec_per_apply": round(sum(usec.values()) / applies, 2),
         "redis_cpu_usec_per_apply": round((after[1] - before[1]) * 1e6 / applies, 2),
         "worker_cpu_usec_per_apply": round(worker_cpu_s * 1e6 / applies, 2),

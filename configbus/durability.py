@@ -9,11 +9,10 @@ Sentinel promotes a replica that never saw them. Two things follow.
   the primary, but the caller is told it may not survive a failover yet.
 - a version lost that way may already run on proxy replicas, which report it in their
   status (`cb:{ns}:replicas`, rewritten at every heartbeat, so a new primary learns it again
-  within a heartbeat). `FLOOR` moves the version counter above every version a replica of
-  the current epoch reports, before the publish script runs: the next version is numbered
-  above anything a replica has seen, so those replicas follow it instead of thinking they
-  already hold something newer.
-- `FENCE`: FLOOR alone is not enough right after a failover. The reports of a lost version
+  within a heartbeat). The publish script numbers a new version above every version a
+  replica of the current epoch reports (`REPORTED_TOP`): above anything a replica has seen,
+  so those replicas follow it instead of thinking they already hold something newer.
+- `FENCE_FN`: that floor alone is not enough right after a failover. The reports of a lost version
   went to the old primary and were lost with it; the new primary holds the replicas'
   statuses as they were when it last synced, so the first publishes there took numbers
   replicas had already run (the failover test found it in every run once it compared
@@ -46,93 +45,108 @@ DEFAULT_ACK_TIMEOUT_MS = 500
 DEFAULT_FAILOVER_WAIT_S = 3.0
 FENCE_POLL_S = 0.02
 
-# KEYS: seq, epoch, replicas. Raises seq to the highest version a replica of the current
-# epoch reports; returns that version (0 when none). A status that does not decode is
-# skipped: the admin's replica list reports it.
-FLOOR = """
-local epoch = redis.call('GET', KEYS[2])
-if not epoch then return 0 end
-local top = 0
-for _, raw in ipairs(redis.call('HVALS', KEYS[3])) do
-  local ok, st = pcall(cjson.decode, raw)
-  if ok and type(st) == 'table' and st['epoch'] == epoch then
-    local v = tonumber(st['version'])
-    if v and v > top and v < 9007199254740992 then top = v end
+# A Lua function for the publish script (`configbus.lua.PUBLISH`): the highest version a
+# replica of `epoch` reports in the hash `replicas` (0 when none); the new version is
+# numbered above it. It runs on every publish over every status, so it reads the two fields
+# by position instead of decoding each status: a report is `{"last_seen":..,"replica_id":..,
+# "state":..,"version":N,"epoch":"E",...}` (`Store.report_at`, the field order of
+# `ReplicaStatus`), and no `,"version":` can occur inside the JSON strings before it. A
+# status of another shape is skipped: the admin's replica list reports it.
+REPORTED_TOP = """
+local function reported_top(epoch, replicas)
+  local top = 0
+  local tail = ',"epoch":"' .. epoch .. '"'
+  for _, raw in ipairs(redis.call('HVALS', replicas)) do
+    -- Positions only (no captured strings) until a status is of this epoch.
+    local _, at = string.find(raw, ',"version":', 1, true)
+    local first, last = nil, nil
+    if at then first, last = string.find(raw, '^%d+', at + 1) end
+    if last and string.find(raw, tail, last + 1, true) == last + 1 then
+      local v = tonumber(string.sub(raw, first, last))
+      if v > top and v < 9007199254740992 then top = v end
+    end
   end
+  return top
 end
-local seq = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
-if top > seq then redis.call('SET', KEYS[1], string.format('%d', top)) end
-return top
 """
 
 
-# KEYS: epoch, replicas, server (the run_id of the server the namespace was last published
-# on), fence (replica id -> sha1 of the status it had when this server took over).
-# Returns {replicas still to report to this server, ms until the last of them is dead}.
-# No epoch (nothing to protect) or no INFO (an ACL without +info, a fake Redis): {0, 0}.
-FENCE = """
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then return {0, 0} end
-local ok, info = pcall(redis.call, 'INFO', 'server')
-if not ok or type(info) ~= 'string' then return {0, 0} end
-local me = string.match(info, 'run_id:(%x+)')
-if not me then return {0, 0} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
--- A status's last report and the time it stays alive until; nil when unreadable or dead.
-local function times(raw)
-  local ok2, st = pcall(cjson.decode, raw)
-  if not ok2 or type(st) ~= 'table' then return nil end
-  local seen, ttl = tonumber(st['last_seen']), tonumber(st['ttl_s'] or 15)
-  if not seen or not ttl or now - seen > ttl then return nil end
-  return seen, seen + ttl
-end
--- A server that was not promoted since it started (no second replication id) has had no
--- writes but its own since then: reports since its start reached it, no wait for those
--- (a restart). A promoted one got the old primary's writes until the promotion, which
--- Redis does not date: every live replica is waited for.
-local started = now
-local ok3, repl = pcall(redis.call, 'INFO', 'replication')
-if ok3 and type(repl) == 'string' and string.match(repl, 'second_repl_offset:%-1') then
-  started = now - (tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0)
-end
-local server = redis.call('GET', KEYS[3])
-if server ~= me then
-  redis.call('SET', KEYS[3], me)
-  redis.call('DEL', KEYS[4])
-  if server then
-    -- Published on another server before: every live replica must report here again.
-    local all = redis.call('HGETALL', KEYS[2])
-    for i = 1, #all, 2 do
-      local seen = times(all[i + 1])
-      if seen and seen < started then
-        redis.call('HSET', KEYS[4], all[i], redis.sha1hex(all[i + 1]))
+# A Lua function: fence(epoch, replicas, server, fence keys, TIME's reply), where `server` holds the
+# run_id of the server the namespace was last published on and `fence` maps replica id ->
+# sha1 of the status it had when this server took over. Returns the replicas still to report
+# to this server and the ms until the last of them is dead. No epoch (nothing to protect)
+# or no INFO (an ACL without +info, a fake Redis): 0, 0. The publish script calls it first
+# (one atomic step: nothing is numbered between the check and the publish); `FENCE` runs it
+# alone, to poll while a publish waits.
+FENCE_FN = """
+local function fence(epoch, replicas, server_key, fence_key, t)
+  if not epoch then return 0, 0 end
+  local ok, info = pcall(redis.call, 'INFO', 'server')
+  if not ok or type(info) ~= 'string' then return 0, 0 end
+  local at = string.find(info, 'run_id:', 1, true)
+  local me = at and string.match(info, '^%x+', at + 7)
+  if not me then return 0, 0 end
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  -- A status's last report and the time it stays alive until; nil when unreadable or dead.
+  local function times(raw)
+    local ok2, st = pcall(cjson.decode, raw)
+    if not ok2 or type(st) ~= 'table' then return nil end
+    local seen, ttl = tonumber(st['last_seen']), tonumber(st['ttl_s'] or 15)
+    if not seen or not ttl or now - seen > ttl then return nil end
+    return seen, seen + ttl
+  end
+  local server = redis.call('GET', server_key)
+  if server ~= me then
+    -- A server that was not promoted since it started (no second replication id) has had
+    -- no writes but its own since then: reports since its start reached it, no wait for
+    -- those (a restart). A promoted one got the old primary's writes until the promotion,
+    -- which Redis does not date: every live replica is waited for.
+    local started = now
+    local ok3, repl = pcall(redis.call, 'INFO', 'replication')
+    if ok3 and type(repl) == 'string' and string.match(repl, 'second_repl_offset:%-1') then
+      started = now - (tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0)
+    end
+    redis.call('SET', server_key, me)
+    redis.call('DEL', fence_key)
+    if server then
+      -- Published on another server before: every live replica must report here again.
+      local all = redis.call('HGETALL', replicas)
+      for i = 1, #all, 2 do
+        local seen = times(all[i + 1])
+        if seen and seen < started then
+          redis.call('HSET', fence_key, all[i], redis.sha1hex(all[i + 1]))
+        end
       end
     end
   end
-end
-local pending, last = 0, now
-local fenced = redis.call('HGETALL', KEYS[4])
-for i = 1, #fenced, 2 do
-  local raw = redis.call('HGET', KEYS[2], fenced[i])
-  local seen, untl = nil, nil
-  if raw and redis.sha1hex(raw) == fenced[i + 1] then seen, untl = times(raw) end
-  if untl then
-    pending = pending + 1
-    if untl > last then last = untl end
-  else
-    redis.call('HDEL', KEYS[4], fenced[i])
+  local pending, last = 0, now
+  local fenced = redis.call('HGETALL', fence_key)
+  for i = 1, #fenced, 2 do
+    local raw = redis.call('HGET', replicas, fenced[i])
+    local seen, untl = nil, nil
+    if raw and redis.sha1hex(raw) == fenced[i + 1] then seen, untl = times(raw) end
+    if untl then
+      pending = pending + 1
+      if untl > last then last = untl end
+    else
+      redis.call('HDEL', fence_key, fenced[i])
+    end
   end
+  return pending, math.floor((last - now) * 1000)
 end
-return {pending, math.floor((last - now) * 1000)}
 """
+
+# KEYS: epoch, replicas, server, fence. Returns {pending, ms until the last is dead}.
+FENCE = FENCE_FN + (
+    "return {fence(redis.call('GET', KEYS[1]), KEYS[2], KEYS[3], KEYS[4], redis.call('TIME'))}"
+)
 
 
 async def await_reports(
     fence: AsyncScript, keys: list[str], client: aioredis.Redis, wait_s: float
 ) -> None:
-    """Before a publish: wait (at most `wait_s`) until every live replica has reported to
-    this server since the namespace was first published on it (see FENCE)."""
+    """Wait (at most `wait_s`) until every live replica has reported to this server since
+    the namespace was first published on it (see FENCE_FN)."""
     pending, left_ms = await fence(keys=keys, client=client)
     if not pending:
         return
@@ -157,27 +171,33 @@ async def await_reports(
 async def run_publish(
     redis: aioredis.Redis,
     *,
-    floor: AsyncScript,
-    floor_keys: list[str],
     publish: AsyncScript,
     keys: list[str],
     args: list[Any],
+    fence: AsyncScript,
+    fence_keys: list[str],
+    wait_s: float,
     min_replicas: int,
     timeout_ms: int,
 ) -> tuple[Any, int | None]:
-    """The publish script's reply, after FLOOR; with `min_replicas`, also how many replicas
-    acknowledged it (WAIT), else None."""
-    if not hasattr(redis, "connection_pool"):
-        # A cluster client routes each script to the namespace's slot on its own.
-        await floor(keys=floor_keys, client=redis)
-        return await publish(keys=keys, args=args, client=redis), None
+    """The publish script's reply; with `min_replicas`, also how many replicas acknowledged
+    it (WAIT), else None. `args` are the script's, but for the last: whether it checks the
+    fence itself. It does, in the same step, unless it would run beside a WAIT (a fenced
+    answer must not wait for acks); once fenced, the publish waits for the replicas'
+    reports (`await_reports`), then runs without the check."""
+    if not min_replicas or not hasattr(redis, "connection_pool"):
+        # One round trip (a cluster client routes the script to the namespace's slot).
+        reply = await publish(keys=keys, args=[*args, "1"], client=redis)
+        if reply[0] not in (b"fenced", "fenced"):
+            return reply, None
+        await await_reports(fence, fence_keys, redis, wait_s)
+        return await publish(keys=keys, args=[*args, "0"], client=redis), None
+    await await_reports(fence, fence_keys, redis, wait_s)
     async with redis.pipeline(transaction=False) as pipe:
-        await floor(keys=floor_keys, client=pipe)
-        await publish(keys=keys, args=args, client=pipe)
-        if min_replicas:
-            pipe.execute_command("WAIT", min_replicas, timeout_ms)
+        await publish(keys=keys, args=[*args, "0"], client=pipe)
+        pipe.execute_command("WAIT", min_replicas, timeout_ms)
         replies = await pipe.execute()
-    return replies[1], (int(replies[2]) if min_replicas else None)
+    return replies[0], int(replies[1])
 
 
 async def wait_again(

@@ -5,7 +5,9 @@ Record keys (`<prefix><n>`) are computed inside the scripts; they share the name
 tag with every declared key, so a Redis Cluster keeps them all on one slot.
 """
 
-# KEYS: seq, head, epoch, history, audit, idempotency, rollout, rev
+from configbus.durability import FENCE_FN, REPORTED_TOP
+
+# KEYS: seq, head, epoch, history, audit, idempotency, rollout, rev, replicas, server, fence
 # ARGV: expected ('' = any), body, sha256, new epoch, author, message, kind, source ('' = none),
 #       retention, idempotency ttl, audit maxlen, channel, record prefix, use idempotency ('1'/'0'),
 #       request fingerprint ('' = the body's sha256: a retry is the same request, not the same
@@ -13,7 +15,8 @@ tag with every declared key, so a Redis Cluster keeps them all on one slot.
 #       rollout id ('' = a plain publish that moves head), rollout doc JSON, label selectors
 #       (one `k=v,k=v` per line), members (`\n`-framed replica ids), inline limit (bytes;
 #       0 = never), traceparent ('' = none), the admin's signature ('' = none: see
-#       `configbus.signing`; hex, checked by the caller)
+#       `configbus.signing`; hex, checked by the caller), check the failover fence first
+#       ('1'/'0': configbus.durability.FENCE_FN; {'fenced', pending, ms} while it holds)
 # A plain publish whose body is at most the inline limit carries the whole record in its
 # hint: the JSON header, a newline, the body. Replicas still check it (checksum, epoch,
 # version) and fetch when it does not fit; a rollout's hint never carries a body, since
@@ -90,14 +93,20 @@ if head > 0 and redis.call('HGET', prefix .. str(head), 'sha256') == sha then
   return {'noop', str(head), epoch, sha}
 end
 
+if ARGV[23] == '1' then
+  local pending, left = fence(epoch, KEYS[9], KEYS[10], KEYS[11], t)
+  if pending > 0 then return {'fenced', str(pending), str(left), ''} end
+end
 if not epoch then
   epoch = ARGV[4]
   redis.call('SET', KEYS[3], epoch)
 end
--- Never reuse a number: above the counter, head and every indexed version, and past any
--- record left where the index does not reach (a counter lost, a head moved back).
+-- Never reuse a number: above the counter, head, every indexed version and every version a
+-- replica reports (a version the server lost: configbus.durability), and past any record
+-- left where the index does not reach (a counter lost, a head moved back).
 local top = redis.call('ZREVRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-local n = math.max(num(redis.call('GET', KEYS[1]) or '0') or 0, head, tonumber(top[2] or '0') or 0) + 1
+local n = math.max(num(redis.call('GET', KEYS[1]) or '0') or 0, head, tonumber(top[2] or '0') or 0,
+  reported_top(epoch, KEYS[9])) + 1
 for _ = 1, 1000 do
   if redis.call('EXISTS', prefix .. str(n)) == 0 then break end
   n = n + 1
@@ -162,6 +171,7 @@ end
 redis.call('PUBLISH', ARGV[12], hint)
 return {'created', version, epoch, sha}
 """
+PUBLISH = FENCE_FN + REPORTED_TOP + PUBLISH  # the functions it calls
 
 # KEYS: head, epoch
 # ARGV: record prefix, known epoch, known version, known sha256 ('*': any), head only ('1'/'0')

@@ -160,6 +160,8 @@ def audit_entry(entry_id: bytes | str, raw: Mapping[Any, Any]) -> AuditEntry:
 class ReplicaStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What a replica reports about itself."""
 
+    # The publish script reads `version` and `epoch` by position (configbus.durability
+    # REPORTED_TOP): keep them third and fourth, after two string fields.
     replica_id: str
     state: Literal["applied", "rejected", "pending"]
     version: int = 0

@@ -11,7 +11,6 @@ server's clock, whatever the replica's wall clock does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -64,9 +63,12 @@ class Reporter:
                 interval = min(interval, ROLLOUT_HEARTBEAT_S)
             if self._retry_s is not None:
                 interval = min(interval, self._retry_s)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._wake.wait()
+            # A timer that sets the same event: cheaper, once per report, than a timeout scope.
+            timer = asyncio.get_running_loop().call_later(interval, self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                timer.cancel()
             now = time.monotonic()
             self._credit = min(
                 REPORT_BURST, self._credit + (now - self._credit_at) / self._min_gap_s

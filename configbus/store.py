@@ -121,7 +121,6 @@ class Store:
         self._import = redis.register_script(lua.IMPORT)
         self._replicas = redis.register_script(lua.REPLICAS)
         self._sync_read = redis.register_script(lua.SYNC_READ)
-        self._floor = redis.register_script(durability.FLOOR)
         self._fence = redis.register_script(durability.FENCE)
         self._ro_scripts = True
 
@@ -177,7 +176,8 @@ class Store:
             traceparent if traceparent and parse_traceparent(traceparent) else "",
             sig,
         ]
-        keys = [k.seq, k.head, k.epoch, k.history, k.audit, idem_key, k.rollout, k.rev]
+        keys = [k.seq, k.head, k.epoch, k.history, k.audit, idem_key, k.rollout, k.rev,
+                k.replicas, k.server, k.fence]  # fmt: skip
         res, acked = await guarded(self._run_publish(keys, args), "publish")
         outcome, version, epoch, rsha = (text_of(x) for x in res)
         if outcome == "conflict":
@@ -207,16 +207,14 @@ class Store:
 
     async def _run_publish(self, keys: list[str], args: list[Any]) -> tuple[Any, int | None]:
         k = self.keys
-        await durability.await_reports(
-            self._fence, [k.epoch, k.replicas, k.server, k.fence], self.redis, self.failover_wait_s
-        )
         return await durability.run_publish(
             self.redis,
-            floor=self._floor,
-            floor_keys=[k.seq, k.epoch, k.replicas],
             publish=self._publish,
             keys=keys,
             args=args,
+            fence=self._fence,
+            fence_keys=[k.epoch, k.replicas, k.server, k.fence],
+            wait_s=self.failover_wait_s,
             min_replicas=self.min_replicas_to_ack,
             timeout_ms=self.ack_timeout_ms,
         )

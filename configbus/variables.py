@@ -156,8 +156,9 @@ SNAPSHOT_PATH = Variable[Path | None](
 RECONCILE_INTERVAL_S = Variable[float](
     name="CONFIGBUS_RECONCILE_INTERVAL_S",
     default=5.0,
-    meaning="How often a replica checks head even without a notification (`configbus up` "
-    "passes 2 unless set).",
+    meaning="How long a replica goes without the store confirming what it runs (a read, or "
+    "a hinted record applied) before it reads head again, notification or not (`configbus "
+    "up` passes 2 unless set).",
     reader=SECONDS,
     commands=frozenset({"proxy", "up"}),
 )

@@ -108,6 +108,9 @@ class Watcher(Generic[T, R]):
         self._hinted_trace: tuple[int, str] | None = None
         self.last_propagation_s: float | None = None
         self._probe = False  # the next read first asks the primary how far it is
+        # When the store last told us what to run (monotonic): a read, or a hinted record
+        # applied. The reconcile tick is due a reconcile interval after it.
+        self._confirmed = time.monotonic()
         self.reporter = Reporter(
             store,
             self.status,
@@ -259,8 +262,17 @@ class Watcher(Generic[T, R]):
             # A plain publish happened, so no rollout runs: everyone runs head.
             self._rollout_running = False
             self.metrics.head_version.set(record.version)
-            return await self._apply(record, record.epoch, verified=True)
+            outcome = await self._apply(record, record.epoch, verified=True)
+            if outcome is SyncOutcome.APPLIED:
+                # Head as of its publish: what a read then would have said. Its age counts
+                # (a replica's clock behind the server's hides some: a few ms of delivery).
+                age = self.last_propagation_s or 0.0
+                self._confirm(time.monotonic() - min(age, self.settings.reconcile_interval_s))
+            return outcome
         return await self._sync_read()
+
+    def _confirm(self, at: float) -> None:
+        self._confirmed = max(self._confirmed, at)
 
     async def _sync_read(self) -> SyncOutcome:
         cur, rej = self._current, self._rejected
@@ -268,6 +280,7 @@ class Watcher(Generic[T, R]):
         # The rejected version is skipped, not a floor: a newer or older valid target that
         # appears later is still followed.
         rejected = (rej.version, rej.sha256) if rej else None
+        asked = time.monotonic()
         try:
             probe, self._probe = self._probe, False
             read = await self.reads.sync_read(
@@ -286,11 +299,13 @@ class Watcher(Generic[T, R]):
             return SyncOutcome.UNAVAILABLE
         except CorruptRecord as exc:
             self.metrics.redis_connected.set(1)
+            self._confirm(asked)
             return await self._reject(exc.epoch, exc.version, "*", str(exc))
         except StoreError as exc:
             log.warning("sync: %s", exc)
             return SyncOutcome.UNAVAILABLE
         self.metrics.redis_connected.set(1)
+        self._confirm(asked)
         if read.rollout_running != self._rollout_running:
             self._rollout_running = read.rollout_running
             self.reporter.wake()  # the reporter changes pace
@@ -458,10 +473,18 @@ class Watcher(Generic[T, R]):
                 log.exception("sync failed unexpectedly")
 
     async def _reconcile(self) -> None:
+        """A read a reconcile interval after the store last told us what to run: a change
+        whose hint is lost is found within the interval, and while hints flow (each one a
+        read, or a record applied as it was at its publish) no tick reads again."""
         interval = self.settings.reconcile_interval_s
+        # Jitter spreads a fleet's reconciles so they do not hit Redis in one instant.
+        ticked, wait = time.monotonic(), interval * random.uniform(0.8, 1.0)
         while self._running:
-            # Jitter spreads a fleet's reconciles so they do not hit Redis in one instant.
-            await asyncio.sleep(interval * random.uniform(0.8, 1.0))
+            left = max(ticked, self._confirmed) + wait - time.monotonic()
+            if left > 0:
+                await asyncio.sleep(left)
+                continue  # something may have confirmed meanwhile: look again
+            ticked, wait = time.monotonic(), interval * random.uniform(0.8, 1.0)
             self._probe = True
             self.trigger()
 

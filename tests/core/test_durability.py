@@ -78,3 +78,18 @@ async def test_the_wait_is_bounded_and_only_for_replicas_not_heard_since_the_ser
         assert time.monotonic() - started < 0.2
     finally:
         await close(store.redis)
+
+
+async def test_a_publish_numbers_above_every_version_a_replica_of_the_lineage_reports(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    store = make_store(redis_server.url, namespace)
+    try:
+        first = await store.publish(body(1))
+        await store.report(status("lost", 7, first.epoch))  # ran a version the server lost
+        await store.report(status("other lineage", 50, "0" * 16))
+        # A replica id that spells a bigger version inside its JSON string is not read as one.
+        await store.report(status('x,"version":90,"epoch":"' + first.epoch + '"', 1, first.epoch))
+        assert (await store.publish(body(2))).version == 8
+    finally:
+        await close(store.redis)

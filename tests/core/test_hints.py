@@ -109,3 +109,22 @@ async def test_a_watcher_applies_hinted_records_without_reading_redis(
     assert w.reads.primary_reads == reads  # every one came in its hint
     assert w.current is not None and w.current.value.metadata["n"] == 5
     assert w.overlaps == 0
+
+
+async def test_no_reconcile_read_while_hinted_records_flow_and_one_soon_after(
+    redis_server: RedisServer, namespace: str, stack: AsyncExitStack
+) -> None:
+    """Each applied hint confirms head as of its publish, so the reconcile tick waits; once
+    hints stop, a tick reads within the interval again (a lost hint is still found)."""
+    pub = await publisher(stack, redis_server.url, namespace)
+    await pub.publish(body(0))
+    w = await start_watcher(stack, redis_server.url, namespace, reconcile_interval_s=0.4)
+    await until(lambda: w.current is not None and w.subscribed, 5, "v1 and subscribed")
+    await asyncio.sleep(0.1)  # the read the subscription triggered
+    reads = w.reads.primary_reads
+    for i in range(1, 13):  # 1.2 s of publishes, three reconcile intervals
+        await pub.publish(body(i))
+        await until(lambda i=i: w.current and w.current.version == i + 1, 5, f"v{i + 1}")
+        await asyncio.sleep(0.1)
+    assert w.reads.primary_reads == reads
+    await until(lambda: w.reads.primary_reads > reads, 0.6, "a reconcile read once hints stop")
