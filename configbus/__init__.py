@@ -73,6 +73,7 @@ from configbus.errors import (
     VersionNotFound,
 )
 from configbus.escape import printable
+from configbus.httpguard import GuardedProtocol
 from configbus.keyset import KeyFollower, KeyTable, key_snapshot_path
 from configbus.keystore import KeyConflict, KeyStore, hash_key
 from configbus.llm import (
@@ -104,6 +105,7 @@ from configbus.signing import RecordSigner
 from configbus.store import Export, Head, Kind, PublishResult, RecordMeta, Store, VersionRecord
 from configbus.tracing import context_from_traceparent, traceparent_of, tracer_provider
 from configbus.validation import (
+    FRAMING_HEADERS,
     issue_from_msgspec,
     to_document,
 )
@@ -115,6 +117,7 @@ from configbus.watcher import (
 )
 
 __all__ = [
+    "FRAMING_HEADERS",
     "MAX_DEPTH",
     "NAMESPACE_RULE",
     "REDIS_ERRORS",
@@ -134,6 +137,7 @@ __all__ = [
     "DocumentError",
     "Export",
     "FleetCounter",
+    "GuardedProtocol",
     "Head",
     "IdempotencyMismatch",
     "InvalidDocument",

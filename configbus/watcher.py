@@ -257,7 +257,15 @@ class Watcher(Generic[T, R]):
 
     async def _sync(self) -> SyncOutcome:
         record, self._inline = self._inline, None
-        cur = self._current
+        cur, rej = self._current, self._rejected
+        if (
+            record is not None
+            and rej is not None
+            and (rej.epoch, rej.version) == (record.epoch, record.version)
+            and rej.sha256 in ("*", record.sha256)
+        ):
+            # Already refused (a read found it while its hint was on the way): not again.
+            return SyncOutcome.UP_TO_DATE
         if record is not None and inline_applies(record, _held(cur)):
             # A plain publish happened, so no rollout runs: everyone runs head.
             self._rollout_running = False

@@ -21,7 +21,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
-from configbus.httpguard import GuardedProtocol
+from configbus import GuardedProtocol
 from proxy.chat import HANDLERS
 
 _HOT = {path.encode(): name for path, name in HANDLERS.items()}

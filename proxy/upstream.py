@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import Literal
 from urllib.parse import quote
 
+from configbus import FRAMING_HEADERS
 from configbus.breaker import Breaker, BreakerState
 from configbus.document import CircuitBreaker, Provider, RateLimit
-from configbus.validation import FRAMING_HEADERS
 from proxy.allowance import Allowance
 from proxy.h1client import Origin, Pool, Response, header_block, request_target
 

@@ -128,3 +128,22 @@ async def test_no_reconcile_read_while_hinted_records_flow_and_one_soon_after(
         await asyncio.sleep(0.1)
     assert w.reads.primary_reads == reads
     await until(lambda: w.reads.primary_reads > reads, 0.6, "a reconcile read once hints stop")
+
+
+async def test_a_refused_version_is_not_decoded_again_when_its_hint_comes_late(
+    redis_server: RedisServer, namespace: str, stack: AsyncExitStack
+) -> None:
+    """A read can find a bad head before its hint arrives; the hint then carries the same
+    record, and the watcher must not check (and refuse) it a second time."""
+    pub = await publisher(stack, redis_server.url, namespace)
+    await pub.publish(body(0))
+    w = await start_watcher(stack, redis_server.url, namespace, reconcile_interval_s=30.0)
+    await until(lambda: w.current is not None and w.subscribed, 5, "v1 and subscribed")
+    await pub.publish(b'{"models": "not a list"}')
+    await until(lambda: w.status().state == "rejected", 5, "v2 refused")
+    rejects = w.metrics.rejects._value.get()  # type: ignore[attr-defined]
+    w._inline = await pub.get(2)  # the late hint's record
+    await w.sync_once()
+    assert w.metrics.rejects._value.get() == rejects  # type: ignore[attr-defined]
+    assert w.status().state == "rejected" and w.current is not None
+    assert w.current.version == 1
