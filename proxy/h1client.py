@@ -392,7 +392,7 @@ class Pool:
                     if handed is not None:
                         self._release(handed)
                     else:
-                        self._wake_one()
+                        self._hand(None)
                 raise
             if conn_or_none is not None:
                 return conn_or_none
@@ -413,15 +413,15 @@ class Pool:
                 )
         except TimeoutError:
             self._open -= 1
-            self._wake_one()
+            self._hand(None)
             raise TimeoutError(f"connecting to {o.host}:{o.port} timed out") from None
         except OSError as exc:
             self._open -= 1
-            self._wake_one()
+            self._hand(None)
             raise UpstreamError(f"cannot connect to {o.host}:{o.port}: {exc}") from None
         except BaseException:
             self._open -= 1
-            self._wake_one()
+            self._hand(None)
             raise
         return conn
 
@@ -429,12 +429,8 @@ class Pool:
         if self.closed:
             conn.abort()
             return
-        waiters = self._waiters
-        while waiters:
-            w = waiters.popleft()
-            if not w.done():
-                w.set_result(conn)
-                return
+        if self._hand(conn):
+            return
         conn.idle_since = self.loop.time()
         self._idle.append(conn)
         if self._sweeper is None:
@@ -442,15 +438,17 @@ class Pool:
 
     def _lost(self, conn: _Conn) -> None:
         self._open -= 1
-        self._wake_one()
+        self._hand(None)
 
-    def _wake_one(self) -> None:
+    def _hand(self, conn: _Conn | None) -> bool:
+        """Give `conn` (None: a free slot to connect in) to the longest-waiting caller."""
         waiters = self._waiters
         while waiters:
             w = waiters.popleft()
             if not w.done():
-                w.set_result(None)
-                return
+                w.set_result(conn)
+                return True
+        return False
 
     def _sweep(self) -> None:
         """Close connections idle for longer than keep-alive (the server may have already)."""
