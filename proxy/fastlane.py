@@ -15,11 +15,7 @@ import asyncio
 from typing import Any
 
 from uvicorn._types import ASGISendEvent
-from uvicorn.protocols.http.httptools_impl import (
-    STATUS_LINE,
-    HttpToolsProtocol,
-    RequestResponseCycle,
-)
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
 
 from configbus import GuardedProtocol
 from proxy.chat import HANDLERS
@@ -29,7 +25,8 @@ _PATHS = {path.encode(): path for path in HANDLERS}
 
 
 class _Cycle(RequestResponseCycle):
-    """uvicorn's request/response cycle with a leaner `send` (see the module's doc)."""
+    """uvicorn's request/response cycle with a leaner `send` (see the module's doc). It
+    writes no access-log line: `configbus proxy` runs uvicorn without one."""
 
     _status = 0
     _headers: Any = ()
@@ -100,7 +97,7 @@ class ReplicaProtocol(GuardedProtocol):
             or self.limit_concurrency is not None
             or parser.should_upgrade()
         ):
-            HttpToolsProtocol.on_headers_complete(self)
+            super()._start_request()  # uvicorn's cycle and the app
             return
         version = parser.get_http_version()
         scope = self.scope
