@@ -62,6 +62,7 @@ async def test_two_replicas_admit_exactly_the_bucket_when_taking_turns() -> None
     assert not xa.take(1.0, clock()) and xa.remaining(clock()) == 0
     assert 1 <= xa.retry_after_s(clock()) <= 12
     await a.aclose()
+    await b.aclose()
 
 
 async def test_refusal_gives_back_what_earlier_limits_took_and_shadow_only_counts() -> None:
@@ -140,3 +141,4 @@ async def test_credit_is_taken_only_while_the_bucket_holds_it() -> None:
     await drain(b)
     assert xb.dry and not xb.take(1.0, clock())
     await a.aclose()
+    await b.aclose()

@@ -85,6 +85,7 @@ async def test_every_replica_learns_of_a_key_over_budget_at_its_next_flush(
     assert b.over and b.refusal(k, rt()) is not None
     assert b.refusal(key("key_b", usd=0.001), rt()) is None  # another key is not touched
     await a.aclose()
+    await b.aclose()
 
 
 async def test_a_team_budget_is_shared_by_its_keys(redis: aioredis.Redis, namespace: str) -> None:
@@ -100,6 +101,7 @@ async def test_a_team_budget_is_shared_by_its_keys(redis: aioredis.Redis, namesp
             assert err is not None and err.param == "team", (m, k)
         assert m.refusal(other, teams) is None
     await a.aclose()
+    await b.aclose()
 
 
 async def test_counts_wait_for_redis_and_go_out_whole_when_it_is_back(
