@@ -312,11 +312,7 @@ def create_app(
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path, exc_info=exc)
-        return Response(
-            errors.error_body("internal error", "server_error", "internal_error"),
-            500,
-            media_type="application/json",
-        )
+        return errors.internal().response()
 
     return ProxyApp(
         routes=[

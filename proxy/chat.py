@@ -57,7 +57,6 @@ log = logging.getLogger("proxy.chat")
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 _NO_CONFIG = errors.unavailable("no configuration applied yet", "no_config")
-_INTERNAL = errors.error_body("internal error", "server_error", "internal_error")
 CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 # The endpoints served by a ChatHandler (bare ASGI, before routing): path → state key.
@@ -168,14 +167,7 @@ class ChatHandler:
             ex: Exchange | None = scope.get("configbus.exchange")
             if ex is None:
                 ex = Exchange(new_request_id(), time.perf_counter())
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 500,
-                    "headers": [_JSON, *ex.headers()],
-                }
-            )
-            await send({"type": "http.response.body", "body": _INTERNAL})
+            await _send_error(send, errors.internal(), ex.headers())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()

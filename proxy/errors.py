@@ -74,6 +74,11 @@ def error_body(
     return _encode(ErrorEnvelope(ErrorBody(message, type_, code, param)))
 
 
+def internal() -> ProxyError:
+    """A failure of the replica itself (an unhandled error on any route)."""
+    return ProxyError(500, "internal error", "server_error", "internal_error")
+
+
 def bad_request(message: str, code: str | None = None) -> ProxyError:
     return ProxyError(400, message, "invalid_request_error", code)
 

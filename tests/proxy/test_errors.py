@@ -43,3 +43,28 @@ def test_rate_limited_carries_retry_after() -> None:
 def test_messages_name_the_thing() -> None:
     assert "'gpt-x'" in errors.model_not_found("gpt-x").message
     assert "1000 bytes" in errors.too_large(1000).message
+
+
+async def test_an_unhandled_error_on_the_hot_path_answers_500_in_openais_shape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from proxy.chat import ChatHandler
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(ChatHandler, "__call__", broken)
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    handler = ChatHandler.__new__(ChatHandler)
+    await handler.serve({"path": "/v1/chat/completions"}, None, send)  # type: ignore[arg-type]
+    start, body = sent
+    headers = dict(start["headers"])  # type: ignore[call-overload]
+    assert start["status"] == 500 and headers[b"content-type"] == b"application/json"
+    assert headers[b"x-request-id"]
+    assert msgspec.json.decode(body["body"]) == {  # type: ignore[arg-type]
+        "error": {"message": "internal error", "type": "server_error", "code": "internal_error"}
+    }
