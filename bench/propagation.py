@@ -28,6 +28,9 @@ With `--rollouts R`, the bus mode also runs R rounds of rollout steps (start a r
 stage selects half the watchers by label, abort it; start another and promote it) and
 reports how fast each step reaches the replicas it moves, beside the publishes.
 
+Each worker process, in both modes, runs with a replica's garbage-collector policy
+(`proxy.gc_policy`: its startup heap frozen once its watchers are up), as a replica does.
+
 Timestamps are CLOCK_MONOTONIC (`time.monotonic`), which every process on the machine shares.
 """
 

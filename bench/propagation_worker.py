@@ -23,6 +23,7 @@ from configbus.document import Document
 from configbus.settings import BusSettings
 from configbus.signing import RecordSigner
 from configbus.store import Store
+from proxy.gc_policy import freeze_startup_heap
 
 NAMESPACE = "bench"
 # The publisher's and the watchers' shared key (an admin's and its replicas'
@@ -53,6 +54,10 @@ async def run_worker(mode: str, url: str, count: int, first: int) -> None:
     groups = [group_of(first + i) for i in range(count)]
     counter = Counter({g: groups.count(g) for g in set(groups)})
     stop = await (floor if mode == "floor" else bus)(url, groups, counter)
+    # Both modes run with a replica's collector policy: without it, full collections walking
+    # every watcher's clients were a quarter of a bus worker's CPU (py-spy, K = 1,000), which
+    # a replica (one watcher, its heap frozen after startup) never pays.
+    freeze_startup_heap()
     profile = None
     if os.environ.get("BENCH_PROFILE"):  # a cProfile of each worker, written at exit
         import cProfile

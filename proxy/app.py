@@ -8,7 +8,6 @@ version; request handlers read one snapshot reference per request.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -40,6 +39,7 @@ from proxy import errors
 from proxy.cache import ResponseCache
 from proxy.chat import CHAT_PATH, EMBEDDINGS_PATH, HANDLERS, ChatHandler, authenticate
 from proxy.errors import ProxyError
+from proxy.gc_policy import freeze_startup_heap
 from proxy.limits import FleetLimits
 from proxy.metrics import ProxyMetrics
 from proxy.runtime import Builder, Runtime
@@ -49,9 +49,6 @@ from proxy.usage import Meter
 
 log = logging.getLogger("proxy")
 _encode = msgspec.json.Encoder().encode
-# Young-generation collections every 20k allocations instead of 700: most request garbage is
-# freed by reference counting anyway, and fewer collections mean fewer latency spikes.
-GC_THRESHOLD0 = 20_000
 
 # Lease calls (in the background) give up on a slow Redis quickly: limits go local.
 LIMITER_SOCKET_TIMEOUT_S = 0.25
@@ -212,12 +209,7 @@ def create_app(
             await meter.start()
         await watcher.start()
         if ps.gc_freeze:
-            # Startup objects (modules, app, first snapshot) never become garbage; moving them
-            # out of the collector's sight makes full collections short, which is what cuts
-            # the p99 tail. Cyclic garbage made later is still collected.
-            gc.collect()
-            gc.freeze()
-            gc.set_threshold(GC_THRESHOLD0, *gc.get_threshold()[1:])
+            freeze_startup_heap()
         try:
             yield State(
                 settings=ps,

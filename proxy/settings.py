@@ -28,7 +28,7 @@ class ProxySettings(msgspec.Struct, frozen=True, kw_only=True):
     # First retry waits this long, doubling after each, capped at 8x (jittered).
     retry_backoff_s: float = DEFAULT_RETRY_BACKOFF_S
     # Freeze startup objects out of the garbage collector and collect young objects less
-    # often (see proxy.app); off for embedding in a process that manages gc itself.
+    # often (see proxy.gc_policy); off for embedding in a process that manages gc itself.
     gc_freeze: bool = True
     # `json`: log lines as JSON objects, with the request id, config version and trace id.
     log_format: str = v.LOG_FORMAT.default
