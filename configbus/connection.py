@@ -146,7 +146,9 @@ class SentinelRedis(SentinelReadRedis):
 
     _asked_at = 0.0
 
-    async def execute_command(self, *args: Any, **options: Any) -> Any:
+    async def follow_primary(self) -> None:
+        """Ask the sentinels where the primary is, at most every `FOLLOW_INTERVAL_S`; a
+        connection held outside the pool (`configbus.pinned`) calls it too."""
         now = time.monotonic()
         if now - self._asked_at >= FOLLOW_INTERVAL_S:
             self._asked_at = now
@@ -154,6 +156,9 @@ class SentinelRedis(SentinelReadRedis):
                 await self.connection_pool.get_master_address()  # type: ignore[attr-defined]
             except (RedisConnectionError, RedisTimeoutError):
                 pass  # no sentinel answers: the command goes where the pool already points
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        await self.follow_primary()
         return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
 
 

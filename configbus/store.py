@@ -31,6 +31,7 @@ from configbus.errors import (
     VersionNotFound,
 )
 from configbus.hints import parse_traceparent
+from configbus.pinned import PinnedConnection
 from configbus.records import (
     DEFAULT_REPLICA_TTL_S,
     AuditEntry,
@@ -123,6 +124,7 @@ class Store:
         self._sync_read = redis.register_script(lua.SYNC_READ)
         self._fence = redis.register_script(durability.FENCE)
         self._ro_scripts = True
+        self._status_conn = PinnedConnection(redis)
 
     @property
     def namespace(self) -> str:
@@ -427,11 +429,14 @@ class Store:
 
     async def report_at(self, status: ReplicaStatus, last_seen: float) -> None:
         """Record a replica's status stamped `last_seen` (the server's clock, as the caller
-        follows it from `server_time`): one plain HSET, the cheapest write there is."""
+        follows it from `server_time`): one plain HSET, the cheapest write there is, on a
+        connection of its own (`configbus.pinned`)."""
         value = _status_encoder.encode(status)
         stamp = b'{"last_seen":%.6f,' % last_seen
         await guarded(
-            self.redis.hset(self.keys.replicas, status.replica_id, stamp + value[1:]),
+            self._status_conn.call(
+                "HSET", self.keys.replicas, status.replica_id, stamp + value[1:]
+            ),
             "report status",
         )
 

@@ -1,0 +1,56 @@
+"""Status reports go over one connection of their own (configbus.pinned): reused from report
+to report, replaced after the server drops it or answers an error, closed with the client."""
+
+from __future__ import annotations
+
+import pytest
+
+from configbus.errors import StoreError
+from configbus.records import ReplicaStatus
+from tests.core.helpers import make_store
+from tests.support import RedisServer
+
+
+def status(version: int) -> ReplicaStatus:
+    return ReplicaStatus(replica_id="r1", state="applied", version=version, epoch="e")
+
+
+async def reported_version(store) -> int:  # type: ignore[no-untyped-def]
+    infos = await store.replicas()
+    return next(i.status.version for i in infos if i.status.replica_id == "r1")
+
+
+async def test_reports_share_one_connection_and_survive_a_dropped_one(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    store = make_store(redis_server.url, namespace)
+    admin = redis_server.client()
+    try:
+        now = await store.server_time()
+        accepted = int(admin.info("stats")["total_connections_received"])
+        for v in range(1, 51):
+            await store.report_at(status(v), now)
+        opened = int(admin.info("stats")["total_connections_received"]) - accepted
+        assert opened <= 1, f"50 reports opened {opened} connections"
+        assert await reported_version(store) == 50
+
+        # The server drops every client connection (as Sentinel does to a demoted primary):
+        # the report goes out again at once on a new connection.
+        admin.client_kill_filter(_type="normal", skipme=True)
+        await store.report_at(status(52), now)
+        assert await reported_version(store) == 52
+
+        # An error reply (here: the hash is now a string) drops the connection too; the
+        # report after the key is repaired succeeds.
+        await store.redis.set(store.keys.replicas, "not a hash")
+        with pytest.raises(StoreError):
+            await store.report_at(status(53), now)
+        await store.redis.delete(store.keys.replicas)
+        await store.report_at(status(54), now)
+        assert await reported_version(store) == 54
+    finally:
+        await store.redis.aclose()
+    # Closing the client closed the pinned connection (no socket left to the collector).
+    names = [c for c in admin.client_list() if c.get("cmd") in ("hset", "hvals")]
+    admin.close()
+    assert names == [], names
