@@ -7,6 +7,7 @@ import pytest
 
 from configbus.errors import StoreError
 from configbus.records import ReplicaStatus
+from configbus.store import Store
 from tests.core.helpers import make_store
 from tests.support import RedisServer
 
@@ -15,7 +16,7 @@ def status(version: int) -> ReplicaStatus:
     return ReplicaStatus(replica_id="r1", state="applied", version=version, epoch="e")
 
 
-async def reported_version(store) -> int:  # type: ignore[no-untyped-def]
+async def reported_version(store: Store) -> int:
     infos = await store.replicas()
     return next(i.status.version for i in infos if i.status.replica_id == "r1")
 
@@ -37,17 +38,17 @@ async def test_reports_share_one_connection_and_survive_a_dropped_one(
         # The server drops every client connection (as Sentinel does to a demoted primary):
         # the report goes out again at once on a new connection.
         admin.client_kill_filter(_type="normal", skipme=True)
-        await store.report_at(status(52), now)
-        assert await reported_version(store) == 52
+        await store.report_at(status(51), now)
+        assert await reported_version(store) == 51
 
         # An error reply (here: the hash is now a string) drops the connection too; the
         # report after the key is repaired succeeds.
         await store.redis.set(store.keys.replicas, "not a hash")
         with pytest.raises(StoreError):
-            await store.report_at(status(53), now)
+            await store.report_at(status(52), now)
         await store.redis.delete(store.keys.replicas)
-        await store.report_at(status(54), now)
-        assert await reported_version(store) == 54
+        await store.report_at(status(53), now)
+        assert await reported_version(store) == 53
     finally:
         await store.redis.aclose()
     # Closing the client closed the pinned connection (no socket left to the collector).
