@@ -144,17 +144,14 @@ class ProviderRuntime:
     def disown(self) -> None:
         self.owners -= 1
         if self.owners <= 0 and not self.closed:
-            self.closed = True
-            p, self._pool = self._pool, None
-            if p is not None:
-                log.info("closing pool of provider %s", self.name)
-                p.close()
+            self.close()
 
     def close(self) -> None:
-        """Close the pool now, whoever still owns it (process shutdown)."""
+        """Close the pool now, whoever still owns it (the last owner gone, or shutdown)."""
         self.closed = True
         p, self._pool = self._pool, None
         if p is not None:
+            log.info("closing pool of provider %s", self.name)
             p.close()
 
     def __repr__(self) -> str:
