@@ -4,7 +4,7 @@ Starts its own redis-server, runs K watchers spread over several processes, publ
 N versions one after another (each waits until every watcher applied the previous one)
 and prints JSON with p50 / p99 / max milliseconds per document size and K.
 
-    python bench/propagation.py [--ks 20,100,1000] [--publishes 50] [--sizes 10000]
+    python bench/propagation.py [--ks 20,100,1000] [--publishes 200,200,50] [--sizes 10000]
                                 [--modes floor,bus] [--rollouts 5]
 
 Two modes run with the same K, processes and document, one after the other:
@@ -21,7 +21,10 @@ Per case it also reports what an apply costs: Redis commands and microseconds pe
 from INFO commandstats (commands run inside a Lua script are counted by Redis both on
 their own and inside the script's time, so `cmd_usec` is an upper bound; SLOWLOG, logging
 every command during the measured window, tells which ran inside a script, and
-`cmd_usec_per_apply_scripts_once` counts those once), Redis process
+`cmd_usec_per_apply_scripts_once` counts those once; that time split in two: the
+publisher's own per publish, `cmd_usec_per_publish`, and what each apply adds,
+`cmd_usec_per_apply_marginal`: its reads, its status reports and its copy of the published
+message), Redis process
 CPU per apply (INFO cpu: includes socket writes and pub/sub fan-out, which commandstats
 does not see), and the worker processes' CPU per apply. Everything in the measured window
 counts: reconcile ticks, status reports, the publisher's own commands.
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import platform
@@ -55,6 +59,7 @@ import msgspec
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.propagation_worker import FLOOR_CHANNEL, FLOOR_KEY, NAMESPACE, SIGNER, run_worker
+from configbus import lua
 from configbus.codec import canonical, sha256_hex
 from configbus.connection import connect
 from configbus.rollout import Rollout, RolloutState, Selector, Stage
@@ -195,24 +200,45 @@ class Fleet:
 
 # Commands a Lua script runs are logged by SLOWLOG under the script's own pseudo-client.
 SCRIPT_CLIENT = b"?:0"
+PUBLISH_SHA = hashlib.sha1(lua.PUBLISH.encode()).hexdigest()  # what EVALSHA names it by
 
 
 async def log_every_command(store: Store) -> None:
     """SLOWLOG every command from now on (this script's own redis-server), so that the
-    commands run inside scripts can be told apart from those clients sent (`inner_usec`)."""
+    commands run inside scripts can be told apart from those clients sent (`slowlog_split`)."""
     await store.redis.config_set("slowlog-log-slower-than", 0)
     await store.redis.config_set("slowlog-max-len", 4_000_000)
     await store.redis.slowlog_reset()
 
 
-async def inner_usec(store: Store) -> int:
-    """Microseconds of the commands scripts ran since `log_every_command` (SLOWLOG entries
-    of the scripts' pseudo-client), which commandstats counts a second time in the script's
-    own figure; logging is switched off again."""
+class Split(msgspec.Struct, frozen=True):
+    """What SLOWLOG tells of the measured window, in microseconds of command time."""
+
+    inner: int  # commands scripts ran: commandstats counts them again in the script's figure
+    publisher: int  # the publisher's own work, without the copy of each message to the
+    # subscribers (the fan-out grows with K, as reads would: it is the appliers' share)
+
+
+async def slowlog_split(store: Store, publish_sha: str) -> Split:
+    """Split the commands logged since `log_every_command`; logging is switched off again.
+    The publisher's commands: the publish script (bus) or SET of the body (floor); the
+    fan-out: PUBLISH, run by that script (bus) or sent by the publisher (floor)."""
     await store.redis.config_set("slowlog-log-slower-than", -1)
     entries = await store.redis.execute_command("SLOWLOG", "GET", -1, NEVER_DECODE=True)
     await store.redis.slowlog_reset()
-    return sum(int(e[2]) for e in entries if len(e) > 4 and e[4] == SCRIPT_CLIENT)
+    inner = publisher = fanout = 0
+    sha, floor_key = publish_sha.encode(), FLOOR_KEY.encode()
+    for e in entries:
+        usec, args, client = int(e[2]), e[3], e[4] if len(e) > 4 else b""
+        cmd, first = args[0].lower(), (args[1] if len(args) > 1 else b"")
+        if client == SCRIPT_CLIENT:
+            inner += usec
+        elif (cmd == b"evalsha" and first == sha) or (cmd == b"set" and first == floor_key):
+            publisher += usec
+        if cmd == b"publish":
+            fanout += usec
+            publisher += usec if client != SCRIPT_CLIENT else 0
+    return Split(inner=inner, publisher=publisher - fanout)
 
 
 async def redis_counters(store: Store) -> tuple[dict[str, tuple[int, int]], float]:
@@ -230,7 +256,8 @@ def costs(
     after: tuple[dict[str, tuple[int, int]], float],
     applies: int,
     worker_cpu_s: float,
-    inner: int,
+    split: Split,
+    publishes: int,
 ) -> dict[str, Any]:
     # The bench's own reads of the counters and its logging switches.
     skip = {"config|resetstat", "config|set", "info", "slowlog|reset", "slowlog|get"}
@@ -244,7 +271,16 @@ def costs(
         "redis_usec_per_apply": per_usec,
         "redis_cmd_usec_per_apply": round(sum(usec.values()) / applies, 2),
         # The same with the commands scripts ran counted once (inside their script's time).
-        "redis_cmd_usec_per_apply_scripts_once": round((sum(usec.values()) - inner) / applies, 2),
+        "redis_cmd_usec_per_apply_scripts_once": round(
+            (sum(usec.values()) - split.inner) / applies, 2
+        ),
+        # Redis time of a publish wave is about `per_publish + K * marginal`: the publisher's
+        # own work once, then what each apply adds (its reads and reports, its copy of the
+        # message), script commands counted once.
+        "redis_cmd_usec_per_publish": round(split.publisher / publishes, 1),
+        "redis_cmd_usec_per_apply_marginal": round(
+            (sum(usec.values()) - split.inner - split.publisher) / applies, 2
+        ),
         "redis_cpu_usec_per_apply": round((after[1] - before[1]) * 1e6 / applies, 2),
         "worker_cpu_usec_per_apply": round(worker_cpu_s * 1e6 / applies, 2),
     }
@@ -293,7 +329,7 @@ async def run_case(
         await asyncio.sleep(SETTLE_S)
         after = await redis_counters(store)
         cpu1 = await fleet.cpu_s()
-        inner = await inner_usec(store)
+        split = await slowlog_split(store, PUBLISH_SHA)
         steps = await rollout_rounds(store, fleet, base, rollouts, expect) if mode == "bus" else {}
     finally:
         await fleet.stop()
@@ -304,7 +340,7 @@ async def run_case(
         "processes": len(fleet.procs),
         "doc_bytes": len(base),
         **summary(latencies),
-        **costs(before, after, k * publishes, cpu1 - cpu0, inner),
+        **costs(before, after, k * publishes, cpu1 - cpu0, split, publishes),
         **({"rollout_steps": steps} if steps else {}),
     }
 
@@ -345,13 +381,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     results = []
     with LocalRedis(extra_args=["--maxclients", "20000"]) as redis_server:
         for size in args.sizes:
-            for k in args.ks:
+            for k, publishes in zip(args.ks, args.publishes, strict=True):
                 procs = min(k, args.processes)
                 row: dict[str, Any] = {"watchers": k, "doc_bytes": size}
                 for mode in args.modes:
                     rollouts = args.rollouts if mode == "bus" else 0
                     res = await run_case(
-                        redis_server.url, mode, k, size, args.publishes, procs, rollouts
+                        redis_server.url, mode, k, size, publishes, procs, rollouts
                     )
                     print(json.dumps(res), file=sys.stderr, flush=True)
                     row[mode] = res
@@ -382,13 +418,26 @@ def main() -> None:
     ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
     p.add_argument("--ks", type=ints, default=[20, 100, 1000], help="watcher counts")
     p.add_argument("--sizes", type=ints, default=[10_000], help="document bytes")
-    p.add_argument("--publishes", type=int, default=50)
+    # p99 of 50 samples is their maximum, one stall; where publishes are cheap, take more.
+    p.add_argument(
+        "--publishes",
+        type=ints,
+        default=None,
+        help="publishes per K: one number for every K, or one per K (default 200 up to "
+        "K = 100, else 50)",
+    )
     p.add_argument("--modes", type=lambda s: s.split(","), default=["floor", "bus"])
     p.add_argument("--rollouts", type=int, default=5, help="rollout rounds per bus case")
     p.add_argument(
         "--processes", type=int, default=os.cpu_count() or 2, help="worker processes (at most)"
     )
     args = p.parse_args()
+    if args.publishes is None:
+        args.publishes = [200 if k <= 100 else 50 for k in args.ks]
+    elif len(args.publishes) == 1:
+        args.publishes *= len(args.ks)
+    elif len(args.publishes) != len(args.ks):
+        p.error(f"--publishes: {len(args.publishes)} numbers for {len(args.ks)} values of --ks")
     import uvloop
 
     print(json.dumps(uvloop.run(main_async(args)), indent=2))
