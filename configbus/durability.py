@@ -10,8 +10,9 @@ Sentinel promotes a replica that never saw them. Two things follow.
 - a version lost that way may already run on proxy replicas, which report it in their
   status (`cb:{ns}:replicas`, rewritten at every heartbeat, so a new primary learns it again
   within a heartbeat). The publish script numbers a new version above every version a
-  replica of the current epoch reports (`REPORTED_TOP`): above anything a replica has seen,
-  so those replicas follow it instead of thinking they already hold something newer.
+  replica of the current epoch reports (`REPORTED_TOP`: each report also raises its
+  lineage's highest reported version, `cb:{ns}:reported`): above anything a replica has
+  seen, so those replicas follow it instead of thinking they already hold something newer.
 - `FENCE_FN`: that floor alone is not enough right after a failover. The reports of a lost version
   went to the old primary and were lost with it; the new primary holds the replicas'
   statuses as they were when it last synced, so the first publishes there took numbers
@@ -46,14 +47,23 @@ DEFAULT_FAILOVER_WAIT_S = 3.0
 FENCE_POLL_S = 0.02
 
 # A Lua function for the publish script (`configbus.lua.PUBLISH`): the highest version a
-# replica of `epoch` reports in the hash `replicas` (0 when none); the new version is
-# numbered above it. It runs on every publish over every status, so it reads the two fields
-# by position instead of decoding each status: a report is `{"last_seen":..,"replica_id":..,
-# "state":..,"version":N,"epoch":"E",...}` (`Store.report_at`, the field order of
-# `ReplicaStatus`), and no `,"version":` can occur inside the JSON strings before it. A
-# status of another shape is skipped: the admin's replica list reports it.
+# replica of `epoch` reports (0 when none); the new version is numbered above it. A replica's
+# report raises its lineage's mark in the ZSET `reported` (`Store.report_at`: ZADD GT, in
+# the same write as the status and before it), so a publish reads one score instead of every
+# status: scanning them cost about 1.7 ms of Redis per publish at 1,000 replicas, blocking
+# every client meanwhile. The mark only rises; a replica forgotten since still counts, which
+# only skips numbers. With no mark for the lineage (replicas of a release before the mark
+# report only their status; or nobody reported yet) or an unreadable one, the statuses in
+# the hash `replicas` are read, each by position instead of decoded: a report is
+# `{"last_seen":..,"replica_id":..,"state":..,"version":N,"epoch":"E",...}`
+# (`Store.report_at`, the field order of `ReplicaStatus`), and no `,"version":` can occur
+# inside the JSON strings before it. A status of another shape is skipped: the admin's
+# replica list reports it.
 REPORTED_TOP = """
-local function reported_top(epoch, replicas)
+local function reported_top(epoch, reported, replicas)
+  local ok, mark = pcall(redis.call, 'ZSCORE', reported, epoch)
+  mark = ok and tonumber(mark)
+  if mark and mark >= 0 and mark < 9007199254740992 then return math.floor(mark) end
   local top = 0
   local tail = ',"epoch":"' .. epoch .. '"'
   for _, raw in ipairs(redis.call('HVALS', replicas)) do

@@ -7,7 +7,8 @@ tag with every declared key, so a Redis Cluster keeps them all on one slot.
 
 from configbus.durability import FENCE_FN, REPORTED_TOP
 
-# KEYS: seq, head, epoch, history, audit, idempotency, rollout, rev, replicas, server, fence
+# KEYS: seq, head, epoch, history, audit, idempotency, rollout, rev, replicas, server, fence,
+#       reported
 # ARGV: expected ('' = any), body, sha256, new epoch, author, message, kind, source ('' = none),
 #       retention, idempotency ttl, audit maxlen, channel, record prefix, use idempotency ('1'/'0'),
 #       request fingerprint ('' = the body's sha256: a retry is the same request, not the same
@@ -106,7 +107,7 @@ end
 -- left where the index does not reach (a counter lost, a head moved back).
 local top = redis.call('ZREVRANGE', KEYS[4], 0, 0, 'WITHSCORES')
 local n = math.max(num(redis.call('GET', KEYS[1]) or '0') or 0, head, tonumber(top[2] or '0') or 0,
-  reported_top(epoch, KEYS[9])) + 1
+  reported_top(epoch, KEYS[12], KEYS[9])) + 1
 for _ = 1, 1000 do
   if redis.call('EXISTS', prefix .. str(n)) == 0 then break end
   n = n + 1

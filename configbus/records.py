@@ -7,6 +7,7 @@
     cb:{ns}:rev        changes so far (publishes and rollout steps)
     cb:{ns}:server     run_id of the server last published on   cb:{ns}:fence   replicas to
                        hear from on a new one (see configbus.durability)
+    cb:{ns}:reported   per lineage (epoch), the highest version a replica reported (ZSET)
     channel cb:{ns}:changes   {version, sha256, epoch, rev}: a hint, the store is the truth;
                               a small plain publish's hint carries its whole record
 
@@ -46,6 +47,9 @@ class Keys:
         self.rev = p + "rev"  # counts publishes and rollout steps: how far a reader is
         # The server last published on, and the replicas to hear from after a failover.
         self.server, self.fence = p + "server", p + "fence"
+        # Per epoch, the highest version any replica reported running (ZADD GT): new
+        # versions are numbered above it (configbus.durability).
+        self.reported = p + "reported"
 
     def record(self, version: int) -> str:
         return f"{self.record_prefix}{version}"

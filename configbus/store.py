@@ -5,6 +5,7 @@ The layout and the record types are in `configbus.records`.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import time
@@ -50,8 +51,10 @@ from configbus.records import (
     stored_version,
     text_of,
 )
-from configbus.redis_calls import guarded
+from configbus.redis_calls import guarded, store_error
 from configbus.rollout import Rollout, rollout_args
+
+log = logging.getLogger("configbus.store")
 
 DEFAULT_RETENTION = 100
 DEFAULT_IDEMPOTENCY_TTL_S = 24 * 3600
@@ -125,6 +128,7 @@ class Store:
         self._fence = redis.register_script(durability.FENCE)
         self._ro_scripts = True
         self._status_conn = PinnedConnection(redis)
+        self._mark_broken = False  # the reported-version mark's write failed (logged once)
 
     @property
     def namespace(self) -> str:
@@ -179,7 +183,7 @@ class Store:
             sig,
         ]
         keys = [k.seq, k.head, k.epoch, k.history, k.audit, idem_key, k.rollout, k.rev,
-                k.replicas, k.server, k.fence]  # fmt: skip
+                k.replicas, k.server, k.fence, k.reported]  # fmt: skip
         res, acked = await guarded(self._run_publish(keys, args), "publish")
         outcome, version, epoch, rsha = (text_of(x) for x in res)
         if outcome == "conflict":
@@ -429,16 +433,30 @@ class Store:
 
     async def report_at(self, status: ReplicaStatus, last_seen: float) -> None:
         """Record a replica's status stamped `last_seen` (the server's clock, as the caller
-        follows it from `server_time`): one plain HSET, the cheapest write there is, on a
-        connection of its own (`configbus.pinned`)."""
+        follows it from `server_time`): a plain HSET, the cheapest write there is, and
+        before it, in the same write, the version it runs into its lineage's highest
+        reported (`Keys.reported`, which new versions are numbered above), on a connection
+        of its own (`configbus.pinned`)."""
         value = _status_encoder.encode(status)
         stamp = b'{"last_seen":%.6f,' % last_seen
-        await guarded(
-            self._status_conn.call(
-                "HSET", self.keys.replicas, status.replica_id, stamp + value[1:]
-            ),
-            "report status",
-        )
+        write = ("HSET", self.keys.replicas, status.replica_id, stamp + value[1:])
+        # The high-water mark first: once the status is readable, the version counts.
+        mark = ("ZADD", self.keys.reported, "GT", status.version, status.epoch)
+        commands = [mark, write] if status.epoch and status.version > 0 else [write]
+        replies = await guarded(self._status_conn.call_many(commands), "report status")
+        if isinstance(replies[-1], ResponseError):
+            raise store_error(replies[-1], "report status")
+        broken = len(replies) > 1 and isinstance(replies[0], ResponseError)
+        if broken and not self._mark_broken:
+            # Publishes read every status instead (durability.REPORTED_TOP): correct, slower.
+            log.warning(
+                "report status: %s is unwritable (%s); publishes number versions from the "
+                "statuses instead, slower, until it is writable (a damaged key: delete it, "
+                "reports rebuild it; an ACL without it: docs/acl.md)",
+                self.keys.reported,
+                replies[0],
+            )
+        self._mark_broken = broken
 
     async def server_time(self) -> float:
         """The Redis server's clock, in seconds."""

@@ -4,7 +4,10 @@ run, even when their reports of it were lost with the old primary (durability.FE
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+
+import pytest
 
 from configbus.records import ReplicaStatus
 from configbus.store import Store
@@ -72,6 +75,13 @@ async def test_the_wait_is_bounded_and_only_for_replicas_not_heard_since_the_ser
         await store.report(status("here", 2, first.epoch))
         dead = ReplicaStatus(replica_id="gone", state="applied", version=1, ttl_s=0.1)
         await store.report_at(dead, await store.server_time() - 10)
+        # The fence dates the server's start by its whole seconds of uptime: in its first
+        # second every report looks older than the start.
+        deadline = time.monotonic() + 2
+        while int((await store.redis.info("server"))["uptime_in_seconds"]) < 1:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await store.report(status("here", 2, first.epoch))
         await store.redis.set(store.keys.server, "f" * 40)
         started = time.monotonic()
         assert (await store.publish(body(3))).version == 3
@@ -92,4 +102,78 @@ async def test_a_publish_numbers_above_every_version_a_replica_of_the_lineage_re
         await store.report(status('x,"version":90,"epoch":"' + first.epoch + '"', 1, first.epoch))
         assert (await store.publish(body(2))).version == 8
     finally:
+        await close(store.redis)
+
+
+async def test_a_publish_reads_the_lineages_mark_not_every_status(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    store = make_store(redis_server.url, namespace)
+    admin = redis_server.client()
+    try:
+        first = await store.publish(body(1))
+        for i in range(50):
+            await store.report(status(f"r{i}", first.version, first.epoch))
+        await store.report(status("lost", 7, first.epoch))
+        await store.report(status("lost", 2, first.epoch))  # the mark only rises
+        admin.config_resetstat()
+        assert (await store.publish(body(2))).version == 8
+        # One score read, not the 51 statuses: a big fleet's publish stays short.
+        assert "cmdstat_hvals" not in admin.info("commandstats")
+    finally:
+        admin.close()
+        await close(store.redis)
+
+
+async def test_without_a_readable_mark_a_publish_reads_the_statuses(
+    redis_server: RedisServer, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = make_store(redis_server.url, namespace)
+    try:
+        first = await store.publish(body(1))
+        # A replica of a release before the mark writes its status only.
+        await store.report(status("old", 7, first.epoch))
+        await store.redis.delete(store.keys.reported)
+        assert (await store.publish(body(2))).version == 8
+
+        # A damaged mark: reports still land (one warning names the key), and publishes
+        # number from the statuses.
+        await store.redis.set(store.keys.reported, "not a sorted set")
+        with caplog.at_level(logging.WARNING, logger="configbus.store"):
+            await store.report(status("old", 12, first.epoch))
+            await store.report(status("old", 12, first.epoch))
+        warned = [r.getMessage() for r in caplog.records if store.keys.reported in r.getMessage()]
+        assert len(warned) == 1, warned
+        assert (await store.publish(body(3))).version == 13
+    finally:
+        await close(store.redis)
+
+
+async def test_a_replica_user_not_granted_the_mark_still_reports(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """An ACL written before the mark (docs/acl.md) refuses its ZADD: the status lands, the
+    report keeps its connection, and publishes number from the statuses."""
+    admin = redis_server.client()
+    user, password = f"old-replica-{namespace}", "pw"
+    admin.acl_setuser(
+        user, enabled=True, passwords=[f"+{password}"], keys=[f"%RW~cb:{{{namespace}}}:replicas"],
+        commands=["-@all", "+hset", "+zadd", "+time", "+ping", "+select", "+client"],
+    )  # fmt: skip
+    store = make_store(redis_server.url, namespace)
+    replica = make_store(
+        redis_server.url.replace("redis://", f"redis://{user}:{password}@"), namespace
+    )
+    try:
+        first = await store.publish(body(1))
+        accepted = int(admin.info("stats")["total_connections_received"])
+        for v in (5, 6, 7):
+            await replica.report(status("old", v, first.epoch))
+        assert int(admin.info("stats")["total_connections_received"]) - accepted <= 2
+        assert admin.zscore(store.keys.reported, first.epoch) is None
+        assert (await store.publish(body(2))).version == 8
+    finally:
+        admin.acl_deluser(user)
+        admin.close()
+        await close(replica.redis)
         await close(store.redis)

@@ -1,11 +1,12 @@
 """Status reports go over one connection of their own (configbus.pinned): reused from report
-to report, replaced after the server drops it or answers an error, closed with the client."""
+to report, replaced after the server drops it, closed with the client."""
 
 from __future__ import annotations
 
 import pytest
 
 from configbus.errors import StoreError
+from configbus.pinned import pack
 from configbus.records import ReplicaStatus
 from configbus.store import Store
 from tests.core.helpers import make_store
@@ -41,8 +42,8 @@ async def test_reports_share_one_connection_and_survive_a_dropped_one(
         await store.report_at(status(51), now)
         assert await reported_version(store) == 51
 
-        # An error reply (here: the hash is now a string) drops the connection too; the
-        # report after the key is repaired succeeds.
+        # An error reply (here: the hash is now a string) fails the report; the report
+        # after the key is repaired succeeds.
         await store.redis.set(store.keys.replicas, "not a hash")
         with pytest.raises(StoreError):
             await store.report_at(status(52), now)
@@ -55,3 +56,16 @@ async def test_reports_share_one_connection_and_survive_a_dropped_one(
     names = [c for c in admin.client_list() if c.get("cmd") in ("hset", "hvals")]
     admin.close()
     assert names == [], names
+
+
+def test_commands_are_packed_as_redis_py_packs_them() -> None:
+    from redis.asyncio.connection import Connection
+
+    commands = [
+        ("ZADD", "cb:{ns}:reported", "GT", 12, "a1b2"),
+        ("HSET", "cb:{ns}:replicas", "réplica-1", b'{"last_seen":1.5,"x":"\xc3\xa9"}'),
+        ("SET", "k", 2.25, ""),
+    ]
+    assert pack(commands) == b"".join(Connection().pack_commands(commands))
+    with pytest.raises(TypeError):
+        pack([("SET", "k", True)])

@@ -139,7 +139,8 @@ async def test_replica_and_admin_users_over_tls_do_their_jobs_and_no_more(
     replica = Store(connect(replica_url), NS)
     counter = FleetCounter(replica.redis, window_s=60, timeout_s=2)
     try:
-        v1 = (await admin.publish(body(1), author="test")).version
+        first = await admin.publish(body(1), author="test")
+        v1 = first.version
         w: Watcher[Document, Document] = Watcher(
             replica, decode=decode_body, settings=settings(NS, replica_url, replica_id="r1")
         )
@@ -156,6 +157,8 @@ async def test_replica_and_admin_users_over_tls_do_their_jobs_and_no_more(
                     break
                 await asyncio.sleep(0.05)
             assert await reported(), "the replica's status reached Redis"
+            # ...and raised its lineage's highest reported version, which publishes read.
+            assert await admin.redis.zscore(admin.keys.reported, first.epoch) == v2
         # Counters: the limiter's script on the namespace's rl keys.
         n, _ = await counter.count(counter_key("client", "c1", namespace=NS))
         assert n == 1
