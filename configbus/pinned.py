@@ -48,7 +48,8 @@ class PinnedConnection:
     async def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send `commands` in one write, in order, and read their replies; an error reply
         is returned in its place (a ResponseError) and, unless about a key's type or a
-        permission, drops the connection once all are read. A lost connection or a timeout raises."""
+        permission, drops the connection once all are read. A lost connection or a
+        timeout raises."""
         if self._pool is None:
             return [await self._one(c) for c in commands]
         async with self._lock:
