@@ -24,9 +24,8 @@ every command during the measured window, tells which ran inside a script, and
 `cmd_usec_per_apply_scripts_once` counts those once; that time split in two: the
 publisher's own per publish, `cmd_usec_per_publish`, and what each apply adds,
 `cmd_usec_per_apply_marginal`: its reads, its status reports and its copy of the published
-message), Redis process
-CPU per apply (INFO cpu: includes socket writes and pub/sub fan-out, which commandstats
-does not see), and the worker processes' CPU per apply. Everything in the measured window
+message), Redis process CPU per apply (INFO cpu: includes socket writes and pub/sub
+fan-out, which commandstats does not see), and the worker processes' CPU per apply. Everything in the measured window
 counts: reconcile ticks, status reports, the publisher's own commands.
 
 With `--rollouts R`, the bus mode also runs R rounds of rollout steps (start a rollout whose
@@ -226,19 +225,18 @@ async def slowlog_split(store: Store, publish_sha: str) -> Split:
     await store.redis.config_set("slowlog-log-slower-than", -1)
     entries = await store.redis.execute_command("SLOWLOG", "GET", -1, NEVER_DECODE=True)
     await store.redis.slowlog_reset()
-    inner = publisher = fanout = 0
+    inner = publisher = 0
     sha, floor_key = publish_sha.encode(), FLOOR_KEY.encode()
     for e in entries:
         usec, args, client = int(e[2]), e[3], e[4] if len(e) > 4 else b""
         cmd, first = args[0].lower(), (args[1] if len(args) > 1 else b"")
         if client == SCRIPT_CLIENT:
             inner += usec
+            if cmd == b"publish":
+                publisher -= usec  # counted in the script's time: the appliers' share
         elif (cmd == b"evalsha" and first == sha) or (cmd == b"set" and first == floor_key):
             publisher += usec
-        if cmd == b"publish":
-            fanout += usec
-            publisher += usec if client != SCRIPT_CLIENT else 0
-    return Split(inner=inner, publisher=publisher - fanout)
+    return Split(inner=inner, publisher=publisher)
 
 
 async def redis_counters(store: Store) -> tuple[dict[str, tuple[int, int]], float]:

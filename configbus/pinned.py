@@ -39,12 +39,6 @@ class PinnedConnection:
         self._lock = asyncio.Lock()  # one command in flight: replies come back in order
         self._follow = getattr(redis, "follow_primary", None)
 
-    async def call(self, *args: Any) -> Any:
-        reply = (await self.call_many([args]))[0]
-        if isinstance(reply, ResponseError):
-            raise reply
-        return reply
-
     async def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send `commands` in one write, in order, and read their replies; an error reply
         is returned in its place (a ResponseError) and, unless about a key's type or a
@@ -64,9 +58,7 @@ class PinnedConnection:
             await self._follow()
         conn = self._conn
         if conn is not None and _moved(self._pool, conn):
-            self._conn = None
-            await conn.disconnect()
-            await self._pool.release(conn)
+            await self._drop(conn)
             conn = None
         if conn is None:
             conn = self._conn = await self._pool.get_connection()
@@ -75,16 +67,18 @@ class PinnedConnection:
             replies = [await _reply(conn) for _ in commands]
         except BaseException:
             # A reply may still be on its way (a timeout, a cancellation): never reuse it.
-            self._conn = None
-            await conn.disconnect(nowait=True)
-            await self._pool.release(conn)
+            await self._drop(conn, nowait=True)
             raise
         if any(_about_the_server(r) for r in replies):
             # A demoted primary answers READONLY: the next call connects anew.
-            self._conn = None
-            await conn.disconnect()
-            await self._pool.release(conn)
+            await self._drop(conn)
         return replies
+
+    async def _drop(self, conn: AbstractConnection, *, nowait: bool = False) -> None:
+        assert self._pool is not None
+        self._conn = None
+        await conn.disconnect(nowait=nowait)
+        await self._pool.release(conn)
 
     async def _one(self, command: Sequence[Any]) -> Any:
         try:
